@@ -1,0 +1,3 @@
+from eebench.cli import main
+
+main()

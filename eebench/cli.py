@@ -1,0 +1,146 @@
+"""The `eebench` command line: one plain function per command; the library does the work."""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from eebench.console import console
+from eebench.errors import UserError
+
+app = typer.Typer(
+    help="Train, calibrate, evaluate and report early-exit BERT models (DeeBERT, PABEE, RomeBERT, ...).",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+RunArg = Annotated[Path, typer.Argument(help="A run folder written by `eebench finetune`, e.g. results/quickstart.")]
+DataDirOpt = Annotated[Optional[str], typer.Option(
+    "--data-dir", help="Folder of the task's GLUE-format TSV files; overrides task.data_dir.")]
+
+
+def user_errors(fn):
+    """Turn a UserError into one red line on stderr and exit code 2 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except UserError as err:
+            console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except KeyboardInterrupt:
+            console.print("[yellow]interrupted[/]; files already written are complete (written atomically)")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+@app.callback()
+def _setup() -> None:
+    from eebench.hub import settle_offline_mode
+
+    settle_offline_mode()
+
+
+@app.command()
+@user_errors
+def finetune(
+    recipe: Annotated[Path, typer.Argument(help="Recipe TOML file, e.g. recipes/quickstart.toml.")],
+    set_: Annotated[list[str], typer.Option(
+        "--set", help="Override a recipe value, e.g. --set train.lr=3e-5 (repeatable; values are TOML).")] = [],
+    data_dir: DataDirOpt = None,
+    overwrite: Annotated[bool, typer.Option(help="Replace an existing run folder of the same name.")] = False,
+) -> None:
+    """Train a multi-exit model from a recipe into results/<run-name>/, then (by the recipe's output
+    switches) trace and evaluate its splits, calibrate the exit policy and write the report."""
+    from eebench.runs import finetune as run_finetune
+
+    run = run_finetune(recipe, set_, data_dir, overwrite)
+    console.print(f"[green]done:[/] {run.dir}")
+
+
+@app.command()
+@user_errors
+def evaluate(
+    run: RunArg,
+    split: Annotated[str, typer.Option(help="Split to evaluate: train, dev, test (MNLI: dev_matched, ...).")] = "dev",
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Run the model once over a split with all exits (or reuse its stored trace when nothing changed);
+    write layer-wise metrics, the threshold sweep, and every saved calibration applied to the split."""
+    from eebench.runs import evaluate as run_evaluate, open_run
+
+    run_evaluate(open_run(run, data_dir), split)
+
+
+@app.command()
+@user_errors
+def calibrate(
+    run: RunArg,
+    policy: Annotated[str, typer.Option(help="Exit policy: entropy or max_prob.")] = "entropy",
+    split: Annotated[str, typer.Option(help="Split to fit the threshold on.")] = "dev",
+    target_time_pct: Annotated[Optional[float], typer.Option(
+        help="Pick the best metric with time% (100 · mean exit layer / L) at or below this.")] = None,
+    max_drop: Annotated[Optional[float], typer.Option(
+        help="Pick the least time% whose metric is at most this many points below the last exit's.")] = None,
+    grid: Annotated[Optional[str], typer.Option(
+        help="Comma-separated thresholds to sweep (default: the recipe's or the policy's grid).")] = None,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Choose an exit threshold on one split to meet a time% target or a maximum metric drop, save it
+    to calibration/<policy>.json; `evaluate` then applies it to any other split."""
+    from eebench.runs import calibrate as run_calibrate, open_run
+
+    if target_time_pct is not None and max_drop is not None:
+        raise UserError("give only one of --target-time-pct and --max-drop")
+    if target_time_pct is not None and not 0 < target_time_pct <= 100:
+        raise UserError(f"--target-time-pct {target_time_pct:g}: must be in (0, 100]")
+    r = open_run(run, data_dir)
+    if target_time_pct is None and max_drop is None:
+        target_time_pct, max_drop = r.recipe.exit.target_time_pct, r.recipe.exit.max_drop
+    run_calibrate(r, policy, split, target_time_pct, max_drop, _parse_grid(grid))
+
+
+def _parse_grid(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--grid {text!r}: expected comma-separated numbers, e.g. 0,0.05,0.1") from None
+
+
+@app.command()
+@user_errors
+def report(
+    run: Annotated[list[Path], typer.Option("--run", help="Run folder to report on (repeatable).")] = [],
+    table: Annotated[list[str], typer.Option("--table", help="Paper table id, e.g. glue-test (repeatable).")] = [],
+    out: Annotated[Path, typer.Option(help="Folder for paper tables.")] = Path("results/tables"),
+) -> None:
+    """Write Markdown, LaTeX and CSV tables and PNG/PDF figures from stored results (never re-runs a model)."""
+    from eebench.report.paper import render_paper_table
+    from eebench.report.render import markdown
+    from eebench.report.run_report import report_run
+    from eebench.runs import open_run
+
+    if not run and not table:
+        raise UserError("nothing to report: give --run RUN_FOLDER and/or --table ID (e.g. --table glue-test)")
+    for folder in run:
+        report_run(open_run(folder))
+    for table_id in table:
+        frame, paths = render_paper_table(table_id, out)
+        print(markdown(frame, 1))
+        console.print(f"wrote {', '.join(str(p) for p in paths)}")
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,140 @@
+"""Load a task split from a local GLUE-format folder, the `datasets` hub, or the synthetic generator."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from eebench.data.examples import Examples, random_subset
+from eebench.data.tasks import HUB_SPLITS, TaskSpec
+from eebench.errors import UserError
+from eebench.recipe import TaskConfig
+
+
+def load_split(spec: TaskSpec, cfg: TaskConfig, split: str) -> Examples:
+    """The examples of one split, with the recipe's subsets and held-out dev applied."""
+    _check_split(spec, cfg, split)
+    if cfg.dev_from_train and split in ("train", "dev"):
+        train = _load_raw(spec, cfg, "train")
+        order = np.random.default_rng(cfg.subset_seed).permutation(len(train))
+        if cfg.dev_from_train >= len(train):
+            raise UserError(f"task.dev_from_train = {cfg.dev_from_train} leaves no training examples "
+                            f"(train has {len(train)}); lower it")
+        held = np.sort(order[: cfg.dev_from_train])
+        rest = np.sort(order[cfg.dev_from_train:])
+        examples = train.subset(held if split == "dev" else rest)
+    else:
+        examples = _load_raw(spec, cfg, split)
+    n = cfg.train_subset if split == "train" else cfg.eval_subset
+    return random_subset(examples, n, cfg.subset_seed)
+
+
+def _check_split(spec: TaskSpec, cfg: TaskConfig, split: str) -> None:
+    if split not in spec.splits:
+        raise UserError(f"task {spec.name} has no split {split!r}; choose one of {', '.join(spec.splits)}")
+
+
+def _load_raw(spec: TaskSpec, cfg: TaskConfig, split: str) -> Examples:
+    if spec.name == "synthetic":
+        from eebench.data.synthetic import generate
+
+        return generate(cfg.synthetic, split)
+    if cfg.data_dir:
+        return read_glue_tsv(spec, _local_file(spec, cfg, split), split)
+    return load_from_hub(spec, split)
+
+
+def _local_file(spec: TaskSpec, cfg: TaskConfig, split: str) -> Path:
+    folder = Path(cfg.data_dir)
+    if not folder.is_dir():
+        raise UserError(f"task.data_dir {folder} is not a folder; point it (or --data-dir) at the "
+                        f"GLUE {spec.folder} folder, e.g. ../shared/data/glue/{spec.folder}")
+    path = folder / cfg.files.get(split, f"{split}.tsv")
+    if not path.is_file():
+        raise UserError(f"{path} not found for split {split!r} of task {spec.name}; "
+                        f"name the file with task.files.{split} = \"...\" or add it to {folder}")
+    return path
+
+
+def read_glue_tsv(spec: TaskSpec, path: Path, split: str) -> Examples:
+    """Parse a GLUE-distribution TSV: tab-separated, no quote handling, like the GLUE processors.
+
+    Rows with the wrong number of fields are skipped (the GLUE processors skip them too)."""
+    layout = spec.tsv
+    assert layout is not None, spec.name
+    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    if split in layout.headerless_splits:
+        columns, rows, n_fields = dict(layout.no_header), lines, None
+    else:
+        if not lines:
+            raise UserError(f"{path}: empty file; expected a GLUE {spec.folder} TSV with a header line")
+        header = lines[0].split("\t")
+        columns, rows, n_fields = {name: i for i, name in enumerate(header)}, lines[1:], len(header)
+    want_label = layout.label in columns
+    if split == "train" and not want_label:
+        raise UserError(f"{path}: no {layout.label!r} column in the header; a training file needs labels")
+    for col in (layout.text_a, layout.text_b):
+        if col is not None and col not in columns:
+            raise UserError(f"{path}: no {col!r} column in the header line "
+                            f"(found {', '.join(columns)}); is this the GLUE {spec.folder} file?")
+    ids, text_a, text_b, labels = [], [], [], []
+    for lineno, line in enumerate(rows, start=1 if n_fields is None else 2):
+        if not line.strip():
+            continue
+        fields = line.split("\t")
+        if (n_fields is not None and len(fields) != n_fields) or len(fields) <= max(columns.values()):
+            continue  # malformed row (e.g. QQP train id 133273)
+        if want_label:
+            labels.append(_parse_label(spec, fields[columns[layout.label]], path, lineno))
+        ids.append(str(len(ids)))
+        text_a.append(fields[columns[layout.text_a]])
+        if layout.text_b is not None:
+            text_b.append(fields[columns[layout.text_b]])
+    return Examples(ids, text_a, text_b if layout.text_b else None, _label_array(spec, labels) if want_label else None)
+
+
+def _parse_label(spec: TaskSpec, raw: str, path: Path, lineno: int) -> float | int:
+    raw = raw.strip()
+    try:
+        if spec.labels is None:
+            return float(raw)
+        if raw in spec.labels:
+            return spec.labels.index(raw)
+        value = int(float(raw))
+        if 0 <= value < len(spec.labels):
+            return value
+    except ValueError:
+        pass
+    expected = "a number" if spec.labels is None else f"one of {', '.join(spec.labels)} or 0..{len(spec.labels) - 1}"
+    raise UserError(f"{path}:{lineno}: label {raw!r} is not {expected}")
+
+
+def _label_array(spec: TaskSpec, labels: list) -> np.ndarray:
+    return np.asarray(labels, dtype=np.float32 if spec.is_regression else np.int64)
+
+
+def load_from_hub(spec: TaskSpec, split: str) -> Examples:
+    """The same examples through `datasets.load_dataset` (needs the hub or its cache)."""
+    if spec.hub is None:
+        raise UserError(f"task {spec.name} has no hub dataset; set task.data_dir")
+    hub_split = HUB_SPLITS.get(split, split)
+    try:
+        from datasets import load_dataset
+
+        ds = load_dataset(*spec.hub, split=hub_split)
+    except Exception as err:  # network, auth and cache errors all mean: no hub copy here
+        reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
+        raise UserError(
+            f"task {spec.name}: could not load {'/'.join(spec.hub)} split {hub_split!r} from the hub "
+            f"({reason}); set task.data_dir (or --data-dir) to a folder of GLUE TSV files, "
+            f"e.g. ../shared/data/glue/{spec.folder}") from None
+    a, b = spec.hub_fields
+    labels = np.asarray(ds["label"])
+    has_labels = not (labels.size and (labels < 0).all())  # GLUE test splits carry label -1
+    return Examples(
+        ids=[str(i) for i in range(len(ds))],
+        text_a=list(ds[a]),
+        text_b=list(ds[b]) if b else None,
+        labels=labels.astype(np.float32 if spec.is_regression else np.int64) if has_labels else None,
+    )

@@ -1,0 +1,5 @@
+"""User-facing errors: one line, what and where, how to fix; the CLI turns them into exit code 2."""
+
+
+class UserError(Exception):
+    """A problem with the user's input (recipe, data, CLI argument, model): never a traceback."""

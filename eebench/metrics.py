@@ -1,0 +1,48 @@
+"""Task metrics from scikit-learn / scipy, all reported in percent (0-100), as the papers print them."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+from scipy.stats import pearsonr, spearmanr
+from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
+
+
+def _corr(fn, preds, labels) -> float:
+    if np.std(preds) == 0 or np.std(labels) == 0:
+        return 0.0  # constant predictions: correlation undefined, report none
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return float(fn(preds, labels)[0])
+
+
+METRICS = {
+    "acc": lambda p, y: accuracy_score(y, p),
+    "f1": lambda p, y: f1_score(y, p, zero_division=0),
+    "acc_f1_avg": lambda p, y: (accuracy_score(y, p) + f1_score(y, p, zero_division=0)) / 2,
+    "mcc": lambda p, y: matthews_corrcoef(y, p),
+    "pearson": lambda p, y: _corr(pearsonr, p, y),
+    "spearman": lambda p, y: _corr(spearmanr, p, y),
+}
+
+
+def predictions(logits: np.ndarray, regression: bool) -> np.ndarray:
+    """logits Shape: [..., C] → class ids (argmax) or regression values (C = 1)."""
+    return logits[..., 0] if regression else logits.argmax(-1)
+
+
+def score(metrics: tuple[str, ...], preds: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    return {name: 100.0 * float(METRICS[name](preds, labels)) for name in metrics}
+
+
+def layerwise(metrics: tuple[str, ...], logits: np.ndarray, labels: np.ndarray,
+              regression: bool) -> list[dict[str, float]]:
+    """Every exit's metrics as if all examples left there. logits Shape: [N, L, C]."""
+    preds = predictions(logits, regression)  # Shape: [N, L]
+    return [{"layer": i + 1, **score(metrics, preds[:, i], labels)} for i in range(logits.shape[1])]
+
+
+def majority_rate(labels: np.ndarray) -> float:
+    """Accuracy of always predicting the most frequent label, in percent."""
+    return 100.0 * np.bincount(labels.astype(np.int64)).max() / len(labels)

@@ -1,0 +1,100 @@
+"""MultiExitModel: an encoder with one exit head after every layer.
+
+``forward`` returns every exit's logits and the per-layer signals policies need. It never decides
+to exit: exit policies are pure functions over these outputs (eebench.policies).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+
+class ExitHead(nn.Module):
+    """DeeBERT's off-ramp: pooler (dense + tanh) → dropout → linear.
+
+    ``pooling="first"`` pools the first token as BERT's pooler does (DeeBERT); ``"mean"`` averages
+    the real (unmasked) tokens, which suits encoders trained with mean pooling (e.g. MiniLM)."""
+
+    def __init__(self, hidden_size: int, num_labels: int, dropout: float, pooling: str = "first"):
+        super().__init__()
+        if pooling not in ("first", "mean"):
+            raise ValueError(f"pooling must be 'first' or 'mean', not {pooling!r}")
+        self.pooling = pooling
+        self.dense = nn.Linear(hidden_size, hidden_size)
+        self.activation = nn.Tanh()
+        self.dropout = nn.Dropout(dropout)
+        self.classifier = nn.Linear(hidden_size, num_labels)
+
+    def pool(self, hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        # hidden Shape: [B, T, H]; mask Shape: [B, T] → [B, H]
+        if self.pooling == "first":
+            token = hidden[:, 0]
+        else:
+            m = mask.unsqueeze(-1).to(hidden.dtype)
+            token = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+        return self.activation(self.dense(token))
+
+    def forward(self, hidden: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pooled = self.pool(hidden, mask)  # Shape: [B, H]
+        return self.classifier(self.dropout(pooled)), pooled  # Shape: [B, C], [B, H]
+
+
+@dataclass
+class ExitOutputs:
+    logits: torch.Tensor  # Shape: [B, L, C]; C = 1 for regression
+    pooled: torch.Tensor  # Shape: [B, L, H]; each exit head's pooled representation
+
+
+def _config_int(config, *names: str) -> int:
+    for name in names:
+        value = getattr(config, name, None)
+        if isinstance(value, int):
+            return value
+    raise ValueError(f"{type(config).__name__} has none of {names}")
+
+
+class MultiExitModel(nn.Module):
+    def __init__(self, backbone: nn.Module, num_labels: int, pooling: str = "first",
+                 dropout: float | None = None):
+        super().__init__()
+        config = backbone.config
+        self.backbone = backbone
+        self.num_layers = _config_int(config, "num_hidden_layers", "n_layers", "num_layers")
+        hidden = _config_int(config, "hidden_size", "dim", "d_model")
+        if dropout is None:
+            dropout = float(getattr(config, "hidden_dropout_prob", getattr(config, "dropout", 0.1)))
+        self.num_labels = num_labels
+        self.heads = nn.ModuleList(
+            ExitHead(hidden, num_labels, dropout, pooling) for _ in range(self.num_layers)
+        )
+        self._adopt_pretrained_pooler()
+
+    def _adopt_pretrained_pooler(self) -> None:
+        """Initialise every head's pooler from the backbone's pretrained pooler, then drop it
+        (the final exit's head plays its role, as in DeeBERT)."""
+        pooler = getattr(self.backbone, "pooler", None)
+        dense = getattr(pooler, "dense", None)
+        if isinstance(dense, nn.Linear):
+            for head in self.heads:
+                if head.dense.weight.shape == dense.weight.shape:
+                    head.dense.load_state_dict(dense.state_dict())
+        if pooler is not None:
+            self.backbone.pooler = None
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                token_type_ids: torch.Tensor | None = None, backbone_grad: bool = True) -> ExitOutputs:
+        """All exits at once. ``backbone_grad=False`` runs the encoder without autograd (frozen stage)."""
+        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        ctx = contextlib.nullcontext() if backbone_grad else torch.no_grad()
+        with ctx:
+            out = self.backbone(**kwargs, output_hidden_states=True, return_dict=True)
+        hidden_states = out.hidden_states[1:]  # L tensors, Shape: [B, T, H]; [0] is the embeddings
+        assert len(hidden_states) == self.num_layers, (len(hidden_states), self.num_layers)
+        logits, pooled = zip(*(head(h, attention_mask) for head, h in zip(self.heads, hidden_states)))
+        return ExitOutputs(logits=torch.stack(logits, 1), pooled=torch.stack(pooled, 1))

@@ -1,0 +1,205 @@
+"""Recipes: TOML files validated by pydantic models with ``extra="forbid"``.
+
+A recipe lists only what differs from the defaults below. ``--set section.key=value`` overrides
+are applied to the parsed TOML before validation, so they are checked exactly like the file.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from eebench.errors import UserError
+
+# DeeBERT's entropy grid (castorini/DeeBERT scripts/eval_entropy.sh).
+DEEBERT_ENTROPY_GRID = [0.0, 0.001, 0.005, 0.01, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Strict):
+    name: str = "bert-base-uncased"
+    """Hub id, local folder, Python package (source="package") or model_type (source="random")."""
+    source: Literal["auto", "hub", "path", "package", "random"] = "auto"
+    """auto: a local folder when `name` is one, else the hub."""
+    config: dict[str, Any] = Field(default_factory=dict)
+    """source="random": config values for `AutoConfig.for_model(name, **config)`."""
+    tokenizer: str | None = None
+    """Tokenizer hub id or folder when it differs from the model's (random models on GLUE need one)."""
+    exit_pooling: Literal["first", "mean"] = "first"
+    """Exit heads pool the first token (DeeBERT) or the mean over real tokens."""
+    exit_dropout: float | None = None
+    """Dropout in the exit heads; default: the backbone's hidden dropout."""
+
+
+class SyntheticConfig(_Strict):
+    n_train: int = Field(3000, gt=0)
+    n_dev: int = Field(600, gt=0)
+    n_test: int = Field(600, gt=0)
+    seed: int = 0
+
+
+class TaskConfig(_Strict):
+    name: str = "sst2"
+    data_dir: str | None = None
+    """Folder in the original GLUE TSV format; unset = the `datasets` hub loader."""
+    files: dict[str, str] = Field(default_factory=dict)
+    """Split → file name inside data_dir when it differs from `<split>.tsv`."""
+    train_subset: int | None = Field(None, gt=0)
+    """Use a random subset of this many training examples."""
+    eval_subset: int | None = Field(None, gt=0)
+    """Use a random subset of this many examples of every other split."""
+    dev_from_train: int | None = Field(None, gt=0)
+    """Hold out this many training examples as the `dev` split (for tasks whose dev set is missing)."""
+    subset_seed: int = 0
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+
+
+class TrainConfig(_Strict):
+    strategy: str = "two_stage"
+    args: dict[str, Any] = Field(default_factory=dict)
+    """Strategy arguments, validated by the strategy (see docs/strategies.md)."""
+    epochs: int = Field(3, ge=0)
+    lr: float = Field(2e-5, gt=0)
+    batch_size: int = Field(32, gt=0)
+    eval_batch_size: int = Field(64, gt=0)
+    max_length: int = Field(128, gt=1)
+    seed: int = 42
+    weight_decay: float = Field(0.0, ge=0)
+    warmup_ratio: float = Field(0.0, ge=0, le=1)
+    max_grad_norm: float | None = 1.0
+    eval_each_epoch: bool = True
+    """Record every exit's dev metric after each epoch in train_log.jsonl."""
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+
+    @model_validator(mode="after")
+    def _check_strategy(self) -> "TrainConfig":
+        from eebench.train.strategies import validate_strategy
+
+        validate_strategy(self.strategy, self.args)
+        return self
+
+
+class ExitConfig(_Strict):
+    policy: str = "entropy"
+    grid: list[float] | None = None
+    """Thresholds to sweep; default: the policy's own grid (DeeBERT's for entropy)."""
+    calibrate_split: str = "dev"
+    target_time_pct: float | None = Field(None, gt=0, le=100)
+    max_drop: float | None = Field(None, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> "ExitConfig":
+        from eebench.policies import POLICIES
+
+        if self.policy not in POLICIES:
+            raise ValueError(f"unknown exit policy {self.policy!r}; choose one of {sorted(POLICIES)}")
+        if self.target_time_pct is not None and self.max_drop is not None:
+            raise ValueError("set at most one of target_time_pct and max_drop")
+        return self
+
+
+class OutputConfig(_Strict):
+    run_name: str | None = None
+    """Default: the recipe file's stem."""
+    root: str = "results"
+    evaluate_splits: list[str] = Field(default_factory=lambda: ["dev"])
+    """Splits traced and evaluated right after training (empty: none)."""
+    calibrate: bool = True
+    """After training, calibrate on exit.calibrate_split when a target or max_drop is set."""
+    report: bool = True
+    """After training, write the run report."""
+
+
+class Recipe(_Strict):
+    description: str = ""
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    task: TaskConfig = Field(default_factory=TaskConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    exit: ExitConfig = Field(default_factory=ExitConfig)
+    output: OutputConfig = Field(default_factory=OutputConfig)
+
+    def run_dir(self, default_name: str) -> Path:
+        return Path(self.output.root) / (self.output.run_name or default_name)
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """``"train.lr=3e-5"`` → (["train", "lr"], 3e-05); values are TOML, bare words are strings."""
+    if "=" not in text:
+        raise UserError(f"--set {text!r}: expected section.key=value, e.g. --set train.lr=3e-5")
+    key, raw = text.split("=", 1)
+    path = [part.strip() for part in key.split(".")]
+    if not all(path):
+        raise UserError(f"--set {text!r}: empty key part; expected section.key=value")
+    try:
+        value = tomllib.loads(f"v = {raw}")["v"]
+    except tomllib.TOMLDecodeError:
+        value = raw
+    return path, value
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        path, value = parse_override(text)
+        node = data
+        for part in path[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise UserError(f"--set {text!r}: {part!r} is a value, not a section")
+            node = child
+        node[path[-1]] = value
+    return data
+
+
+def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
+    path = Path(path)
+    if not path.is_file():
+        hint = "; shipped recipes are in recipes/ (e.g. recipes/quickstart.toml)"
+        raise UserError(f"recipe {path} not found{hint}")
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as err:
+        raise UserError(f"{path}: not valid TOML ({err}); fix the syntax at that line") from None
+    data = apply_overrides(data, overrides or [])
+    return validate_recipe(data, source=str(path))
+
+
+def validate_recipe(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as err:
+        raise UserError(describe_validation_error(err, source)) from None
+
+
+def describe_validation_error(err: ValidationError, source: str) -> str:
+    """One line: file, dotted key, what is wrong and how to fix it."""
+    first = err.errors()[0]
+    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    kind, msg = first["type"], first["msg"]
+    if kind == "extra_forbidden":
+        section = _section_model(first["loc"][:-1])
+        allowed = ", ".join(section.model_fields) if section else "see docs/recipes.md"
+        text = f"{source}: unknown key {key!r}; allowed keys here: {allowed}"
+    else:
+        msg = msg.removeprefix("Value error, ")
+        text = f"{source}: {key}: {msg}"
+        if "input" in first and kind != "value_error":
+            text += f" (got {first['input']!r})"
+    more = len(err.errors()) - 1
+    return text + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
+
+
+def _section_model(loc: tuple) -> type[BaseModel] | None:
+    model: type[BaseModel] = Recipe
+    for part in loc:
+        field = model.model_fields.get(str(part))
+        ann = field.annotation if field else None
+        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
+            return None
+        model = ann
+    return model

@@ -1,0 +1,1 @@
+"""Reports from stored results only: run reports and paper tables (never re-runs a model)."""

@@ -1,0 +1,123 @@
+"""The report of one run folder: layer-wise table, threshold sweeps, operating points, exit
+histograms and metric-vs-time% curves — from stored results only."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+
+from eebench.console import console
+from eebench.errors import UserError
+from eebench.io import read_json, write_text
+from eebench.report.render import markdown, save_figure, write_table
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def report_run(run) -> Path:
+    out = run.dir / "report"
+    spec, metric = run.spec, run.spec.primary_metric
+    splits = sorted(p.name for p in (run.dir / "eval").glob("*") if p.is_dir())
+    if not splits:
+        raise UserError(f"{run.dir} has no evaluation results; run eebench evaluate {run.dir} --split dev")
+    sections = [f"# eebench report: {run.dir.name}\n",
+                f"task {spec.name}, model {run.recipe.model.name}, strategy {run.recipe.train.strategy}; "
+                f"metrics in percent; time% = 100·mean(exit layer)/L, speed-up = L/mean(exit layer).\n"]
+    written: list[Path] = []
+
+    layer_frames = {s: pd.DataFrame(read_json(run.eval_dir(s) / "layerwise.json"))
+                    for s in splits if (run.eval_dir(s) / "layerwise.json").is_file()}
+    if layer_frames:
+        wide = None
+        for s, f in layer_frames.items():
+            f = f.rename(columns={m: f"{s} {m}" for m in spec.metrics})
+            wide = f if wide is None else wide.merge(f, on="layer")
+        written += write_table(wide, out / "layerwise", f"Layer-wise {run.recipe.task.name} metrics of every exit")
+        sections += ["## Layer-wise metrics\n", markdown(wide), "\n"]
+        written += _layer_figure(layer_frames, metric, out / "layerwise")
+        sections.append("![layer-wise](layerwise.png)\n")
+
+    for s in splits:
+        for path in sorted(run.eval_dir(s).glob("sweep_*.csv")):
+            policy = path.stem.removeprefix("sweep_")
+            table = pd.read_csv(path)
+            shown = table.drop(columns=["histogram"])
+            stem = out / f"sweep_{s}_{policy}"
+            written += write_table(shown, stem, f"{policy} threshold sweep on {s}", digits=3)
+            sections += [f"## {policy} sweep on {s}\n", markdown(shown, 3), "\n"]
+            point = _operating_point(run, s, policy, table)
+            if metric in table:
+                written += _curve_figure(table, metric, point, out / f"curve_{s}_{policy}", f"{s}, {policy}")
+                sections.append(f"![curve](curve_{s}_{policy}.png)\n")
+            written += _histogram_figure(point, out / f"exit_hist_{s}_{policy}", f"{s}, {policy}")
+            sections.append(f"![histogram](exit_hist_{s}_{policy}.png)\n")
+
+    points = [dict(split=s, **read_json(p)) for s in splits for p in sorted(run.eval_dir(s).glob("operating_*.json"))]
+    if points:
+        frame = pd.DataFrame(points)
+        cols = ["split", "policy", "threshold", "calibrated_on", *[m for m in spec.metrics if m in frame],
+                "time_pct", "speedup", "mean_exit_layer"]
+        written += write_table(frame[cols], out / "operating_points", "Calibrated operating points")
+        sections += ["## Calibrated operating points\n", markdown(frame[cols]), "\n"]
+    written.append(write_text(out / "report.md", "\n".join(sections)))
+    console.print(f"report: {len(written)} files in {out} (open {out / 'report.md'})")
+    return out
+
+
+def _operating_point(run, split: str, policy: str, table: pd.DataFrame) -> dict:
+    """The calibrated point when there is one, else the swept threshold closest to 50% time."""
+    path = run.eval_dir(split) / f"operating_{policy}.json"
+    if path.is_file():
+        return read_json(path)
+    row = table.iloc[(table["time_pct"] - 50).abs().argmin()]
+    return {"threshold": float(row["threshold"]), "time_pct": float(row["time_pct"]),
+            "histogram": json.loads(row["histogram"])}
+
+
+def _layer_figure(frames: dict, metric: str, stem: Path) -> list[Path]:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    for split, f in frames.items():
+        ax.plot(f["layer"], f[metric], marker="o", label=split)
+    ax.set_xlabel("exit layer")
+    ax.set_ylabel(f"{metric} (%)")
+    ax.set_xticks(list(next(iter(frames.values()))["layer"]))
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return save_figure(fig, stem)
+
+
+def _curve_figure(table: pd.DataFrame, metric: str, point: dict, stem: Path, title: str) -> list[Path]:
+    plt = _plt()
+    t = table.sort_values("time_pct")
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.plot(t["time_pct"], t[metric], marker=".", label="sweep")
+    if metric in point:
+        ax.scatter([point["time_pct"]], [point[metric]], color="red", zorder=3, label="calibrated")
+    ax.set_xlabel("time% (100 · mean exit layer / L)")
+    ax.set_ylabel(f"{metric} (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return save_figure(fig, stem)
+
+
+def _histogram_figure(point: dict, stem: Path, title: str) -> list[Path]:
+    plt = _plt()
+    hist = point["histogram"]
+    fig, ax = plt.subplots(figsize=(5, 3.2))
+    ax.bar(range(1, len(hist) + 1), hist)
+    ax.set_xlabel("exit layer")
+    ax.set_ylabel("examples")
+    ax.set_xticks(range(1, len(hist) + 1))
+    ax.set_title(f"{title}: threshold {point['threshold']:.4g}, time% {point['time_pct']:.1f}")
+    return save_figure(fig, stem)

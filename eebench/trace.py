@@ -1,0 +1,84 @@
+"""The trace: one batched pass over a split with all exits, stored per example and per layer.
+
+A trace is keyed by the model's weights, the split's examples and the tokenization settings; a
+stored trace whose key differs is never reused (it is recomputed, and the user is told)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from eebench.io import atomic_write
+
+TRACE_VERSION = 1
+
+
+@dataclass
+class Trace:
+    split: str
+    key: str
+    ids: np.ndarray  # Shape: [N]; example ids (str)
+    logits: np.ndarray  # Shape: [N, L, C]; float32
+    labels: np.ndarray | None  # Shape: [N]; None for unlabelled splits
+    regression: bool
+
+    @property
+    def num_layers(self) -> int:
+        return self.logits.shape[1]
+
+
+def trace_key(weights_sha256: str, examples_fingerprint: str, max_length: int) -> str:
+    text = f"v{TRACE_VERSION}|{weights_sha256}|{examples_fingerprint}|{max_length}"
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+@torch.no_grad()
+def compute_logits(model, loader, device: torch.device, progress=None, task_id=None) -> np.ndarray:
+    """All exits' logits in the dataset's order. Returns Shape: [N, L, C]."""
+    model.eval()
+    n = len(loader.dataset)
+    out = np.zeros((n, model.num_layers, model.num_labels), dtype=np.float32)
+    for batch in loader:
+        index = batch.pop("index").numpy()
+        batch.pop("labels", None)
+        batch = {k: v.to(device) for k, v in batch.items()}
+        out[index] = model(**batch).logits.float().cpu().numpy()
+        if progress is not None:
+            progress.advance(task_id, len(index))
+    return out
+
+
+def save_trace(path: Path, trace: Trace) -> None:
+    arrays = {"key": np.array(trace.key), "split": np.array(trace.split), "ids": trace.ids,
+              "logits": trace.logits, "regression": np.array(trace.regression)}
+    if trace.labels is not None:
+        arrays["labels"] = trace.labels
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as f:
+            np.savez(f, **arrays)
+
+    atomic_write(path, write)
+
+
+def load_trace(path: Path) -> Trace:
+    with np.load(path, allow_pickle=False) as z:
+        return Trace(
+            split=str(z["split"]),
+            key=str(z["key"]),
+            ids=z["ids"],
+            logits=z["logits"],
+            labels=z["labels"] if "labels" in z.files else None,
+            regression=bool(z["regression"]),
+        )
+
+
+def stored_key(path: Path) -> str | None:
+    if not path.is_file():
+        return None
+    with np.load(path, allow_pickle=False) as z:
+        return str(z["key"])

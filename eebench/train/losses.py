@@ -1,0 +1,50 @@
+"""Per-exit losses and per-layer weight functions (small pure functions, chosen by name)."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def exit_losses(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
+    """Mean loss of every exit. logits Shape: [B, L, C]; labels Shape: [B] → Shape: [L].
+
+    Classification: cross-entropy; regression (C = 1): mean squared error."""
+    b, n_layers, c = logits.shape
+    if regression:
+        target = labels.to(logits.dtype).unsqueeze(1).expand(b, n_layers)
+        return F.mse_loss(logits[..., 0], target, reduction="none").mean(0)
+    flat = F.cross_entropy(logits.reshape(b * n_layers, c), labels.repeat_interleave(n_layers),
+                           reduction="none")
+    return flat.view(b, n_layers).mean(0)
+
+
+def uniform_weights(n_layers: int) -> torch.Tensor:
+    """Every exit weighs 1: the plain sum of the exits' losses (DeeBERT, BERxiT)."""
+    return torch.ones(n_layers)
+
+
+def layer_index_weights(n_layers: int) -> torch.Tensor:
+    """PABEE: exit i weighs i, normalised to sum to 1 (Σ i·L_i / Σ i)."""
+    w = torch.arange(1, n_layers + 1, dtype=torch.float32)
+    return w / w.sum()
+
+
+def sqrt_weights(n_layers: int) -> torch.Tensor:
+    """Exit i weighs √i, normalised to sum to 1."""
+    w = torch.arange(1, n_layers + 1, dtype=torch.float32).sqrt()
+    return w / w.sum()
+
+
+def inverse_weights(n_layers: int) -> torch.Tensor:
+    """Exit i weighs 1/i, normalised to sum to 1 (favours early exits)."""
+    w = 1.0 / torch.arange(1, n_layers + 1, dtype=torch.float32)
+    return w / w.sum()
+
+
+LAYER_WEIGHTS = {
+    "uniform": uniform_weights,
+    "pabee": layer_index_weights,
+    "sqrt": sqrt_weights,
+    "inverse": inverse_weights,
+}
