@@ -15,7 +15,9 @@ Run folder layout (docs/run-folder.md):
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,23 +93,28 @@ def finetune(recipe_path: str | Path, overrides: list[str], data_dir: str | None
     from eebench.train.strategies import build_stages
 
     if data_dir:
-        overrides = [*overrides, f'task.data_dir="{data_dir}"']
+        overrides = [*overrides, f"task.data_dir={json.dumps(str(data_dir))}"]
     recipe = load_recipe(recipe_path, overrides)
     run = Run(recipe.run_dir(Path(recipe_path).stem), recipe)
     spec = run.spec
-    _prepare_run_dir(run, Path(recipe_path), overwrite)
-    console.print(f"[bold]eebench finetune[/] {recipe_path} → {run.dir}")
-
+    if (run.dir / "recipe.json").exists() and not overwrite:
+        raise UserError(f"{run.dir} already holds a run; pass --overwrite to replace it, or pick "
+                        f"another name with --set output.run_name=NAME")
+    # Everything that can fail on bad input (data, tokenizer, model) happens before the run folder
+    # is touched, so a mistake never leaves a half-made run behind.
     train_examples = load_split(spec, recipe.task, "train")
     dev_examples = _maybe_dev(run)
-    task_tokenizer = None
-    if spec.name == "synthetic":
-        from eebench.data.synthetic import build_tokenizer as synthetic_tokenizer
-
-        task_tokenizer = synthetic_tokenizer(run.dir / ".tokenizer")
     set_seed(recipe.train.seed)
-    tokenizer = build_tokenizer(recipe.model, task_tokenizer)
+    with tempfile.TemporaryDirectory() as tmp:
+        task_tokenizer = None
+        if spec.name == "synthetic":
+            from eebench.data.synthetic import build_tokenizer as synthetic_tokenizer
+
+            task_tokenizer = synthetic_tokenizer(Path(tmp))
+        tokenizer = build_tokenizer(recipe.model, task_tokenizer)
     model = build_model(recipe.model, spec.num_labels)
+    _prepare_run_dir(run, Path(recipe_path), overwrite)
+    console.print(f"[bold]eebench finetune[/] {recipe_path} → {run.dir}")
     accelerator = Accelerator(mixed_precision=recipe.train.mixed_precision,
                               cpu=not torch.cuda.is_available())
     train_data = encode(tokenizer, train_examples, recipe.train.max_length)
@@ -138,7 +145,6 @@ def finetune(recipe_path: str | Path, overrides: list[str], data_dir: str | None
     train_seconds = time.perf_counter() - started
     run.mark(state="trained", train_seconds=round(train_seconds, 1))
     console.print(f"trained in {train_seconds:.1f} s; model saved to {run.model_dir}")
-    shutil.rmtree(run.dir / ".tokenizer", ignore_errors=True)
 
     ex = recipe.exit
     splits = list(recipe.output.evaluate_splits)
@@ -158,10 +164,7 @@ def finetune(recipe_path: str | Path, overrides: list[str], data_dir: str | None
 
 
 def _prepare_run_dir(run: Run, recipe_path: Path, overwrite: bool) -> None:
-    if (run.dir / "recipe.json").exists():
-        if not overwrite:
-            raise UserError(f"{run.dir} already holds a run; pass --overwrite to replace it, or pick "
-                            f"another name with --set output.run_name=NAME")
+    if (run.dir / "recipe.json").exists() and overwrite:
         shutil.rmtree(run.dir)
     run.dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(recipe_path, run.dir / "recipe.toml")

@@ -77,7 +77,10 @@ def train(
                     optimizer.zero_grad(set_to_none=True)
                     step += 1
                     running += loss.item()
-                    bars.update(task, advance=1, info=f"epoch {epoch}/{stage.epochs} loss {loss.item():.4f}")
+                    info = f"epoch {epoch}/{stage.epochs} loss {loss.item():.4f}"
+                    bars.update(task, advance=1, info=info)
+                    if not console.is_terminal and step % max(1, total // 10) == 0:
+                        console.print(f"  {stage.name} step {step}/{total} {info}")  # logs, not a live bar
                     if step % 50 == 0 or step == total:
                         log.write(json.dumps({"stage": stage.name, "epoch": epoch, "step": step,
                                               "lr": scheduler.get_last_lr()[0], "loss": loss.item(),

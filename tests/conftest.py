@@ -1,0 +1,26 @@
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the hub
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("EEBENCH_SHARED_DATA", ROOT.parent / "shared" / "data"))
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+@pytest.fixture
+def tiny_bert_config():
+    return {"hidden_size": 32, "num_hidden_layers": 3, "num_attention_heads": 2, "intermediate_size": 64,
+            "max_position_embeddings": 64, "vocab_size": 64}
+
+
+def quickstart_overrides(tmp_path: Path, name: str = "qs") -> list[str]:
+    """Shrink the quickstart recipe so a CLI test runs in a few seconds."""
+    return [f'output.root="{tmp_path}"', f'output.run_name="{name}"', "task.synthetic.n_train=400",
+            "task.synthetic.n_dev=120", "task.synthetic.n_test=100", "train.epochs=1",
+            "train.args.stage2_epochs=1", "train.eval_each_epoch=false"]

@@ -1,0 +1,96 @@
+import numpy as np
+import pytest
+
+from eebench.data.load import load_split, read_glue_tsv
+from eebench.data.tasks import get_task
+from eebench.errors import UserError
+from eebench.recipe import TaskConfig
+
+
+def _folder(tmp_path, name, files):
+    d = tmp_path / name
+    d.mkdir()
+    for fname, text in files.items():
+        (d / fname).write_text(text)
+    return d
+
+
+def test_mrpc_format(tmp_path):
+    d = _folder(tmp_path, "MRPC", {"dev.tsv": "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+                                              "1\t1\t2\tHe said \"yes\".\tHe agreed.\n0\t3\t4\tA\tB\n"})
+    ex = load_split(get_task("mrpc"), TaskConfig(name="mrpc", data_dir=str(d)), "dev")
+    assert ex.text_a == ['He said "yes".', "A"] and ex.text_b == ["He agreed.", "B"]
+    assert ex.labels.tolist() == [1, 0]
+
+
+def test_stsb_is_regression(tmp_path):
+    header = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
+    d = _folder(tmp_path, "STS-B", {"dev.tsv": header + "0\tg\tf\t2012\t1\tnone\tnone\tA man.\tA guy.\t4.2\n"})
+    ex = load_split(get_task("sts-b"), TaskConfig(name="stsb", data_dir=str(d)), "dev")
+    assert ex.labels.dtype == np.float32 and ex.labels.tolist() == pytest.approx([4.2])
+
+
+def test_mnli_string_labels_follow_hub_order(tmp_path):
+    cols = ["index", "promptID", "pairID", "genre", "sentence1_binary_parse", "sentence2_binary_parse",
+            "sentence1_parse", "sentence2_parse", "sentence1", "sentence2", "label1", "gold_label"]
+    rows = ["\t".join(["0", "1", "1", "g", "x", "x", "x", "x", "P", "H", lab, lab]) for lab in
+            ("entailment", "neutral", "contradiction")]
+    d = _folder(tmp_path, "MNLI", {"dev_matched.tsv": "\t".join(cols) + "\n" + "\n".join(rows) + "\n"})
+    ex = load_split(get_task("mnli"), TaskConfig(name="mnli", data_dir=str(d)), "dev_matched")
+    assert ex.labels.tolist() == [0, 1, 2]
+
+
+def test_cola_headerless_and_qqp_malformed_row(tmp_path):
+    d = _folder(tmp_path, "CoLA", {"train.tsv": "gj04\t1\t\tOur friends won't buy this.\n"
+                                                "gj04\t0\t*\tThey drank the pub.\n"})
+    ex = load_split(get_task("cola"), TaskConfig(name="cola", data_dir=str(d)), "train")
+    assert ex.labels.tolist() == [1, 0] and ex.text_a[1] == "They drank the pub."
+    q = _folder(tmp_path, "QQP", {"train_subset.tsv": "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
+                                                      "1\t1\t2\tq1\tq2 0\n2\t3\t4\tq3\tq4\t1\n"})
+    cfg = TaskConfig(name="qqp", data_dir=str(q), files={"train": "train_subset.tsv"})
+    ex = load_split(get_task("qqp"), cfg, "train")
+    assert ex.text_a == ["q3"] and ex.labels.tolist() == [1]  # 5-field row skipped like GLUE's processor
+
+
+def test_dev_from_train_and_subsets_are_disjoint_and_seeded(tmp_path):
+    lines = "".join(f"s{i}\t{i % 2}\n" for i in range(50))
+    d = _folder(tmp_path, "SST-2", {"train.tsv": "sentence\tlabel\n" + lines})
+    cfg = TaskConfig(name="sst2", data_dir=str(d), dev_from_train=10, train_subset=20)
+    train, dev = load_split(get_task("sst2"), cfg, "train"), load_split(get_task("sst2"), cfg, "dev")
+    assert len(train) == 20 and len(dev) == 10
+    assert not set(train.text_a) & set(dev.text_a)
+    assert load_split(get_task("sst2"), cfg, "train").text_a == train.text_a
+
+
+def test_errors_name_the_file_and_fix(tmp_path):
+    spec = get_task("sst2")
+    with pytest.raises(UserError, match="is not a folder"):
+        load_split(spec, TaskConfig(data_dir=str(tmp_path / "nope")), "dev")
+    d = _folder(tmp_path, "SST-2", {"dev.tsv": "text\tlabel\nfine\t1\n", "train.tsv": "sentence\tlabel\nx\t7\n"})
+    with pytest.raises(UserError, match="no 'sentence' column"):
+        load_split(spec, TaskConfig(data_dir=str(d)), "dev")
+    with pytest.raises(UserError, match=r"train.tsv:2: label '7'"):
+        load_split(spec, TaskConfig(data_dir=str(d)), "train")
+    with pytest.raises(UserError, match="test.tsv not found"):
+        load_split(spec, TaskConfig(data_dir=str(d)), "test")
+    with pytest.raises(UserError, match="has no split 'validation'"):
+        load_split(spec, TaskConfig(data_dir=str(d)), "validation")
+    with pytest.raises(UserError, match="unknown task"):
+        get_task("imagenet")
+
+
+def test_unreachable_hub_is_a_user_error(monkeypatch):
+    import datasets
+
+    def offline(*a, **k):
+        raise ConnectionError("Couldn't reach 'nyu-mll/glue' on the Hub")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(UserError, match="could not load nyu-mll/glue.*set task.data_dir"):
+        load_split(get_task("rte"), TaskConfig(name="rte"), "dev")
+
+
+def test_test_split_without_labels(tmp_path):
+    d = _folder(tmp_path, "SST-2", {"test.tsv": "index\tsentence\n0\tgreat\n1\tbad\n"})
+    ex = read_glue_tsv(get_task("sst2"), d / "test.tsv", "test")
+    assert ex.labels is None and ex.text_a == ["great", "bad"]

@@ -1,0 +1,74 @@
+from pathlib import Path
+
+import pytest
+
+from eebench.errors import UserError
+from eebench.recipe import apply_overrides, load_recipe, parse_override
+
+ROOT = Path(__file__).resolve().parents[1]
+RECIPES = sorted((ROOT / "recipes").glob("*.toml"))
+
+
+def test_there_are_recipes():
+    names = {p.name for p in RECIPES}
+    assert {"quickstart.toml", "deebert_sst2.toml"} <= names
+
+
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+def test_every_shipped_recipe_validates(path):
+    recipe = load_recipe(path)
+    assert recipe.train.strategy
+    assert recipe.exit.policy
+
+
+def _write(tmp_path, text):
+    path = tmp_path / "r.toml"
+    path.write_text(text)
+    return path
+
+
+def test_unknown_key_names_file_and_key(tmp_path):
+    path = _write(tmp_path, "[train]\nlrr = 1e-3\n")
+    with pytest.raises(UserError) as err:
+        load_recipe(path)
+    msg = str(err.value)
+    assert str(path) in msg and "train.lrr" in msg and "allowed keys" in msg and "lr" in msg
+    assert "\n" not in msg
+
+
+def test_wrong_type_names_key(tmp_path):
+    path = _write(tmp_path, '[train]\nbatch_size = "big"\n')
+    with pytest.raises(UserError, match=r"train\.batch_size"):
+        load_recipe(path)
+
+
+def test_unknown_strategy_and_strategy_args(tmp_path):
+    with pytest.raises(UserError, match="unknown strategy 'nope'"):
+        load_recipe(_write(tmp_path, '[train]\nstrategy = "nope"\n'))
+    with pytest.raises(UserError, match=r"args\.stage3_lr: not an argument of strategy 'two_stage'"):
+        load_recipe(_write(tmp_path, "[train]\nargs = { stage3_lr = 1.0 }\n"))
+
+
+def test_unknown_policy(tmp_path):
+    with pytest.raises(UserError, match="unknown exit policy"):
+        load_recipe(_write(tmp_path, '[exit]\npolicy = "coin_flip"\n'))
+
+
+def test_missing_recipe_and_bad_toml(tmp_path):
+    with pytest.raises(UserError, match="not found"):
+        load_recipe(tmp_path / "missing.toml")
+    with pytest.raises(UserError, match="not valid TOML"):
+        load_recipe(_write(tmp_path, "[train\n"))
+
+
+def test_overrides_are_typed_and_validated(tmp_path):
+    path = _write(tmp_path, "[train]\nlr = 1e-3\n")
+    recipe = load_recipe(path, ["train.lr=3e-5", "train.args.stage2_lr=0.001", "task.name=rte"])
+    assert recipe.train.lr == 3e-5 and recipe.train.args == {"stage2_lr": 0.001}
+    assert recipe.task.name == "rte"
+    with pytest.raises(UserError, match="train.nope"):
+        load_recipe(path, ["train.nope=1"])
+    with pytest.raises(UserError, match="expected section.key=value"):
+        parse_override("train.lr")
+    assert parse_override("exit.grid=[0, 0.1]") == (["exit", "grid"], [0, 0.1])
+    assert apply_overrides({}, ["a.b=true"]) == {"a": {"b": True}}
