@@ -22,8 +22,9 @@ pytestmark = [
 
 def test_minilm_sst2_two_stage_exits_learn(tmp_path):
     args = ["finetune", str(ROOT / "recipes" / "deebert_sst2_minilm.toml"), "--data-dir", str(SST2)]
-    for s in [f'output.root="{tmp_path}"', 'output.run_name="real"', "task.train_subset=1200",
-              "task.eval_subset=300", "train.max_length=40", "train.eval_each_epoch=false"]:
+    for s in [f'output.root="{tmp_path}"', 'output.run_name="real"', "task.train_subset=800",
+              "task.eval_subset=300", "train.max_length=40", "train.eval_each_epoch=false",
+              "train.lr=1e-4", "train.epochs=2"]:
         args += ["--set", s]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
