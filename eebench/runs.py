@@ -136,7 +136,7 @@ def finetune(recipe_path: str | Path, overrides: list[str], data_dir: str | None
 
     started = time.perf_counter()
     run.mark(state="training", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    history = train(model, build_stages(recipe.train), train_data, recipe.train, spec.is_regression,
+    history = train(model, build_stages(recipe.train, spec.name), train_data, recipe.train, spec.is_regression,
                     accelerator, run.dir / "train_log.jsonl", on_epoch_end)
     inner = accelerator.unwrap_model(model)
     if not history:  # zero epochs: still save the (untrained) model so the rest of the path runs

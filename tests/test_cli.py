@@ -167,3 +167,15 @@ def test_calibrate_needs_a_target(run_dir):
         pytest.skip("recipe carries no target")
     result = _invoke("calibrate", run_dir, "--target-time-pct", "0.5")
     _one_line_error(result, "no threshold reaches")
+
+
+@pytest.mark.parametrize("strategy", ["joint", "two_stage", "alternating", "self_distill", "romebert"])
+def test_every_strategy_runs_on_quickstart(strategy, tmp_path):
+    overrides = quickstart_overrides(tmp_path, strategy) + [f"train.strategy={strategy}",
+                                                           "output.evaluate_splits=[\"dev\"]",
+                                                           "output.report=false"]
+    if strategy not in ("two_stage", "self_distill"):
+        overrides.remove("train.args.stage2_epochs=1")
+    result = _invoke("finetune", QUICKSTART, "--set", "train.args={}", *_sets(overrides))
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / strategy / "eval/dev/layerwise.json").is_file()

@@ -5,7 +5,7 @@ from transformers import AutoConfig, AutoModel
 from eebench.model import MultiExitModel
 from eebench.recipe import TrainConfig
 from eebench.train.losses import exit_losses, layer_index_weights
-from eebench.train.strategies import build_stages
+from eebench.train.strategies import StepContext, build_stages
 
 
 def _model(cfg):
@@ -20,7 +20,7 @@ def _step(model, stage, ids, mask, labels):
     for p in params:
         p.requires_grad_(True)
     opt = torch.optim.SGD(params, lr=0.1)
-    loss, _ = stage.loss(model(ids, mask), labels, False)
+    loss, _ = stage.loss(model(ids, mask), labels, StepContext(False, 0, 1))
     loss.backward()
     opt.step()
 
@@ -46,7 +46,7 @@ def test_two_stage_stage2_loss_is_sum_of_early_exit_ce(tiny_bert_config):
     _, stage2 = build_stages(TrainConfig())
     ids, mask, labels = torch.randint(5, 64, (4, 6)), torch.ones(4, 6, dtype=torch.long), torch.tensor([0, 1, 1, 1])
     out = model(ids, mask)
-    loss, _ = stage2.loss(out, labels, False)
+    loss, _ = stage2.loss(out, labels, StepContext(False, 0, 1))
     manual = sum(torch.nn.functional.cross_entropy(out.logits[:, i], labels) for i in range(2))
     assert loss.item() == pytest.approx(manual.item(), rel=1e-6)
 
@@ -57,7 +57,7 @@ def test_joint_pabee_weights(tiny_bert_config):
     (stage,) = build_stages(TrainConfig(strategy="joint", args={"layer_weights": "pabee"}))
     ids, mask, labels = torch.randint(5, 64, (4, 6)), torch.ones(4, 6, dtype=torch.long), torch.tensor([0, 1, 1, 0])
     out = model(ids, mask)
-    loss, _ = stage.loss(out, labels, False)
+    loss, _ = stage.loss(out, labels, StepContext(False, 0, 1))
     per = exit_losses(out.logits, labels, False)
     assert loss.item() == pytest.approx(((per * torch.tensor([1, 2, 3.0])).sum() / 6).item(), rel=1e-6)
     assert len(list(stage.trains(model))) == len(list(model.parameters()))
@@ -67,3 +67,116 @@ def test_regression_loss_is_mse():
     logits = torch.tensor([[[1.0], [2.0]], [[3.0], [0.0]]])
     labels = torch.tensor([1.0, 1.0])
     assert exit_losses(logits, labels, True).tolist() == pytest.approx([(0 + 4) / 2, (1 + 1) / 2])
+
+
+# ---------------------------------------------------------------- issue 3 strategies
+import math
+
+import torch.nn.functional as F
+
+from eebench.train.gradients import project_conflict, projection_params, regularized_gradients
+from eebench.train.losses import distill_losses
+
+
+def test_kd_term_equals_the_formula_on_fixed_logits():
+    student = torch.tensor([[[1.0, 0.0], [0.0, 2.0]]])  # Shape: [B=1, S=2, C=2]
+    teacher = torch.tensor([[2.0, -1.0]])
+    t = 3.0
+    got = distill_losses(student, teacher, t, regression=False)
+
+    def softmax(v):
+        e = [math.exp(x / t) for x in v]
+        return [x / sum(e) for x in e]
+
+    p = softmax([2.0, -1.0])
+    for s, row in enumerate(([1.0, 0.0], [0.0, 2.0])):
+        q = softmax(row)
+        kl = sum(pi * math.log(pi / qi) for pi, qi in zip(p, q))
+        assert got[s].item() == pytest.approx(t * t * kl, rel=1e-5)
+
+
+def test_self_distill_stage2_loss(tiny_bert_config):
+    model = _model(tiny_bert_config).eval()
+    _, stage2 = build_stages(TrainConfig(strategy="self_distill", args={"gamma": 0.9, "temperature": 3.0}))
+    ids, mask, labels = torch.randint(5, 64, (4, 6)), torch.ones(4, 6, dtype=torch.long), torch.tensor([0, 1, 1, 0])
+    out = model(ids, mask)
+    loss, _ = stage2.loss(out, labels, StepContext(False, 0, 1))
+    teacher = F.softmax(out.logits[:, -1] / 3, -1)
+    manual = 0.0
+    for i in range(2):
+        ce = F.cross_entropy(out.logits[:, i], labels)
+        kl = F.kl_div(F.log_softmax(out.logits[:, i] / 3, -1), teacher, reduction="batchmean")
+        manual = manual + 0.1 * ce + 0.9 * 9 * kl
+    assert loss.item() == pytest.approx(manual.item(), rel=1e-5)
+    fast = build_stages(TrainConfig(strategy="self_distill", args={"gamma": 1.0, "temperature": 1.0}))[1]
+    loss, _ = fast.loss(out, labels, StepContext(False, 0, 1))  # FastBERT: pure distillation
+    kd = sum(F.kl_div(F.log_softmax(out.logits[:, i], -1), F.softmax(out.logits[:, -1], -1),
+                      reduction="batchmean") for i in range(2))
+    assert loss.item() == pytest.approx(kd.item(), rel=1e-4)
+
+
+def test_alternating_switches_losses(tiny_bert_config):
+    model = _model(tiny_bert_config).eval()
+    ids, mask, labels = torch.randint(5, 64, (4, 6)), torch.ones(4, 6, dtype=torch.long), torch.tensor([0, 1, 1, 0])
+    out = model(ids, mask)
+    per = exit_losses(out.logits, labels, False)
+    (step_stage,) = build_stages(TrainConfig(strategy="alternating"))
+    assert step_stage.loss(out, labels, StepContext(False, 0, 1))[0].item() == pytest.approx(per[-1].item())
+    assert step_stage.loss(out, labels, StepContext(False, 1, 1))[0].item() == pytest.approx(per.sum().item())
+    (epoch_stage,) = build_stages(TrainConfig(strategy="alternating", args={"every": "epoch"}))
+    assert epoch_stage.loss(out, labels, StepContext(False, 1, 1))[0].item() == pytest.approx(per[-1].item())
+    assert epoch_stage.loss(out, labels, StepContext(False, 0, 2))[0].item() == pytest.approx(per.sum().item())
+
+
+def test_projection_removes_exactly_the_conflicting_component():
+    g, o = torch.tensor([1.0, -2.0, 0.5]), torch.tensor([0.0, 1.0, 1.0])
+    p, conflict = project_conflict(g, o)
+    assert conflict and torch.dot(p, o).item() == pytest.approx(0.0, abs=1e-6)
+    # only the component along o changed: g − p is parallel to o
+    diff = g - p
+    assert torch.allclose(diff, (torch.dot(g, o) / o.dot(o)) * o)
+    same, conflict = project_conflict(torch.tensor([1.0, 2.0, 0.0]), o)
+    assert not conflict and torch.equal(same, torch.tensor([1.0, 2.0, 0.0]))
+
+
+def test_regularized_gradients_only_project_selected_parameters():
+    g_f = [torch.tensor([1.0, 0.0]), torch.tensor([3.0])]
+    g_s = [torch.tensor([-1.0, 1.0]), torch.tensor([-5.0])]
+    out, parts = regularized_gradients(g_f, g_s, ["a", "b"], {"a"})
+    # a: g_f·g_s = -1 < 0 → Proj(g_f) = g_f + 0.5·g_s = [0.5, 0.5]; plus g_s → [-0.5, 1.5]
+    assert out[0].tolist() == pytest.approx([-0.5, 1.5]) and parts["gr_conflict"] == 1.0
+    assert out[1].tolist() == [-2.0]  # b is not projected: plain sum
+
+
+def test_projection_params_follow_the_public_code(tiny_bert_config):
+    names = projection_params(_model(tiny_bert_config))
+    assert names and all(".layer.2." not in n for n in names)  # not the last layer
+    assert not any("LayerNorm" in n or n.endswith("bias") for n in names)
+    assert any(".layer.0.attention.self.query.weight" in n for n in names)
+
+
+def test_romebert_gradient_matches_a_manual_computation(tiny_bert_config):
+    from eebench.train.strategies import romebert_parts
+
+    model = _model(tiny_bert_config).eval()
+    (stage,) = build_stages(TrainConfig(strategy="romebert"), task="sst2")
+    ids, mask, labels = torch.randint(5, 64, (4, 6)), torch.ones(4, 6, dtype=torch.long), torch.tensor([0, 1, 1, 0])
+    params = list(model.parameters())
+    ctx = StepContext(False, 0, 1)
+    stage.gradient(model, model(ids, mask), labels, ctx, params)
+    got = [p.grad.clone() for p in params]
+    l_final, l_sd = romebert_parts(model(ids, mask), labels, ctx, 0.9, 3.0)
+    g_f = torch.autograd.grad(l_final, params, retain_graph=True, allow_unused=True)
+    g_s = torch.autograd.grad(l_sd, params, allow_unused=True)
+    names = [n for n, _ in model.named_parameters()]
+    sel = [i for i, n in enumerate(names) if n in set(projection_params(model))]
+    f = torch.cat([g_f[i].reshape(-1) for i in sel])
+    s = torch.cat([g_s[i].reshape(-1) for i in sel])
+    if f.dot(s) < 0:
+        f = f - f.dot(s) / s.dot(s) * s
+    flat = torch.cat([got[i].reshape(-1) for i in sel])
+    assert torch.allclose(flat, f + s, atol=1e-6)
+    rest = [i for i in range(len(params)) if i not in sel and g_f[i] is not None]
+    for i in rest:
+        expected = g_f[i] + (g_s[i] if g_s[i] is not None else 0)
+        assert torch.allclose(got[i], expected, atol=1e-6)

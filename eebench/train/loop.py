@@ -14,7 +14,7 @@ from transformers import get_linear_schedule_with_warmup
 from eebench.console import console, progress
 from eebench.data.encode import Encoded, train_loader
 from eebench.recipe import TrainConfig
-from eebench.train.strategies import Stage
+from eebench.train.strategies import Stage, StepContext
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
 
@@ -66,10 +66,15 @@ def train(
                 for batch in loader:
                     labels = batch.pop("labels")
                     batch.pop("index")
+                    ctx = StepContext(regression, step, epoch)
                     with accelerator.autocast():
                         out = model(**batch, backbone_grad=backbone_grad)
-                        loss, parts = stage.loss(out, labels, regression)
-                    accelerator.backward(loss)
+                    if stage.gradient is None:
+                        loss, parts = stage.loss(out, labels, ctx)
+                        accelerator.backward(loss)
+                    else:  # the strategy sets the gradients itself (e.g. RomeBERT's GR)
+                        parts = stage.gradient(accelerator.unwrap_model(model), out, labels, ctx, params)
+                        loss = torch.tensor(parts["loss"])
                     if cfg.max_grad_norm:
                         accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
                     optimizer.step()

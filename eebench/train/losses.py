@@ -1,4 +1,4 @@
-"""Per-exit losses and per-layer weight functions (small pure functions, chosen by name)."""
+"""Per-exit losses, distillation terms and per-layer weight functions (small pure functions)."""
 
 from __future__ import annotations
 
@@ -17,6 +17,22 @@ def exit_losses(logits: torch.Tensor, labels: torch.Tensor, regression: bool) ->
     flat = F.cross_entropy(logits.reshape(b * n_layers, c), labels.repeat_interleave(n_layers),
                            reduction="none")
     return flat.view(b, n_layers).mean(0)
+
+
+def distill_losses(student: torch.Tensor, teacher: torch.Tensor, temperature: float,
+                   regression: bool) -> torch.Tensor:
+    """T² · KL(p_teacher(T) ‖ p_student(T)) per student exit, batch-mean reduction.
+
+    student Shape: [B, S, C]; teacher Shape: [B, C] (detached by the caller) → Shape: [S].
+    Regression: mean squared error to the teacher's prediction (no temperature)."""
+    if regression:
+        return F.mse_loss(student[..., 0], teacher[:, None, 0].expand_as(student[..., 0]),
+                          reduction="none").mean(0)
+    t = temperature
+    log_p_student = F.log_softmax(student / t, dim=-1)  # Shape: [B, S, C]
+    log_p_teacher = F.log_softmax(teacher / t, dim=-1)[:, None, :]  # Shape: [B, 1, C]
+    kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1)  # Shape: [B, S]
+    return t * t * kl.mean(0)
 
 
 def uniform_weights(n_layers: int) -> torch.Tensor:
