@@ -60,6 +60,17 @@ class TaskConfig(_Strict):
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
 
 
+class SmartConfig(_Strict):
+    """SMART smoothness-inducing adversarial regularization (any strategy); SMART's defaults."""
+
+    enabled: bool = False
+    lambda_s: float = Field(1.0, ge=0)
+    epsilon: float = Field(1e-5, gt=0)
+    sigma: float = Field(1e-5, gt=0)
+    eta: float = Field(1e-3, gt=0)
+    steps: int = Field(1, ge=1)
+
+
 class TrainConfig(_Strict):
     strategy: str = "two_stage"
     args: dict[str, Any] = Field(default_factory=dict)
@@ -76,6 +87,7 @@ class TrainConfig(_Strict):
     eval_each_epoch: bool = True
     """Record every exit's dev metric after each epoch in train_log.jsonl."""
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    smart: SmartConfig = Field(default_factory=SmartConfig)
 
     @model_validator(mode="after")
     def _check_strategy(self) -> "TrainConfig":

@@ -34,7 +34,7 @@ from eebench.io import atomic_write, read_json, write_json, write_text
 from eebench.metrics import layerwise
 from eebench.policies import POLICIES, exit_summary
 from eebench.recipe import Recipe, load_recipe, validate_recipe
-from eebench.trace import Trace, compute_logits, load_trace, save_trace, stored_key, trace_key
+from eebench.trace import Trace, compute_logits, compute_signals, load_trace, save_trace, stored_key, trace_key
 
 
 @dataclass
@@ -90,7 +90,7 @@ def finetune(recipe_path: str | Path, overrides: list[str], data_dir: str | None
     from eebench.data.encode import encode, eval_loader
     from eebench.model.build import build_model, build_tokenizer, save_model
     from eebench.train.loop import train
-    from eebench.train.strategies import build_stages
+    from eebench.train.strategies import NEEDS_DEV_METRICS, NEEDS_LTE_HEAD, build_stages
 
     if data_dir:
         overrides = [*overrides, f"task.data_dir={json.dumps(str(data_dir))}"]
@@ -112,7 +112,11 @@ def finetune(recipe_path: str | Path, overrides: list[str], data_dir: str | None
 
             task_tokenizer = synthetic_tokenizer(Path(tmp))
         tokenizer = build_tokenizer(recipe.model, task_tokenizer)
-    model = build_model(recipe.model, spec.num_labels)
+    if recipe.train.strategy in NEEDS_DEV_METRICS and (dev_examples is None or dev_examples.labels is None):
+        raise UserError(f"{recipe_path}: train.strategy = {recipe.train.strategy!r} chooses each epoch's "
+                        f"objective from dev metrics; keep train.eval_each_epoch = true and a labelled dev split")
+    model = build_model(recipe.model, spec.num_labels, lte=recipe.train.strategy in NEEDS_LTE_HEAD)
+    stages = build_stages(recipe.train, spec.name, model.num_layers)
     _prepare_run_dir(run, Path(recipe_path), overwrite)
     console.print(f"[bold]eebench finetune[/] {recipe_path} → {run.dir}")
     accelerator = Accelerator(mixed_precision=recipe.train.mixed_precision,
@@ -136,7 +140,7 @@ def finetune(recipe_path: str | Path, overrides: list[str], data_dir: str | None
 
     started = time.perf_counter()
     run.mark(state="training", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    history = train(model, build_stages(recipe.train, spec.name), train_data, recipe.train, spec.is_regression,
+    history = train(model, stages, train_data, recipe.train, spec.is_regression,
                     accelerator, run.dir / "train_log.jsonl", on_epoch_end)
     inner = accelerator.unwrap_model(model)
     if not history:  # zero epochs: still save the (untrained) model so the rest of the path runs
@@ -224,9 +228,10 @@ def ensure_trace(run: Run, split: str, model=None) -> Trace:
     data = encode(tokenizer, examples, run.recipe.train.max_length)
     with progress() as bars:
         task = bars.add_task(f"trace {split}", total=len(data), info="")
-        logits = compute_logits(model, eval_loader(data, run.recipe.train.eval_batch_size), device,
-                                bars, task)
-    trace = Trace(split, key, np.asarray(examples.ids), logits, examples.labels, run.spec.is_regression)
+        signals = compute_signals(model, eval_loader(data, run.recipe.train.eval_batch_size), device,
+                                  bars, task)
+    trace = Trace(split, key, np.asarray(examples.ids), signals["logits"], examples.labels,
+                  run.spec.is_regression, signals["lte"])
     save_trace(path, trace)
     return trace
 

@@ -25,6 +25,7 @@ class Trace:
     logits: np.ndarray  # Shape: [N, L, C]; float32
     labels: np.ndarray | None  # Shape: [N]; None for unlabelled splits
     regression: bool
+    lte: np.ndarray | None = None  # Shape: [N, L]; learned-to-exit certainty, when the model has an LTE head
 
     @property
     def num_layers(self) -> int:
@@ -37,19 +38,27 @@ def trace_key(weights_sha256: str, examples_fingerprint: str, max_length: int) -
 
 
 @torch.no_grad()
-def compute_logits(model, loader, device: torch.device, progress=None, task_id=None) -> np.ndarray:
-    """All exits' logits in the dataset's order. Returns Shape: [N, L, C]."""
+def compute_signals(model, loader, device: torch.device, progress=None, task_id=None) -> dict[str, np.ndarray]:
+    """Every exit's logits (Shape: [N, L, C]) and, when the model has one, LTE certainty ([N, L]),
+    in the dataset's order."""
     model.eval()
     n = len(loader.dataset)
-    out = np.zeros((n, model.num_layers, model.num_labels), dtype=np.float32)
+    logits = np.zeros((n, model.num_layers, model.num_labels), dtype=np.float32)
+    lte = np.zeros((n, model.num_layers), dtype=np.float32) if model.lte is not None else None
     for batch in loader:
         index = batch.pop("index").numpy()
         batch.pop("labels", None)
-        batch = {k: v.to(device) for k, v in batch.items()}
-        out[index] = model(**batch).logits.float().cpu().numpy()
+        out = model(**{k: v.to(device) for k, v in batch.items()})
+        logits[index] = out.logits.float().cpu().numpy()
+        if lte is not None:
+            lte[index] = out.lte.float().cpu().numpy()
         if progress is not None:
             progress.advance(task_id, len(index))
-    return out
+    return {"logits": logits, "lte": lte}
+
+
+def compute_logits(model, loader, device: torch.device) -> np.ndarray:
+    return compute_signals(model, loader, device)["logits"]
 
 
 def save_trace(path: Path, trace: Trace) -> None:
@@ -57,6 +66,8 @@ def save_trace(path: Path, trace: Trace) -> None:
               "logits": trace.logits, "regression": np.array(trace.regression)}
     if trace.labels is not None:
         arrays["labels"] = trace.labels
+    if trace.lte is not None:
+        arrays["lte"] = trace.lte
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
@@ -74,6 +85,7 @@ def load_trace(path: Path) -> Trace:
             logits=z["logits"],
             labels=z["labels"] if "labels" in z.files else None,
             regression=bool(z["regression"]),
+            lte=z["lte"] if "lte" in z.files else None,
         )
 
 

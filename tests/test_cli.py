@@ -169,13 +169,37 @@ def test_calibrate_needs_a_target(run_dir):
     _one_line_error(result, "no threshold reaches")
 
 
-@pytest.mark.parametrize("strategy", ["joint", "two_stage", "alternating", "self_distill", "romebert"])
+STRATEGY_NAMES = ["joint", "two_stage", "alternating", "self_distill", "romebert", "lte", "metabert",
+                  "csdbert", "slf", "smart_alternating"]
+
+
+@pytest.mark.parametrize("strategy", STRATEGY_NAMES + ["smart"])
 def test_every_strategy_runs_on_quickstart(strategy, tmp_path):
-    overrides = quickstart_overrides(tmp_path, strategy) + [f"train.strategy={strategy}",
-                                                           "output.evaluate_splits=[\"dev\"]",
+    """Only the strategy is overridden (plus the test's shrinking); "smart": SMART on two_stage."""
+    overrides = quickstart_overrides(tmp_path, strategy) + ["output.evaluate_splits=[\"dev\"]",
                                                            "output.report=false"]
-    if strategy not in ("two_stage", "self_distill"):
-        overrides.remove("train.args.stage2_epochs=1")
-    result = _invoke("finetune", QUICKSTART, "--set", "train.args={}", *_sets(overrides))
+    overrides.remove("train.args.stage2_epochs=1")
+    if strategy == "smart":
+        overrides += ["train.smart.enabled=true", "train.args={stage2_epochs=1}"]
+    else:
+        overrides += [f"train.strategy={strategy}", "train.args={}"]
+    if strategy == "smart_alternating":
+        overrides += ["train.eval_each_epoch=true", "train.epochs=2"]
+    result = _invoke("finetune", QUICKSTART, *_sets(overrides))
     assert result.exit_code == 0, result.output
     assert (tmp_path / strategy / "eval/dev/layerwise.json").is_file()
+    log = (tmp_path / strategy / "train_log.jsonl").read_text()
+    if strategy == "smart":
+        assert "loss_smart" in log
+    if strategy == "lte":
+        from eebench.trace import load_trace
+
+        assert load_trace(tmp_path / strategy / "traces/dev.npz").lte is not None
+
+
+def test_strategy_errors(tmp_path):
+    result = _invoke("finetune", QUICKSTART, "--set", f'output.root="{tmp_path}"', "--set", "train.strategy=smart_alternating",
+                     "--set", "train.args={}", "--set", "train.eval_each_epoch=false")
+    _one_line_error(result, "smart_alternating", "eval_each_epoch")
+    result = _invoke("finetune", QUICKSTART, "--set", "train.strategy=romebert", "--set", "train.args={gama=0.5}")
+    _one_line_error(result, "args.gama", "not an argument of strategy 'romebert'", "gamma")

@@ -73,8 +73,8 @@ def build_tokenizer(cfg: ModelConfig, task_tokenizer: Any = None):
     return _from_pretrained(AutoTokenizer, resolve_model_path(cfg), "tokenizer")
 
 
-def build_model(cfg: ModelConfig, num_labels: int) -> MultiExitModel:
-    return MultiExitModel(build_backbone(cfg), num_labels, cfg.exit_pooling, cfg.exit_dropout)
+def build_model(cfg: ModelConfig, num_labels: int, lte: bool = False) -> MultiExitModel:
+    return MultiExitModel(build_backbone(cfg), num_labels, cfg.exit_pooling, cfg.exit_dropout, lte)
 
 
 def save_model(model: MultiExitModel, tokenizer, folder: Path, meta: dict[str, Any]) -> None:
@@ -91,7 +91,7 @@ def save_model(model: MultiExitModel, tokenizer, folder: Path, meta: dict[str, A
     save_file(state, str(new / WEIGHTS))
     head = model.heads[0]
     write_json(new / HEADS, {"num_labels": model.num_labels, "pooling": head.pooling,
-                             "dropout": head.dropout.p, **meta})
+                             "dropout": head.dropout.p, "lte": model.lte is not None, **meta})
     if folder.exists():
         shutil.rmtree(old, ignore_errors=True)
         folder.rename(old)
@@ -109,7 +109,7 @@ def load_model(folder: Path) -> tuple[MultiExitModel, Any, dict[str, Any]]:
         raise UserError(f"{folder} holds no trained model ({WEIGHTS} missing); run eebench finetune first")
     meta = read_json(folder / HEADS)
     backbone = AutoModel.from_config(AutoConfig.from_pretrained(folder))
-    model = MultiExitModel(backbone, meta["num_labels"], meta["pooling"], meta["dropout"])
+    model = MultiExitModel(backbone, meta["num_labels"], meta["pooling"], meta["dropout"], meta.get("lte", False))
     model.load_state_dict(load_file(str(folder / WEIGHTS)))
     model.eval()
     return model, AutoTokenizer.from_pretrained(str(folder)), meta

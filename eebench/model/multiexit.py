@@ -47,6 +47,8 @@ class ExitHead(nn.Module):
 class ExitOutputs:
     logits: torch.Tensor  # Shape: [B, L, C]; C = 1 for regression
     pooled: torch.Tensor  # Shape: [B, L, H]; each exit head's pooled representation
+    first_token: torch.Tensor  # Shape: [B, L, H]; each layer's first-token hidden state (encoder output)
+    lte: torch.Tensor | None = None  # Shape: [B, L]; learned-to-exit certainty in (0, 1), when the model has one
 
 
 def _config_int(config, *names: str) -> int:
@@ -59,7 +61,7 @@ def _config_int(config, *names: str) -> int:
 
 class MultiExitModel(nn.Module):
     def __init__(self, backbone: nn.Module, num_labels: int, pooling: str = "first",
-                 dropout: float | None = None):
+                 dropout: float | None = None, lte: bool = False):
         super().__init__()
         config = backbone.config
         self.backbone = backbone
@@ -71,6 +73,8 @@ class MultiExitModel(nn.Module):
         self.heads = nn.ModuleList(
             ExitHead(hidden, num_labels, dropout, pooling) for _ in range(self.num_layers)
         )
+        # BERxiT/BERTer learned-to-exit: one linear + sigmoid shared by all exits, on the pooled output
+        self.lte = nn.Linear(hidden, 1) if lte else None
         self._adopt_pretrained_pooler()
 
     def _adopt_pretrained_pooler(self) -> None:
@@ -85,10 +89,19 @@ class MultiExitModel(nn.Module):
         if pooler is not None:
             self.backbone.pooler = None
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                token_type_ids: torch.Tensor | None = None, backbone_grad: bool = True) -> ExitOutputs:
+    def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Word embeddings (before position/segment embeddings), Shape: [B, T, H]: what SMART perturbs."""
+        return self.backbone.get_input_embeddings()(input_ids)
+
+    def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
+                token_type_ids: torch.Tensor | None = None, backbone_grad: bool = True,
+                inputs_embeds: torch.Tensor | None = None) -> ExitOutputs:
         """All exits at once. ``backbone_grad=False`` runs the encoder without autograd (frozen stage)."""
-        kwargs = {"input_ids": input_ids, "attention_mask": attention_mask}
+        kwargs = {"attention_mask": attention_mask}
+        if inputs_embeds is not None:
+            kwargs["inputs_embeds"] = inputs_embeds
+        else:
+            kwargs["input_ids"] = input_ids
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
         ctx = contextlib.nullcontext() if backbone_grad else torch.no_grad()
@@ -97,4 +110,7 @@ class MultiExitModel(nn.Module):
         hidden_states = out.hidden_states[1:]  # L tensors, Shape: [B, T, H]; [0] is the embeddings
         assert len(hidden_states) == self.num_layers, (len(hidden_states), self.num_layers)
         logits, pooled = zip(*(head(h, attention_mask) for head, h in zip(self.heads, hidden_states)))
-        return ExitOutputs(logits=torch.stack(logits, 1), pooled=torch.stack(pooled, 1))
+        pooled = torch.stack(pooled, 1)
+        lte = torch.sigmoid(self.lte(pooled)).squeeze(-1) if self.lte is not None else None
+        first = torch.stack([h[:, 0] for h in hidden_states], 1)
+        return ExitOutputs(logits=torch.stack(logits, 1), pooled=pooled, first_token=first, lte=lte)

