@@ -50,7 +50,8 @@ def _setup() -> None:
 @app.command()
 @user_errors
 def finetune(
-    recipe: Annotated[Path, typer.Argument(help="Recipe TOML file, e.g. recipes/quickstart.toml.")],
+    recipes: Annotated[list[Path], typer.Argument(
+        help="Recipe TOML file(s), e.g. recipes/quickstart.toml; several run one after another.")],
     set_: Annotated[list[str], typer.Option(
         "--set", help="Override a recipe value, e.g. --set train.lr=3e-5 (repeatable; values are TOML).")] = [],
     data_dir: DataDirOpt = None,
@@ -60,8 +61,9 @@ def finetune(
     switches) trace and evaluate its splits, calibrate the exit policy and write the report."""
     from eebench.runs import finetune as run_finetune
 
-    run = run_finetune(recipe, set_, data_dir, overwrite)
-    console.print(f"[green]done:[/] {run.dir}")
+    for recipe in recipes:
+        run = run_finetune(recipe, set_, data_dir, overwrite)
+        console.print(f"[green]done:[/] {run.dir}")
 
 
 @app.command()
@@ -82,17 +84,18 @@ def evaluate(
 @user_errors
 def calibrate(
     run: RunArg,
-    policy: Annotated[str, typer.Option(help="Exit policy: entropy or max_prob.")] = "entropy",
+    policy: Annotated[str, typer.Option(
+        help="Exit policy: entropy, max_prob, patience, pcee, lte, cka, static.")] = "entropy",
     split: Annotated[str, typer.Option(help="Split to fit the threshold on.")] = "dev",
     target_time_pct: Annotated[Optional[float], typer.Option(
         help="Pick the best metric with time% (100 · mean exit layer / L) at or below this.")] = None,
     max_drop: Annotated[Optional[float], typer.Option(
         help="Pick the least time% whose metric is at most this many points below the last exit's.")] = None,
     grid: Annotated[Optional[str], typer.Option(
-        help="Comma-separated thresholds to sweep (default: the recipe's or the policy's grid).")] = None,
+        help="Comma-separated values of the policy's parameter to sweep (default: the recipe's or the policy's grid).")] = None,
     data_dir: DataDirOpt = None,
 ) -> None:
-    """Choose an exit threshold on one split to meet a time% target or a maximum metric drop, save it
+    """Choose an exit policy's setting on one split to meet a time% target or a maximum metric drop, save it
     to calibration/<policy>.json; `evaluate` then applies it to any other split."""
     from eebench.runs import calibrate as run_calibrate, open_run
 
@@ -120,18 +123,26 @@ def _parse_grid(text: str | None) -> list[float] | None:
 def report(
     run: Annotated[list[Path], typer.Option("--run", help="Run folder to report on (repeatable).")] = [],
     table: Annotated[list[str], typer.Option("--table", help="Paper table id, e.g. glue-test (repeatable).")] = [],
-    out: Annotated[Path, typer.Option(help="Folder for paper tables.")] = Path("results/tables"),
+    compare: Annotated[list[Path], typer.Option(
+        "--compare", help="Run folders to put side by side (layer-wise metric of every exit).")] = [],
+    out: Annotated[Path, typer.Option(help="Folder for paper and comparison tables.")] = Path("results/tables"),
 ) -> None:
     """Write Markdown, LaTeX and CSV tables and PNG/PDF figures from stored results (never re-runs a model)."""
+    from eebench.report.compare import compare_runs
     from eebench.report.paper import render_paper_table
     from eebench.report.render import markdown
     from eebench.report.run_report import report_run
     from eebench.runs import open_run
 
-    if not run and not table:
-        raise UserError("nothing to report: give --run RUN_FOLDER and/or --table ID (e.g. --table glue-test)")
+    if not run and not table and not compare:
+        raise UserError("nothing to report: give --run RUN_FOLDER, --compare RUN... and/or --table ID "
+                        "(e.g. --table glue-test)")
     for folder in run:
         report_run(open_run(folder))
+    if compare:
+        frame, paths = compare_runs([open_run(f) for f in compare], out)
+        print(markdown(frame, 1))
+        console.print(f"wrote {', '.join(str(p) for p in paths)}")
     for table_id in table:
         frame, paths = render_paper_table(table_id, out)
         print(markdown(frame, 1))

@@ -1,25 +1,36 @@
-"""Exit policies: pure functions from cached per-layer signals to exit layers.
+"""Exit policies: pure functions from cached per-layer signals (the trace) to exit layers.
 
-Exit layers are 1-based (1..L). The last layer always exits. One meaning per name:
+Exit layers are 1-based (1..L); the last layer always exits. A policy takes a list of *settings*
+(small dicts) and returns the exit layer of every example under every setting, Shape [T, N].
+One meaning per name (docs/policies.md):
 
-* ``entropy`` (DeeBERT): exit at the first layer i < L whose prediction entropy H_i < threshold
-  (natural log; H = -Σ p log p from a stable log-softmax).
-* ``max_prob`` (BERxiT/BERTer confidence): exit at the first layer i < L whose largest class
-  probability max_c p_c ≥ threshold.
-
-Each works on many thresholds at once: ``exits(logits, thresholds)`` → Shape [T, N].
+* ``entropy`` {threshold}: exit at the first layer i < L whose prediction entropy H_i (nats) < threshold.
+* ``max_prob`` {threshold}: … whose largest class probability ≥ threshold.
+* ``lte`` {threshold}: … whose learned-to-exit certainty u_i ≥ threshold (needs an LTE head).
+  These three also take a list of L-1 thresholds, one per layer.
+* ``patience`` {patience}: PABEE — exit at the first layer whose prediction equals the previous
+  layer's for ``patience`` consecutive layers (regression: |ŷ_i − ŷ_{i−1}| < ``delta``).
+* ``pcee`` {patience, threshold}: patient and confident — exit at the first layer that ends a run
+  of ``patience`` consecutive layers each with max probability ≥ threshold.
+* ``cka`` {theta, count}: CsdBERT — s_i = linear CKA(E_i, E_{i+1}) of consecutive layers' token
+  representations; after layer i+2 (i ≥ 1) the difference s_{i+1} − s_i is known; each difference
+  < theta counts once; exit at the layer where the count reaches ``count`` (R).
+* ``static`` {layer}: every example exits at ``layer``.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Callable
 
 import numpy as np
 
+from eebench.errors import UserError
 from eebench.recipe import DEEBERT_ENTROPY_GRID
 
 
+# ----------------------------------------------------------------------------- per-layer signals
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
@@ -38,41 +49,165 @@ def max_prob(logits: np.ndarray) -> np.ndarray:
 def first_layer_where(ok: np.ndarray) -> np.ndarray:
     """ok Shape: [..., N, L-1] (may layer i exit?) → exit layer, 1-based; L where none may."""
     n_layers = ok.shape[-1] + 1
-    any_ok = ok.any(-1)
-    return np.where(any_ok, ok.argmax(-1) + 1, n_layers)
+    return np.where(ok.any(-1), ok.argmax(-1) + 1, n_layers)
 
 
-def threshold_exits(signal: np.ndarray, thresholds: np.ndarray, below: bool) -> np.ndarray:
-    """signal Shape: [N, L]; exit at the first i < L with signal < t (below) or ≥ t → Shape: [T, N]."""
+def threshold_exits(signal: np.ndarray, thresholds, below: bool) -> np.ndarray:
+    """signal Shape: [N, L]; thresholds: [T] or [T, L-1] (per layer) → exit layers Shape: [T, N]."""
+    t = np.asarray(thresholds, dtype=np.float64)
+    t = t[:, None, None] if t.ndim == 1 else t[:, None, :]
     s = signal[None, :, :-1]
-    t = np.asarray(thresholds, dtype=np.float64)[:, None, None]
     return first_layer_where(s < t if below else s >= t)
+
+
+def run_lengths(same: np.ndarray) -> np.ndarray:
+    """same Shape: [..., L] (layer i agrees with / qualifies after layer i−1) → length of the current
+    run of consecutive Trues ending at each layer."""
+    out = np.zeros(same.shape, dtype=np.int64)
+    run = np.zeros(same.shape[:-1], dtype=np.int64)
+    for i in range(same.shape[-1]):
+        run = np.where(same[..., i], run + 1, 0)
+        out[..., i] = run
+    return out
+
+
+def predictions_agree(logits: np.ndarray, regression: bool, delta: float) -> np.ndarray:
+    """[N, L]: layer i's prediction equals layer i−1's (False at layer 1)."""
+    if regression:
+        values = logits[..., 0]
+        agree = np.abs(np.diff(values, axis=1)) < delta
+    else:
+        preds = logits.argmax(-1)
+        agree = preds[:, 1:] == preds[:, :-1]
+    return np.concatenate([np.zeros((logits.shape[0], 1), dtype=bool), agree], axis=1)
+
+
+# ----------------------------------------------------------------------------- the policies
+def _thresholds(settings) -> list:
+    return [s["threshold"] for s in settings]
+
+
+def _entropy_exits(trace, settings):
+    return threshold_exits(entropy(trace.logits), _thresholds(settings), below=True)
+
+
+def _max_prob_exits(trace, settings):
+    return threshold_exits(max_prob(trace.logits), _thresholds(settings), below=False)
+
+
+def _lte_exits(trace, settings):
+    return threshold_exits(trace.lte.astype(np.float64), _thresholds(settings), below=False)
+
+
+def _patience_exits(trace, settings, delta: float = 0.1):
+    runs = run_lengths(predictions_agree(trace.logits, trace.regression, delta))  # Shape: [N, L]
+    p = np.asarray([s["patience"] for s in settings])[:, None, None]
+    return first_layer_where(runs[None, :, :-1] >= p)
+
+
+def _pcee_exits(trace, settings):
+    conf = max_prob(trace.logits)  # Shape: [N, L]
+    out = []
+    for s in settings:
+        runs = run_lengths(conf >= s["threshold"])
+        out.append(first_layer_where(runs[:, :-1] >= s["patience"]))
+    return np.stack(out)
+
+
+def cka_counts(sims: np.ndarray, theta: float) -> np.ndarray:
+    """sims Shape: [N, L-1] (s_i = CKA of layers i, i+1) → count after each layer, Shape: [N, L]."""
+    n, l1 = sims.shape
+    hits = np.diff(sims, axis=1) < theta  # Shape: [N, L-2]; known after layer i+2
+    counts = np.zeros((n, l1 + 1), dtype=np.int64)
+    counts[:, 2:] = np.cumsum(hits, axis=1)
+    return counts
+
+
+def _cka_exits(trace, settings):
+    out = []
+    for s in settings:
+        counts = cka_counts(trace.cka.astype(np.float64), s["theta"])
+        out.append(first_layer_where(counts[:, :-1] >= s["count"]))
+    return np.stack(out)
+
+
+def _static_exits(trace, settings):
+    n = trace.logits.shape[0]
+    return np.stack([np.full(n, min(int(s["layer"]), trace.num_layers)) for s in settings])
+
+
+def _midpoints(values: np.ndarray, n: int) -> list[float]:
+    """Thresholds between quantiles of a signal: never equal to an observed value (no ties)."""
+    u = np.unique(values)
+    i = np.unique(np.searchsorted(u, np.quantile(values, np.linspace(0, 1, n)), side="right"))
+    i = i[(i >= 1) & (i < len(u))]
+    mids = (u[i - 1] + u[i]) / 2  # strictly between two neighbouring observed values
+    return sorted(set(mids.tolist())) + [float(u[-1]) + 1.0, float(u[0]) - 1.0]
 
 
 @dataclass(frozen=True)
 class Policy:
     name: str
-    signal: Callable[[np.ndarray], np.ndarray]  # logits [N, L, C] → [N, L]
-    below: bool  # exit when the signal is below the threshold (else at or above)
-    default_grid: tuple[float, ...]
+    needs: str  # the trace signal beyond logits: "", "lte" or "cka"
+    exits_fn: Callable  # (trace, settings) → Shape [T, N]
+    default_grid: Callable[[int], list[dict]]  # n_layers → settings
+    candidates: Callable  # (trace, n) → settings, a fine grid for calibration
     description: str
 
-    def exits(self, logits: np.ndarray, thresholds) -> np.ndarray:
-        return threshold_exits(self.signal(logits), np.atleast_1d(thresholds), self.below)
+    def exits(self, trace, settings: list[dict]) -> np.ndarray:
+        if self.needs and getattr(trace, self.needs, None) is None:
+            hint = ('train with train.strategy = "lte"' if self.needs == "lte"
+                    else "re-run eebench evaluate to store CKA similarities")
+            raise UserError(f"policy {self.name!r} needs {self.needs} signals, which this run's trace "
+                            f"does not have; {hint}")
+        return self.exits_fn(trace, settings)
 
-    def candidate_grid(self, logits: np.ndarray, n: int = 200) -> np.ndarray:
-        """Thresholds at quantiles of the signal over layers 1..L-1, for fine calibration."""
-        s = self.signal(logits)[:, :-1].ravel()
-        return np.unique(np.quantile(s, np.linspace(0, 1, n)))
+
+def _threshold_grid(values):
+    return lambda n_layers: [{"threshold": v} for v in values]
 
 
-POLICIES: dict[str, Policy] = {
-    "entropy": Policy("entropy", entropy, True, tuple(DEEBERT_ENTROPY_GRID),
-                      "exit at the first layer whose prediction entropy (nats) is below the threshold"),
-    "max_prob": Policy("max_prob", max_prob, False,
-                       (1.01, 0.99, 0.98, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5),
-                       "exit at the first layer whose largest class probability is at least the threshold"),
-}
+def _signal_candidates(signal_fn):
+    return lambda trace, n=200: [{"threshold": t} for t in _midpoints(signal_fn(trace)[:, :-1].ravel(), n)]
+
+
+POLICIES: dict[str, Policy] = {p.name: p for p in [
+    Policy("entropy", "", _entropy_exits, _threshold_grid(DEEBERT_ENTROPY_GRID),
+           _signal_candidates(lambda t: entropy(t.logits)),
+           "exit at the first layer whose prediction entropy (nats) is below the threshold"),
+    Policy("max_prob", "", _max_prob_exits,
+           _threshold_grid([1.01, 0.99, 0.98, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5]),
+           _signal_candidates(lambda t: max_prob(t.logits)),
+           "exit at the first layer whose largest class probability is at least the threshold"),
+    Policy("lte", "lte", _lte_exits, _threshold_grid([1.01, 0.99, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3]),
+           _signal_candidates(lambda t: t.lte.astype(np.float64)),
+           "exit at the first layer whose learned certainty is at least the threshold"),
+    Policy("patience", "", _patience_exits, lambda L: [{"patience": p} for p in range(1, L)],
+           lambda trace, n=200: [{"patience": p} for p in range(1, trace.num_layers)],
+           "exit once the prediction has stayed the same for `patience` consecutive layers (PABEE)"),
+    Policy("pcee", "", _pcee_exits,
+           lambda L: [{"patience": p, "threshold": t} for p in (1, 2, 3) for t in (0.99, 0.95, 0.9, 0.8, 0.7)],
+           lambda trace, n=200: [{"patience": p, "threshold": t} for p in range(1, min(4, trace.num_layers))
+                                 for t in np.linspace(0.5, 1.0, 51).round(3).tolist()],
+           "exit once `patience` consecutive layers are each confident (max probability ≥ threshold)"),
+    Policy("cka", "cka", _cka_exits, lambda L: [{"theta": 0.06, "count": r} for r in range(1, max(L - 1, 2))],
+           lambda trace, n=200: [{"theta": th, "count": r} for th in np.linspace(-0.05, 0.2, 26).round(3).tolist()
+                                 for r in range(1, max(trace.num_layers - 1, 2))],
+           "CsdBERT: count layers whose CKA similarity change is below theta; exit when the count reaches `count`"),
+    Policy("static", "", _static_exits, lambda L: [{"layer": k} for k in range(1, L + 1)],
+           lambda trace, n=200: [{"layer": k} for k in range(1, trace.num_layers + 1)],
+           "every example exits at `layer`"),
+]}
+
+
+def get_policy(name: str) -> Policy:
+    if name not in POLICIES:
+        raise UserError(f"unknown exit policy {name!r}; choose one of {', '.join(POLICIES)}")
+    return POLICIES[name]
+
+
+def setting_label(setting: dict) -> str:
+    return ", ".join(f"{k}={json.dumps(v) if isinstance(v, list) else f'{v:g}'}" for k, v in setting.items())
 
 
 def exit_summary(exit_layers: np.ndarray, n_layers: int) -> dict:

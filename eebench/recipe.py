@@ -99,8 +99,10 @@ class TrainConfig(_Strict):
 
 class ExitConfig(_Strict):
     policy: str = "entropy"
-    grid: list[float] | None = None
-    """Thresholds to sweep; default: the policy's own grid (DeeBERT's for entropy)."""
+    grid: list[float | list[float] | dict[str, Any]] | None = None
+    """Settings to sweep: numbers (the policy's one parameter, e.g. entropy thresholds; a list of
+    L-1 numbers is a per-layer threshold) or tables ({ patience = 2, threshold = 0.9 }); default: the
+    policy's own grid (DeeBERT's for entropy)."""
     calibrate_split: str = "dev"
     target_time_pct: float | None = Field(None, gt=0, le=100)
     max_drop: float | None = Field(None, ge=0)

@@ -8,7 +8,7 @@ Run folder layout (docs/run-folder.md):
     traces/<split>.npz         all exits' logits per example, keyed (see eebench.trace)
     eval/<split>/              layerwise.{json,csv}, sweep_<policy>.csv, exits_<policy>.csv,
                                operating_<policy>.json
-    calibration/<policy>.json  the chosen threshold, its target and the split it was fit on
+    calibration/<policy>.json  the chosen setting, its target and the split it was fit on
     report/                    tables (md, tex, csv) and figures (png, pdf)
 """
 
@@ -25,14 +25,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from eebench.calibrate import choose, per_example, sweep
+from eebench.calibrate import choose, per_example, row_setting, sweep, to_settings
 from eebench.console import console, progress
 from eebench.data.load import load_split
 from eebench.data.tasks import TaskSpec, get_task
 from eebench.errors import UserError
 from eebench.io import atomic_write, read_json, write_json, write_text
 from eebench.metrics import layerwise
-from eebench.policies import POLICIES, exit_summary
+from eebench.policies import exit_summary, get_policy, setting_label
 from eebench.recipe import Recipe, load_recipe, validate_recipe
 from eebench.trace import Trace, compute_logits, compute_signals, load_trace, save_trace, stored_key, trace_key
 
@@ -153,7 +153,7 @@ def finetune(recipe_path: str | Path, overrides: list[str], data_dir: str | None
     ex = recipe.exit
     splits = list(recipe.output.evaluate_splits)
     if recipe.output.calibrate and (ex.target_time_pct is not None or ex.max_drop is not None):
-        # calibrate first, so evaluating the other splits applies the new threshold
+        # calibrate first, so evaluating the other splits applies the new setting
         evaluate(run, ex.calibrate_split, model=inner)
         calibrate(run, ex.policy, ex.calibrate_split, ex.target_time_pct, ex.max_drop, model=inner)
         splits = [s for s in splits if s != ex.calibrate_split]
@@ -231,7 +231,7 @@ def ensure_trace(run: Run, split: str, model=None) -> Trace:
         signals = compute_signals(model, eval_loader(data, run.recipe.train.eval_batch_size), device,
                                   bars, task)
     trace = Trace(split, key, np.asarray(examples.ids), signals["logits"], examples.labels,
-                  run.spec.is_regression, signals["lte"])
+                  run.spec.is_regression, signals["lte"], signals["cka"])
     save_trace(path, trace)
     return trace
 
@@ -250,24 +250,31 @@ def evaluate(run: Run, split: str, model=None) -> dict:
         result["layerwise"] = rows
         m = spec.primary_metric
         console.print(f"{split}: {m} per exit " + " ".join(f"{r[m]:.1f}" for r in rows))
-    policy = POLICIES[run.recipe.exit.policy]
-    table = sweep(trace, spec, policy, run.recipe.exit.grid or policy.default_grid)
-    _write_csv(out / f"sweep_{policy.name}.csv", table)
+    policy = get_policy(run.recipe.exit.policy)
+    if not policy.needs or getattr(trace, policy.needs) is not None:
+        table = sweep(trace, spec, policy, _grid(run, policy, trace))
+        _write_csv(out / f"sweep_{policy.name}.csv", table)
     for cal in run.calibrations():
         result[cal["policy"]] = apply_calibration(run, trace, cal)
     return result
 
 
+def _grid(run: Run, policy, trace: Trace, grid=None) -> list[dict]:
+    if grid is None and policy.name == run.recipe.exit.policy and run.recipe.exit.grid:
+        grid = run.recipe.exit.grid
+    return to_settings(policy, grid) if grid else policy.default_grid(trace.num_layers)
+
+
 def apply_calibration(run: Run, trace: Trace, cal: dict) -> dict:
-    policy = POLICIES[cal["policy"]]
-    layers = policy.exits(trace.logits, [cal["threshold"]])[0]
+    policy = get_policy(cal["policy"])
+    layers = policy.exits(trace, [cal["setting"]])[0]
     frame = per_example(trace, layers)
     out = run.eval_dir(trace.split)
     _write_csv(out / f"exits_{policy.name}.csv", frame)
-    point = {"policy": policy.name, "threshold": cal["threshold"], "calibrated_on": cal["split"],
+    point = {"policy": policy.name, "setting": cal["setting"], "calibrated_on": cal["split"],
              **exit_summary(layers, trace.num_layers)}
     if trace.labels is not None:
-        row = sweep(trace, run.spec, policy, [cal["threshold"]]).iloc[0]
+        row = sweep(trace, run.spec, policy, [cal["setting"]]).iloc[0]
         point.update({m: float(row[m]) for m in run.spec.metrics})
     write_json(out / f"operating_{policy.name}.json", point)
     _print_point(trace.split, point, run.spec)
@@ -277,35 +284,31 @@ def apply_calibration(run: Run, trace: Trace, cal: dict) -> dict:
 def _print_point(split: str, point: dict, spec: TaskSpec) -> None:
     m = spec.primary_metric
     metric = f"{m} {point[m]:.2f}, " if m in point else ""
-    console.print(f"{split} @ {point['policy']} ≤ {point['threshold']:.4g}: {metric}"
+    console.print(f"{split} @ {point['policy']} ({setting_label(point['setting'])}): {metric}"
                   f"time% {point['time_pct']:.1f}, speed-up {point['speedup']:.2f}x")
 
 
 # ----------------------------------------------------------------------------------- calibrate
 def calibrate(run: Run, policy_name: str, split: str, target_time_pct: float | None = None,
-              max_drop: float | None = None, grid: list[float] | None = None, model=None) -> dict:
-    if policy_name not in POLICIES:
-        raise UserError(f"unknown policy {policy_name!r}; choose one of {', '.join(POLICIES)}")
-    policy = POLICIES[policy_name]
+              max_drop: float | None = None, grid: list | None = None, model=None) -> dict:
+    policy = get_policy(policy_name)
     trace = ensure_trace(run, split, model)
     if trace.labels is None and max_drop is not None:
         raise UserError(f"split {split!r} has no labels: --max-drop needs a labelled split (e.g. dev)")
-    if grid is None:
-        grid = run.recipe.exit.grid if policy_name == run.recipe.exit.policy and run.recipe.exit.grid else None
-    thresholds = list(grid or policy.default_grid) + list(policy.candidate_grid(trace.logits))
-    table = sweep(trace, run.spec, policy, thresholds)
+    settings = _grid(run, policy, trace, grid) + policy.candidates(trace)
+    table = sweep(trace, run.spec, policy, settings)
     metric = run.spec.primary_metric
     if trace.labels is None:
         final, table[metric] = float("nan"), 0.0  # unlabelled: only time% can be targeted
     else:
         final = _last_exit_metric(run, trace)
     best = choose(table, metric, final, target_time_pct, max_drop)
-    cal = {"policy": policy_name, "threshold": float(best["threshold"]), "split": split,
+    cal = {"policy": policy_name, "setting": row_setting(best, policy), "split": split,
            "target_time_pct": target_time_pct, "max_drop": max_drop, "metric": metric,
            "last_exit_metric": final, "trace_key": trace.key}
     write_json(run.calibration_path(policy_name), cal)
     _write_csv(run.dir / "calibration" / f"{policy_name}_sweep_{split}.csv", table)
-    console.print(f"calibrated {policy_name} on {split}: threshold {cal['threshold']:.4g}")
+    console.print(f"calibrated {policy_name} on {split}: {setting_label(cal['setting'])}")
     return apply_calibration(run, trace, cal)
 
 

@@ -14,7 +14,7 @@ import torch
 
 from eebench.io import atomic_write
 
-TRACE_VERSION = 1
+TRACE_VERSION = 2  # 2: CKA similarities stored
 
 
 @dataclass
@@ -26,6 +26,7 @@ class Trace:
     labels: np.ndarray | None  # Shape: [N]; None for unlabelled splits
     regression: bool
     lte: np.ndarray | None = None  # Shape: [N, L]; learned-to-exit certainty, when the model has an LTE head
+    cka: np.ndarray | None = None  # Shape: [N, L-1]; linear CKA of layers i and i+1 (token representations)
 
     @property
     def num_layers(self) -> int:
@@ -38,27 +39,31 @@ def trace_key(weights_sha256: str, examples_fingerprint: str, max_length: int) -
 
 
 @torch.no_grad()
-def compute_signals(model, loader, device: torch.device, progress=None, task_id=None) -> dict[str, np.ndarray]:
-    """Every exit's logits (Shape: [N, L, C]) and, when the model has one, LTE certainty ([N, L]),
-    in the dataset's order."""
+def compute_signals(model, loader, device: torch.device, progress=None, task_id=None,
+                    with_cka: bool = True) -> dict[str, np.ndarray]:
+    """Every exit's logits (Shape: [N, L, C]), LTE certainty ([N, L]) when the model has an LTE head,
+    and CKA of consecutive layers ([N, L-1]), in the dataset's order."""
     model.eval()
     n = len(loader.dataset)
     logits = np.zeros((n, model.num_layers, model.num_labels), dtype=np.float32)
     lte = np.zeros((n, model.num_layers), dtype=np.float32) if model.lte is not None else None
+    cka = np.zeros((n, model.num_layers - 1), dtype=np.float32) if with_cka else None
     for batch in loader:
         index = batch.pop("index").numpy()
         batch.pop("labels", None)
-        out = model(**{k: v.to(device) for k, v in batch.items()})
+        out = model(**{k: v.to(device) for k, v in batch.items()}, with_cka=with_cka)
         logits[index] = out.logits.float().cpu().numpy()
         if lte is not None:
             lte[index] = out.lte.float().cpu().numpy()
+        if cka is not None:
+            cka[index] = out.cka.float().cpu().numpy()
         if progress is not None:
             progress.advance(task_id, len(index))
-    return {"logits": logits, "lte": lte}
+    return {"logits": logits, "lte": lte, "cka": cka}
 
 
 def compute_logits(model, loader, device: torch.device) -> np.ndarray:
-    return compute_signals(model, loader, device)["logits"]
+    return compute_signals(model, loader, device, with_cka=False)["logits"]
 
 
 def save_trace(path: Path, trace: Trace) -> None:
@@ -66,8 +71,9 @@ def save_trace(path: Path, trace: Trace) -> None:
               "logits": trace.logits, "regression": np.array(trace.regression)}
     if trace.labels is not None:
         arrays["labels"] = trace.labels
-    if trace.lte is not None:
-        arrays["lte"] = trace.lte
+    for name in ("lte", "cka"):
+        if getattr(trace, name) is not None:
+            arrays[name] = getattr(trace, name)
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
@@ -86,6 +92,7 @@ def load_trace(path: Path) -> Trace:
             labels=z["labels"] if "labels" in z.files else None,
             regression=bool(z["regression"]),
             lte=z["lte"] if "lte" in z.files else None,
+            cka=z["cka"] if "cka" in z.files else None,
         )
 
 

@@ -44,7 +44,7 @@ def test_choose_rules():
     assert choose(t, "acc", 90.0, target_time_pct=100)["threshold"] == 0.0
     assert choose(t, "acc", 90.0, max_drop=1.0)["threshold"] == 0.1
     assert choose(t, "acc", 90.0, max_drop=10.0)["threshold"] == 0.3
-    with pytest.raises(UserError, match="no threshold reaches"):
+    with pytest.raises(UserError, match="no setting reaches"):
         choose(t, "acc", 90.0, target_time_pct=10)
     with pytest.raises(UserError, match="give a target"):
         choose(t, "acc", 90.0)

@@ -1,11 +1,23 @@
 import numpy as np
 import pytest
 
-from eebench.policies import POLICIES, entropy, exit_summary, first_layer_where, max_prob
+from eebench.errors import UserError
+from eebench.policies import (POLICIES, cka_counts, entropy, exit_summary, first_layer_where, max_prob,
+                              run_lengths)
+from eebench.trace import Trace
+
+FLAT, MID, SURE = [0.5, 0.5], [0.9, 0.1], [0.99, 0.01]
 
 
-def _logits_from_probs(probs):
-    return np.log(np.asarray(probs, dtype=np.float64))
+def _trace(probs=None, logits=None, lte=None, cka=None, regression=False):
+    if logits is None:
+        logits = np.log(np.asarray(probs, dtype=np.float64))
+    n = logits.shape[0]
+    return Trace("dev", "k", np.arange(n).astype(str), logits, None, regression, lte, cka)
+
+
+def _t(values, key="threshold"):
+    return [{key: v} for v in values]
 
 
 def test_entropy_is_stable_and_correct():
@@ -16,25 +28,67 @@ def test_entropy_is_stable_and_correct():
 
 
 def test_entropy_exits_on_hand_built_trace():
-    # 3 examples x 3 layers x 2 classes; entropies of (0.5,0.5)=0.693, (0.9,0.1)=0.325, (0.99,0.01)=0.056
-    flat, mid, sure = [0.5, 0.5], [0.9, 0.1], [0.99, 0.01]
-    logits = _logits_from_probs([[sure, flat, flat], [flat, mid, sure], [flat, flat, flat]])
-    ent = POLICIES["entropy"]
-    exits = ent.exits(logits, [0.0, 0.1, 0.4, 1.0])
+    # entropies: (0.5,0.5)=0.693, (0.9,0.1)=0.325, (0.99,0.01)=0.056
+    trace = _trace([[SURE, FLAT, FLAT], [FLAT, MID, SURE], [FLAT, FLAT, FLAT]])
+    exits = POLICIES["entropy"].exits(trace, _t([0.0, 0.1, 0.4, 1.0]))
     assert exits.tolist() == [
         [3, 3, 3],  # threshold 0: nothing is below, all exit at the last layer
         [1, 3, 3],  # only the (0.99, 0.01) layer is below 0.1; example 2's is the last layer
         [1, 2, 3],
         [1, 1, 1],  # everything is below 1.0
     ]
+    # per-layer thresholds: layer 1 needs < 0.01, layer 2 < 0.4
+    assert POLICIES["entropy"].exits(trace, _t([[0.01, 0.4]])).tolist() == [[3, 2, 3]]
 
 
 def test_max_prob_exits_and_last_layer_always_exits():
-    flat, mid, sure = [0.5, 0.5], [0.9, 0.1], [0.99, 0.01]
-    logits = _logits_from_probs([[mid, sure, flat], [flat, flat, flat]])
-    exits = POLICIES["max_prob"].exits(logits, [0.95, 0.89, 0.5, 1.01])
+    trace = _trace([[MID, SURE, FLAT], [FLAT, FLAT, FLAT]])
+    exits = POLICIES["max_prob"].exits(trace, _t([0.95, 0.89, 0.5, 1.01]))
     assert exits.tolist() == [[2, 3], [1, 3], [1, 1], [3, 3]]
     assert max_prob(np.log(np.array([0.2, 0.8]))) == pytest.approx(0.8)
+
+
+def test_patience_on_hand_built_trace():
+    # predictions per layer: ex0: 0 0 0 0 ; ex1: 0 1 1 0 ; ex2: 1 0 1 0
+    a, b = [0.9, 0.1], [0.1, 0.9]
+    trace = _trace([[a, a, a, a], [a, b, b, a], [b, a, b, a]])
+    exits = POLICIES["patience"].exits(trace, _t([1, 2, 3], "patience"))
+    assert exits.tolist() == [[2, 3, 4], [3, 4, 4], [4, 4, 4]]
+    assert run_lengths(np.array([[False, True, True, False, True]])).tolist() == [[0, 1, 2, 0, 1]]
+
+
+def test_patience_regression_uses_delta():
+    values = np.array([[[1.0], [1.05], [2.0], [2.01]]])
+    trace = _trace(logits=values, regression=True)
+    assert POLICIES["patience"].exits(trace, _t([1], "patience")).tolist() == [[2]]
+
+
+def test_pcee_needs_a_run_of_confident_layers():
+    trace = _trace([[SURE, MID, SURE, SURE, FLAT], [SURE, SURE, FLAT, FLAT, FLAT]])
+    settings = [{"patience": 2, "threshold": 0.95}, {"patience": 1, "threshold": 0.95},
+                {"patience": 2, "threshold": 0.85}]
+    assert POLICIES["pcee"].exits(trace, settings).tolist() == [[4, 2], [1, 1], [2, 2]]
+
+
+def test_lte_policy_and_missing_signal():
+    trace = _trace([[FLAT] * 3, [FLAT] * 3], lte=np.array([[0.2, 0.9, 0.1], [0.1, 0.2, 0.3]]))
+    assert POLICIES["lte"].exits(trace, _t([0.5, 0.15])).tolist() == [[2, 3], [1, 2]]
+    with pytest.raises(UserError, match="lte"):
+        POLICIES["lte"].exits(_trace([[FLAT] * 3]), _t([0.5]))
+
+
+def test_cka_counts_and_exits():
+    # sims s1..s4 (5 layers); differences s2-s1, s3-s2, s4-s3 known after layers 3, 4, 5
+    sims = np.array([[0.5, 0.9, 0.92, 0.93], [0.5, 0.6, 0.7, 0.8]])
+    assert cka_counts(sims, 0.06).tolist() == [[0, 0, 0, 1, 2], [0, 0, 0, 0, 0]]
+    trace = _trace([[FLAT] * 5] * 2, cka=sims)
+    settings = [{"theta": 0.06, "count": 1}, {"theta": 0.06, "count": 2}, {"theta": 0.5, "count": 1}]
+    assert POLICIES["cka"].exits(trace, settings).tolist() == [[4, 5], [5, 5], [3, 3]]
+
+
+def test_static():
+    trace = _trace([[FLAT] * 4] * 3)
+    assert POLICIES["static"].exits(trace, _t([2, 9], "layer")).tolist() == [[2, 2, 2], [4, 4, 4]]
 
 
 def test_first_layer_where():
@@ -53,6 +107,13 @@ def test_exit_summary_definitions():
 def test_sweep_is_monotone_for_entropy():
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(500, 6, 3)) * np.arange(1, 7)[None, :, None]
-    exits = POLICIES["entropy"].exits(logits, np.linspace(0, 1.2, 30))
-    means = exits.mean(1)
-    assert np.all(np.diff(means) <= 1e-12)  # a higher threshold never exits later
+    exits = POLICIES["entropy"].exits(_trace(logits=logits), _t(np.linspace(0, 1.2, 30)))
+    assert np.all(np.diff(exits.mean(1)) <= 1e-12)  # a higher threshold never exits later
+
+
+def test_candidate_thresholds_never_tie_with_observed_values():
+    rng = np.random.default_rng(1)
+    trace = _trace(logits=rng.normal(size=(300, 4, 2)))
+    ent = entropy(trace.logits)[:, :-1].ravel()
+    for setting in POLICIES["entropy"].candidates(trace):
+        assert not np.any(ent == setting["threshold"])

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from eebench.model.signals import centered_gram, linear_cka
+
 
 class ExitHead(nn.Module):
     """DeeBERT's off-ramp: pooler (dense + tanh) → dropout → linear.
@@ -49,6 +51,7 @@ class ExitOutputs:
     pooled: torch.Tensor  # Shape: [B, L, H]; each exit head's pooled representation
     first_token: torch.Tensor  # Shape: [B, L, H]; each layer's first-token hidden state (encoder output)
     lte: torch.Tensor | None = None  # Shape: [B, L]; learned-to-exit certainty in (0, 1), when the model has one
+    cka: torch.Tensor | None = None  # Shape: [B, L-1]; CKA(layer i, layer i+1), when asked for
 
 
 def _config_int(config, *names: str) -> int:
@@ -95,8 +98,9 @@ class MultiExitModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, backbone_grad: bool = True,
-                inputs_embeds: torch.Tensor | None = None) -> ExitOutputs:
-        """All exits at once. ``backbone_grad=False`` runs the encoder without autograd (frozen stage)."""
+                inputs_embeds: torch.Tensor | None = None, with_cka: bool = False) -> ExitOutputs:
+        """All exits at once. ``backbone_grad=False`` runs the encoder without autograd (frozen stage);
+        ``with_cka`` adds the CKA similarity of consecutive layers (CsdBERT's exit signal)."""
         kwargs = {"attention_mask": attention_mask}
         if inputs_embeds is not None:
             kwargs["inputs_embeds"] = inputs_embeds
@@ -113,4 +117,8 @@ class MultiExitModel(nn.Module):
         pooled = torch.stack(pooled, 1)
         lte = torch.sigmoid(self.lte(pooled)).squeeze(-1) if self.lte is not None else None
         first = torch.stack([h[:, 0] for h in hidden_states], 1)
-        return ExitOutputs(logits=torch.stack(logits, 1), pooled=pooled, first_token=first, lte=lte)
+        cka = None
+        if with_cka:
+            grams = [centered_gram(h, attention_mask) for h in hidden_states]
+            cka = torch.stack([linear_cka(a, b) for a, b in zip(grams[:-1], grams[1:])], 1)
+        return ExitOutputs(logits=torch.stack(logits, 1), pooled=pooled, first_token=first, lte=lte, cka=cka)

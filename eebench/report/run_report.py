@@ -11,6 +11,8 @@ import pandas as pd
 from eebench.console import console
 from eebench.errors import UserError
 from eebench.io import read_json, write_text
+from eebench.calibrate import row_setting
+from eebench.policies import get_policy, setting_label
 from eebench.report.render import markdown, save_figure, write_table
 
 
@@ -52,7 +54,7 @@ def report_run(run) -> Path:
             table = pd.read_csv(path)
             shown = table.drop(columns=["histogram"])
             stem = out / f"sweep_{s}_{policy}"
-            written += write_table(shown, stem, f"{policy} threshold sweep on {s}", digits=3)
+            written += write_table(shown, stem, f"{policy} sweep on {s}", digits=3)
             sections += [f"## {policy} sweep on {s}\n", markdown(shown, 3), "\n"]
             point = _operating_point(run, s, policy, table)
             if metric in table:
@@ -64,7 +66,8 @@ def report_run(run) -> Path:
     points = [dict(split=s, **read_json(p)) for s in splits for p in sorted(run.eval_dir(s).glob("operating_*.json"))]
     if points:
         frame = pd.DataFrame(points)
-        cols = ["split", "policy", "threshold", "calibrated_on", *[m for m in spec.metrics if m in frame],
+        frame["setting"] = frame["setting"].map(setting_label)
+        cols = ["split", "policy", "setting", "calibrated_on", *[m for m in spec.metrics if m in frame],
                 "time_pct", "speedup", "mean_exit_layer"]
         written += write_table(frame[cols], out / "operating_points", "Calibrated operating points")
         sections += ["## Calibrated operating points\n", markdown(frame[cols]), "\n"]
@@ -74,12 +77,12 @@ def report_run(run) -> Path:
 
 
 def _operating_point(run, split: str, policy: str, table: pd.DataFrame) -> dict:
-    """The calibrated point when there is one, else the swept threshold closest to 50% time."""
+    """The calibrated point when there is one, else the swept setting closest to 50% time."""
     path = run.eval_dir(split) / f"operating_{policy}.json"
     if path.is_file():
         return read_json(path)
     row = table.iloc[(table["time_pct"] - 50).abs().argmin()]
-    return {"threshold": float(row["threshold"]), "time_pct": float(row["time_pct"]),
+    return {"setting": row_setting(row, get_policy(policy)), "time_pct": float(row["time_pct"]),
             "histogram": json.loads(row["histogram"])}
 
 
@@ -119,5 +122,5 @@ def _histogram_figure(point: dict, stem: Path, title: str) -> list[Path]:
     ax.set_xlabel("exit layer")
     ax.set_ylabel("examples")
     ax.set_xticks(range(1, len(hist) + 1))
-    ax.set_title(f"{title}: threshold {point['threshold']:.4g}, time% {point['time_pct']:.1f}")
+    ax.set_title(f"{title}: {setting_label(point['setting'])}, time% {point['time_pct']:.1f}")
     return save_figure(fig, stem)

@@ -1,0 +1,23 @@
+"""Per-layer signals computed inside a pass over the model (shared by the trace and the engine)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def centered_gram(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Linear kernel over one example's real tokens, centred: K = Xc Xcᵀ with Xc the token vectors
+    minus their mean; padded tokens are zero rows. hidden Shape: [B, T, H]; mask [B, T] → [B, T, T]."""
+    m = mask.unsqueeze(-1).to(torch.float32)
+    x = hidden.to(torch.float32) * m
+    mean = x.sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp(min=1.0)
+    xc = (x - mean) * m
+    return xc @ xc.transpose(1, 2)
+
+
+def linear_cka(gram_a: torch.Tensor, gram_b: torch.Tensor) -> torch.Tensor:
+    """CKA = HSIC(a, b) / sqrt(HSIC(a, a) · HSIC(b, b)) with centred Gram matrices (the 1/(n−1)²
+    factors cancel). Shapes: [B, T, T] → [B]."""
+    hsic = (gram_a * gram_b).sum((1, 2))
+    norm = (gram_a * gram_a).sum((1, 2)).sqrt() * (gram_b * gram_b).sum((1, 2)).sqrt()
+    return hsic / norm.clamp(min=1e-12)
