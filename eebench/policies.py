@@ -154,13 +154,21 @@ class Policy:
     candidates: Callable  # (trace, n) → settings, a fine grid for calibration
     description: str
 
-    def exits(self, trace, settings: list[dict]) -> np.ndarray:
+    def check(self, trace) -> None:
         if self.needs and getattr(trace, self.needs, None) is None:
             hint = ('train with train.strategy = "lte"' if self.needs == "lte"
                     else "re-run eebench evaluate to store CKA similarities")
             raise UserError(f"policy {self.name!r} needs {self.needs} signals, which this run's trace "
                             f"does not have; {hint}")
+
+    def exits(self, trace, settings: list[dict]) -> np.ndarray:
+        self.check(trace)
         return self.exits_fn(trace, settings)
+
+    def fine_grid(self, trace, n: int = 200) -> list[dict]:
+        """A dense grid for calibration, from the trace's own signal values."""
+        self.check(trace)
+        return self.candidates(trace, n)
 
 
 def _threshold_grid(values):

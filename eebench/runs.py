@@ -295,7 +295,7 @@ def calibrate(run: Run, policy_name: str, split: str, target_time_pct: float | N
     trace = ensure_trace(run, split, model)
     if trace.labels is None and max_drop is not None:
         raise UserError(f"split {split!r} has no labels: --max-drop needs a labelled split (e.g. dev)")
-    settings = _grid(run, policy, trace, grid) + policy.candidates(trace)
+    settings = _grid(run, policy, trace, grid) + policy.fine_grid(trace)
     table = sweep(trace, run.spec, policy, settings)
     metric = run.spec.primary_metric
     if trace.labels is None:

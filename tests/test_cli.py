@@ -54,12 +54,27 @@ def test_calibrate_then_evaluate_applies_saved_threshold(run_dir):
     result = _invoke("evaluate", run_dir, "--split", "test")
     assert result.exit_code == 0, result.output
     test_point = json.loads((run_dir / "eval/test/operating_max_prob.json").read_text())
-    assert test_point["threshold"] == cal["threshold"] and test_point["calibrated_on"] == "dev"
+    assert test_point["setting"] == cal["setting"] and test_point["calibrated_on"] == "dev"
     result = _invoke("calibrate", run_dir, "--max-drop", "1.0")
     assert result.exit_code == 0, result.output
     point = json.loads((run_dir / "eval/dev/operating_entropy.json").read_text())
     last = json.loads((run_dir / "eval/dev/layerwise.json").read_text())[-1]["acc"]
     assert point["acc"] >= last - 1.0
+
+
+@pytest.mark.parametrize("policy", ["entropy", "max_prob", "patience", "pcee", "cka", "static"])
+def test_every_policy_calibrates_on_quickstart(run_dir, policy):
+    result = _invoke("calibrate", run_dir, "--policy", policy, "--target-time-pct", "80")
+    assert result.exit_code == 0, result.output
+    import json
+
+    point = json.loads((run_dir / f"eval/dev/operating_{policy}.json").read_text())
+    assert point["time_pct"] <= 80 + 1e-9 and sum(point["histogram"]) == 120
+
+
+def test_lte_policy_without_lte_head_is_a_clear_error(run_dir):
+    _one_line_error(_invoke("calibrate", run_dir, "--policy", "lte", "--target-time-pct", "80"),
+                    "policy 'lte' needs lte signals", "train.strategy")
 
 
 def test_trace_is_reused_and_stale_trace_recomputed(run_dir):
@@ -166,7 +181,7 @@ def test_calibrate_needs_a_target(run_dir):
     if recipe["exit"]["target_time_pct"] is None:
         pytest.skip("recipe carries no target")
     result = _invoke("calibrate", run_dir, "--target-time-pct", "0.5")
-    _one_line_error(result, "no threshold reaches")
+    _one_line_error(result, "no setting reaches")
 
 
 STRATEGY_NAMES = ["joint", "two_stage", "alternating", "self_distill", "romebert", "lte", "metabert",
