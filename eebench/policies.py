@@ -54,8 +54,15 @@ def first_layer_where(ok: np.ndarray) -> np.ndarray:
 
 def threshold_exits(signal: np.ndarray, thresholds, below: bool) -> np.ndarray:
     """signal Shape: [N, L]; thresholds: [T] or [T, L-1] (per layer) → exit layers Shape: [T, N]."""
-    t = np.asarray(thresholds, dtype=np.float64)
-    t = t[:, None, None] if t.ndim == 1 else t[:, None, :]
+    n_layers = signal.shape[1]
+    rows = []
+    for t in thresholds:
+        t = np.asarray(t, dtype=np.float64)
+        if t.ndim == 1 and t.shape[0] != n_layers - 1:
+            raise UserError(f"a per-layer threshold needs {n_layers - 1} values (layers 1..L-1), "
+                            f"got {t.shape[0]}")
+        rows.append(np.broadcast_to(t, (n_layers - 1,)))
+    t = np.stack(rows)[:, None, :]  # Shape: [T, 1, L-1]
     s = signal[None, :, :-1]
     return first_layer_where(s < t if below else s >= t)
 

@@ -1,0 +1,149 @@
+"""A real early-exit inference engine: runs the encoder one layer at a time and stops computing for
+examples that exit (batch size 1, or batched with row compaction: exited rows leave the batch).
+
+Its exit decisions use the same per-layer signal functions as the offline policies (eebench.policies),
+so for every policy that depends only on layers up to the exit, the engine's exits must equal the
+trace simulation; `eebench.engine.agreement` and the tests check that. Works with BERT-family
+encoders (BERT, RoBERTa, ELECTRA: `embeddings`, `encoder.layer`)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from eebench.errors import UserError
+from eebench.model.signals import centered_gram, linear_cka
+from eebench.policies import entropy, get_policy, max_prob
+
+ENGINE_POLICIES = ("entropy", "max_prob", "lte", "patience", "pcee", "cka", "static")
+
+
+@dataclass
+class _State:
+    """Per-row state of the stateful policies, compacted with the batch."""
+
+    prev: np.ndarray | None = None  # previous layer's prediction (patience)
+    run: np.ndarray | None = None  # current run length (patience, pcee)
+    prev_gram: torch.Tensor | None = None  # previous layer's centred Gram matrix (cka)
+    prev_sim: np.ndarray | None = None  # previous CKA similarity (cka)
+    count: np.ndarray | None = None  # CKA count (cka)
+
+    def keep(self, rows: np.ndarray) -> "_State":
+        pick = lambda a: None if a is None else a[rows]  # noqa: E731
+        return _State(pick(self.prev), pick(self.run), pick(self.prev_gram), pick(self.prev_sim),
+                      pick(self.count))
+
+
+class EarlyExitEngine:
+    def __init__(self, model, policy: str, setting: dict, regression: bool = False, delta: float = 0.1):
+        if policy not in ENGINE_POLICIES:
+            raise UserError(f"the engine runs {', '.join(ENGINE_POLICIES)}; not {policy!r}")
+        backbone = model.backbone
+        if not (hasattr(backbone, "embeddings") and hasattr(getattr(backbone, "encoder", None), "layer")):
+            raise UserError(f"the early-exit engine supports BERT-family encoders; "
+                            f"{type(backbone).__name__} has no embeddings/encoder.layer")
+        if policy == "lte" and model.lte is None:
+            raise UserError("policy 'lte' needs a model trained with an LTE head (train.strategy = \"lte\")")
+        get_policy(policy)
+        self.model, self.policy, self.setting = model.eval(), policy, setting
+        self.regression, self.delta = regression, delta
+        self.layers = list(backbone.encoder.layer)
+        self.n_layers = len(self.layers)
+
+    def _embed(self, batch):
+        b = self.model.backbone
+        kwargs = {"input_ids": batch["input_ids"]}
+        if "token_type_ids" in batch:
+            kwargs["token_type_ids"] = batch["token_type_ids"]
+        hidden = b.embeddings(**kwargs)
+        mask4 = b._create_attention_masks(batch["attention_mask"], None, hidden, None, None)[0]
+        return hidden, mask4
+
+    @staticmethod
+    def _layer(layer, hidden, mask4):
+        out = layer(hidden, mask4)
+        return out[0] if isinstance(out, tuple) else out
+
+    def _threshold(self, i: int) -> float:
+        t = self.setting["threshold"]
+        return t[i - 1] if isinstance(t, (list, tuple)) else t
+
+    def _decide(self, i: int, logits: torch.Tensor, pooled: torch.Tensor, hidden, mask, state: _State):
+        """Which active rows exit after layer i (1-based)."""
+        n = logits.shape[0]
+        if i == self.n_layers:
+            return np.ones(n, dtype=bool)
+        lg = logits.float().cpu().numpy()
+        p = self.policy
+        if p == "entropy":
+            return entropy(lg) < self._threshold(i)
+        if p == "max_prob":
+            return max_prob(lg) >= self._threshold(i)
+        if p == "lte":
+            u = torch.sigmoid(self.model.lte(pooled)).squeeze(-1).float().cpu().numpy().astype(np.float64)
+            return u >= self._threshold(i)
+        if p == "static":
+            return np.full(n, i >= int(self.setting["layer"]))
+        if p == "patience":
+            pred = lg[:, 0] if self.regression else lg.argmax(-1)
+            if state.prev is None:
+                same = np.zeros(n, dtype=bool)
+            elif self.regression:
+                same = np.abs(pred - state.prev) < self.delta
+            else:
+                same = pred == state.prev
+            state.run = np.where(same, (state.run if state.run is not None else 0) + 1, 0)
+            state.prev = pred
+            return state.run >= self.setting["patience"]
+        if p == "pcee":
+            ok = max_prob(lg) >= self.setting["threshold"]
+            state.run = np.where(ok, (state.run if state.run is not None else 0) + 1, 0)
+            return state.run >= self.setting["patience"]
+        # cka
+        gram = centered_gram(hidden, mask)
+        if state.count is None:
+            state.count = np.zeros(n, dtype=np.int64)
+        if state.prev_gram is not None:
+            sim = linear_cka(state.prev_gram, gram).float().cpu().numpy().astype(np.float64)
+            if state.prev_sim is not None:
+                state.count = state.count + ((sim - state.prev_sim) < self.setting["theta"])
+            state.prev_sim = sim
+        state.prev_gram = gram
+        return state.count >= self.setting["count"]
+
+    @torch.no_grad()
+    def run(self, batch: dict) -> tuple[np.ndarray, torch.Tensor]:
+        """Exit layer (1-based, Shape [B]) and the logits at the exit (Shape [B, C]) of every row."""
+        hidden, mask4 = self._embed(batch)
+        mask = batch["attention_mask"]
+        b = hidden.shape[0]
+        exits = np.zeros(b, dtype=np.int64)
+        out_logits = torch.zeros(b, self.model.num_labels)
+        active = np.arange(b)
+        state = _State()
+        for i, layer in enumerate(self.layers, start=1):
+            hidden = self._layer(layer, hidden, mask4)
+            logits, pooled = self.model.heads[i - 1](hidden, mask)
+            done = self._decide(i, logits, pooled, hidden, mask, state)
+            if done.any():
+                exits[active[done]] = i
+                out_logits[torch.from_numpy(active[done])] = logits[torch.from_numpy(done)].float().cpu()
+            if done.all():
+                break
+            if done.any():  # row compaction: exited rows leave the batch
+                keep = ~done
+                rows = torch.from_numpy(np.flatnonzero(keep))
+                hidden, mask, active = hidden[rows], mask[rows], active[keep]
+                mask4 = mask4[rows] if mask4 is not None else None
+                state = state.keep(keep)
+        return exits, out_logits
+
+    @torch.no_grad()
+    def run_full(self, batch: dict) -> torch.Tensor:
+        """The baseline: every layer, and only the final exit's head (an ordinary fine-tuned model)."""
+        hidden, mask4 = self._embed(batch)
+        for layer in self.layers:
+            hidden = self._layer(layer, hidden, mask4)
+        return self.model.heads[-1](hidden, batch["attention_mask"])[0]

@@ -1,0 +1,86 @@
+"""The real early-exit engine: its exits equal the trace simulation for every eligible policy."""
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoConfig, AutoModel
+
+from eebench.calibrate import exit_predictions
+from eebench.data.encode import encode, eval_loader
+from eebench.data.synthetic import build_tokenizer, generate
+from eebench.engine import EarlyExitEngine
+from eebench.flops import exit_macs, head_macs, layer_macs
+from eebench.model import MultiExitModel
+from eebench.policies import POLICIES
+from eebench.recipe import SyntheticConfig
+from eebench.trace import Trace, compute_signals
+
+SETTINGS = {
+    "entropy": [{"threshold": t} for t in (0.3, 0.5, 0.6, 0.66)] + [{"threshold": [0.2, 0.5, 0.6, 0.62, 0.65]}],
+    "max_prob": [{"threshold": t} for t in (0.6, 0.7, 0.8)],
+    "lte": [{"threshold": t} for t in (0.4, 0.5, 0.6)],
+    "patience": [{"patience": p} for p in (1, 2, 3)],
+    "pcee": [{"patience": 2, "threshold": 0.6}, {"patience": 1, "threshold": 0.7}],
+    "cka": [{"theta": th, "count": r} for th in (-0.01, 0.02) for r in (1, 2)],
+    "static": [{"layer": k} for k in (1, 3, 6)],
+}
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    torch.manual_seed(0)
+    cfg = AutoConfig.for_model("bert", hidden_size=32, num_hidden_layers=6, num_attention_heads=2,
+                               intermediate_size=64, vocab_size=64, max_position_embeddings=64)
+    model = MultiExitModel(AutoModel.from_config(cfg), num_labels=2, pooling="mean", lte=True).eval()
+    with torch.no_grad():  # spread the random heads' confidence so every policy exits somewhere
+        for head in model.heads:
+            head.classifier.weight.mul_(8.0)
+    tok = build_tokenizer(tmp_path_factory.mktemp("tok"))
+    ex = generate(SyntheticConfig(n_dev=150), "dev")
+    data = encode(tok, ex, 48)
+    signals = compute_signals(model, eval_loader(data, 32), torch.device("cpu"))
+    trace = Trace("dev", "k", np.asarray(ex.ids), signals["logits"], ex.labels, False, signals["lte"], signals["cka"])
+    return model, data, trace
+
+
+@pytest.mark.parametrize("policy", list(SETTINGS))
+@pytest.mark.parametrize("batch_size", [1, 16])
+def test_engine_exits_equal_the_trace_simulation(setup, policy, batch_size):
+    model, data, trace = setup
+    simulated = POLICIES[policy].exits(trace, SETTINGS[policy])
+    n = len(data)
+    for setting, expected in zip(SETTINGS[policy], simulated):
+        engine = EarlyExitEngine(model, policy, setting)
+        got = np.zeros(n, dtype=np.int64)
+        preds = np.zeros(n, dtype=np.int64)
+        for start in range(0, n, batch_size):
+            batch = data.collate([data[i] for i in range(start, min(n, start + batch_size))])
+            index = batch.pop("index").numpy()
+            batch.pop("labels")
+            exits, logits = engine.run(batch)
+            got[index], preds[index] = exits, logits.argmax(-1).numpy()
+        assert (got == expected).all(), (policy, setting, np.flatnonzero(got != expected)[:5])
+        assert (preds == exit_predictions(trace, expected)).all()
+    assert len(set(simulated.ravel().tolist())) > 1  # the settings exercise early exits
+
+
+def test_full_model_baseline_matches_the_last_exit(setup):
+    model, data, _ = setup
+    batch = data.collate([data[i] for i in range(4)])
+    batch.pop("index"), batch.pop("labels")
+    engine = EarlyExitEngine(model, "static", {"layer": 6})
+    with torch.no_grad():
+        expected = model(**batch).logits[:, -1]
+    assert torch.allclose(engine.run_full(batch), expected, atol=1e-5)
+
+
+def test_macs_formula():
+    # BERT-base at 128 tokens: 12 layers ≈ 11.2 G MACs (the usual ~22 GFLOPs)
+    per_layer = layer_macs(np.array([128]), 768, 3072)[0]
+    assert per_layer == 128 * (4 * 768**2 + 2 * 768 * 3072) + 2 * 128**2 * 768
+    assert 10.5e9 < 12 * per_layer < 11.5e9
+    m = exit_macs(np.array([6, 12]), np.array([128, 128]), 12, 768, 3072, 2)
+    assert m["macs_backbone"] == pytest.approx(9 * per_layer)
+    assert m["macs_heads"] == pytest.approx(9 * head_macs(768, 2))
+    assert m["flops"] == pytest.approx(2 * m["macs"])
+    assert m["macs_full_model"] == pytest.approx(12 * per_layer + head_macs(768, 2))
