@@ -9,8 +9,9 @@ import pandas as pd
 
 from eebench.data.tasks import TaskSpec
 from eebench.errors import UserError
+from eebench.fastsweep import sweep_arrays
 from eebench.metrics import predictions, score
-from eebench.policies import Policy, exit_summary
+from eebench.policies import Policy, argmax
 from eebench.trace import Trace
 
 
@@ -36,30 +37,41 @@ def exit_predictions(trace: Trace, exit_layers: np.ndarray) -> np.ndarray:
 
 
 def sweep(trace: Trace, spec: TaskSpec, policy: Policy, settings: list[dict]) -> pd.DataFrame:
-    """One row per setting: the setting, metrics (when labelled), time%, speed-up, mean exit layer,
-    histogram. Accuracy is a gather over a precomputed correctness matrix; other metrics use sklearn."""
-    exits = policy.exits(trace, settings)  # Shape: [T, N]
-    n = exits.shape[1]
-    fast_acc = trace.labels is not None and not trace.regression
-    if fast_acc:
-        correct = trace.logits.argmax(-1) == trace.labels[:, None]  # Shape: [N, L]
-        accs = 100.0 * correct[np.arange(n)[None, :], exits - 1].mean(1)
-    rows = []
-    for k, (setting, layers) in enumerate(zip(settings, exits)):
-        summary = exit_summary(layers, trace.num_layers)
-        row = {key: json.dumps(v) if isinstance(v, list) else v for key, v in setting.items()}
+    """One row per setting: the setting, metrics (when labelled), mean exit layer, time%, speed-up,
+    histogram. Uses eebench.fastsweep when the policy and metrics allow (same numbers, faster)."""
+    policy.check(trace)
+    n_layers = trace.num_layers
+    fast_metrics = trace.labels is None or (not trace.regression and tuple(spec.metrics) == ("acc",))
+    groups = policy.fast_keys(trace, settings) if policy.fast_keys and fast_metrics else None
+    metrics: dict[str, np.ndarray] = {}
+    if groups is not None:
+        correct = argmax(trace.logits) == trace.labels[:, None] if trace.labels is not None else None
+        mean = np.zeros(len(settings))
+        hist = np.zeros((len(settings), n_layers), dtype=np.int64)
+        acc = np.zeros(len(settings))
+        for key, thresholds, strict, idx in groups:
+            arrays = sweep_arrays(key, thresholds, strict, correct)
+            mean[idx], hist[idx] = arrays["mean_exit_layer"], arrays["histogram"]
+            if correct is not None:
+                acc[idx] = arrays["acc"]
+        if correct is not None:
+            metrics["acc"] = acc
+    else:
+        exits = policy.exits(trace, settings)  # Shape: [T, N]
+        mean = exits.mean(1)
+        hist = np.stack([np.bincount(e, minlength=n_layers + 1)[1:] for e in exits])
         if trace.labels is not None:
-            others = tuple(m for m in spec.metrics if not (fast_acc and m == "acc"))
-            if others:
-                row.update(score(others, exit_predictions(trace, layers), trace.labels))
-            if fast_acc and "acc" in spec.metrics:
-                row["acc"] = float(accs[k])
-        row.update(summary, histogram=json.dumps(summary["histogram"]))
-        rows.append(row)
-    frame = pd.DataFrame(rows)
-    order = list(settings[0]) + [m for m in spec.metrics if m in frame] + \
-        ["mean_exit_layer", "time_pct", "speedup", "histogram"]
-    return frame[order]
+            scores = [score(spec.metrics, exit_predictions(trace, e), trace.labels) for e in exits]
+            metrics = {m: np.array([s[m] for s in scores]) for m in spec.metrics}
+    frame = pd.DataFrame([{k: json.dumps(v) if isinstance(v, list) else v for k, v in s.items()}
+                          for s in settings])
+    for m, values in metrics.items():
+        frame[m] = values
+    frame["mean_exit_layer"] = mean
+    frame["time_pct"] = 100.0 * mean / n_layers
+    frame["speedup"] = n_layers / mean
+    frame["histogram"] = [json.dumps(h) for h in hist.tolist()]
+    return frame
 
 
 def row_setting(row: pd.Series, policy: Policy) -> dict:

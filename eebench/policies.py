@@ -27,23 +27,57 @@ from typing import Callable
 import numpy as np
 
 from eebench.errors import UserError
+from eebench.fastsweep import running_min
 from eebench.recipe import DEEBERT_ENTROPY_GRID
 
 
 # ----------------------------------------------------------------------------- per-layer signals
+def _classes(logits: np.ndarray) -> list[np.ndarray]:
+    """The class slices of [..., C] as float64 arrays: numpy reduces a short last axis slowly, so the
+    functions below loop over the (few) classes instead."""
+    return [np.ascontiguousarray(logits[..., c], dtype=np.float64) for c in range(logits.shape[-1])]
+
+
+def _max(parts: list[np.ndarray]) -> np.ndarray:
+    m = parts[0].copy()
+    for p in parts[1:]:
+        np.maximum(m, p, out=m)
+    return m
+
+
+def argmax(logits: np.ndarray) -> np.ndarray:
+    """Same as logits.argmax(-1) (first maximum wins), faster for few classes."""
+    parts = [logits[..., c] for c in range(logits.shape[-1])]
+    best, idx = parts[0].copy(), np.zeros(parts[0].shape, dtype=np.int64)
+    for c, p in enumerate(parts[1:], start=1):
+        better = p > best
+        best = np.where(better, p, best)
+        idx[better] = c
+    return idx
+
+
 def log_softmax(logits: np.ndarray) -> np.ndarray:
     shifted = logits - logits.max(-1, keepdims=True)
     return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
 
 
 def entropy(logits: np.ndarray) -> np.ndarray:
-    """Prediction entropy in nats. logits Shape: [..., C] → [...]."""
-    logp = log_softmax(logits.astype(np.float64))
-    return -(np.exp(logp) * logp).sum(-1)
+    """Prediction entropy in nats, H = −Σ p log p from a stable log-softmax. [..., C] → [...]."""
+    parts = _classes(logits)
+    m = _max(parts)
+    shifted = [p - m for p in parts]
+    exps = [np.exp(p) for p in shifted]
+    z = sum(exps)
+    log_z = np.log(z)
+    # −Σ p (x − log z) with p = e^x / z
+    return log_z - sum(e * x for e, x in zip(exps, shifted)) / z
 
 
 def max_prob(logits: np.ndarray) -> np.ndarray:
-    return np.exp(log_softmax(logits.astype(np.float64)).max(-1))
+    """Largest class probability, exp(max x − logsumexp x). [..., C] → [...]."""
+    parts = _classes(logits)
+    m = _max(parts)
+    return 1.0 / sum(np.exp(p - m) for p in parts)
 
 
 def first_layer_where(ok: np.ndarray) -> np.ndarray:
@@ -84,7 +118,7 @@ def predictions_agree(logits: np.ndarray, regression: bool, delta: float) -> np.
         values = logits[..., 0]
         agree = np.abs(np.diff(values, axis=1)) < delta
     else:
-        preds = logits.argmax(-1)
+        preds = argmax(logits)
         agree = preds[:, 1:] == preds[:, :-1]
     return np.concatenate([np.zeros((logits.shape[0], 1), dtype=bool), agree], axis=1)
 
@@ -160,6 +194,9 @@ class Policy:
     default_grid: Callable[[int], list[dict]]  # n_layers → settings
     candidates: Callable  # (trace, n) → settings, a fine grid for calibration
     description: str
+    # For the fast sweep (eebench.fastsweep): (trace, settings) → [(key [N, L-1], thresholds [T],
+    # strict, setting indices)], or None when the policy has no such form (e.g. per-layer thresholds).
+    fast_keys: Callable | None = None
 
     def check(self, trace) -> None:
         if self.needs and getattr(trace, self.needs, None) is None:
@@ -186,29 +223,75 @@ def _signal_candidates(signal_fn):
     return lambda trace, n=200: [{"threshold": t} for t in _midpoints(signal_fn(trace)[:, :-1].ravel(), n)]
 
 
+def _scalar_thresholds(settings) -> np.ndarray | None:
+    t = [s["threshold"] for s in settings]
+    return None if any(isinstance(v, (list, tuple)) for v in t) else np.asarray(t, dtype=np.float64)
+
+
+def _fast_threshold(signal_fn, below: bool):
+    """entropy (exit when H < t) → key = running min of H; max_prob / lte (exit when s ≥ t) →
+    key = running min of −s, exit when key ≤ −t."""
+    def keys(trace, settings):
+        t = _scalar_thresholds(settings)
+        if t is None:
+            return None
+        s = signal_fn(trace)[:, :-1]
+        if below:
+            return [(running_min(s), t, True, np.arange(len(settings)))]
+        return [(running_min(-s), -t, False, np.arange(len(settings)))]
+    return keys
+
+
+def _fast_patience(trace, settings, delta: float = 0.1):
+    runs = run_lengths(predictions_agree(trace.logits, trace.regression, delta))[:, :-1]
+    p = np.asarray([s["patience"] for s in settings], dtype=np.float64)
+    return [(running_min(-runs.astype(np.float64)), -p, False, np.arange(len(settings)))]
+
+
+def _fast_grouped(counts_fn, group_key: str, count_key: str):
+    """Settings grouped by one parameter; within a group, exit once a count reaches ``count_key``."""
+    def keys(trace, settings):
+        groups: dict = {}
+        for k, s in enumerate(settings):
+            groups.setdefault(s[group_key], []).append(k)
+        out = []
+        for value, idx in groups.items():
+            counts = counts_fn(trace, value)[:, :-1].astype(np.float64)
+            r = np.asarray([settings[k][count_key] for k in idx], dtype=np.float64)
+            out.append((running_min(-counts), -r, False, np.asarray(idx)))
+        return out
+    return keys
+
+
 POLICIES: dict[str, Policy] = {p.name: p for p in [
     Policy("entropy", "", _entropy_exits, _threshold_grid(DEEBERT_ENTROPY_GRID),
            _signal_candidates(lambda t: entropy(t.logits)),
-           "exit at the first layer whose prediction entropy (nats) is below the threshold"),
+           "exit at the first layer whose prediction entropy (nats) is below the threshold",
+           _fast_threshold(lambda t: entropy(t.logits), below=True)),
     Policy("max_prob", "", _max_prob_exits,
            _threshold_grid([1.01, 0.99, 0.98, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5]),
            _signal_candidates(lambda t: max_prob(t.logits)),
-           "exit at the first layer whose largest class probability is at least the threshold"),
+           "exit at the first layer whose largest class probability is at least the threshold",
+           _fast_threshold(lambda t: max_prob(t.logits), below=False)),
     Policy("lte", "lte", _lte_exits, _threshold_grid([1.01, 0.99, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3]),
            _signal_candidates(lambda t: t.lte.astype(np.float64)),
-           "exit at the first layer whose learned certainty is at least the threshold"),
+           "exit at the first layer whose learned certainty is at least the threshold",
+           _fast_threshold(lambda t: t.lte.astype(np.float64), below=False)),
     Policy("patience", "", _patience_exits, lambda L: [{"patience": p} for p in range(1, L)],
            lambda trace, n=200: [{"patience": p} for p in range(1, trace.num_layers)],
-           "exit once the prediction has stayed the same for `patience` consecutive layers (PABEE)"),
+           "exit once the prediction has stayed the same for `patience` consecutive layers (PABEE)",
+           _fast_patience),
     Policy("pcee", "", _pcee_exits,
            lambda L: [{"patience": p, "threshold": t} for p in (1, 2, 3) for t in (0.99, 0.95, 0.9, 0.8, 0.7)],
            lambda trace, n=200: [{"patience": p, "threshold": t} for p in range(1, min(4, trace.num_layers))
                                  for t in np.linspace(0.5, 1.0, 51).round(3).tolist()],
-           "exit once `patience` consecutive layers are each confident (max probability ≥ threshold)"),
+           "exit once `patience` consecutive layers are each confident (max probability ≥ threshold)",
+           _fast_grouped(lambda t, th: run_lengths(max_prob(t.logits) >= th), "threshold", "patience")),
     Policy("cka", "cka", _cka_exits, lambda L: [{"theta": 0.06, "count": r} for r in range(1, max(L - 1, 2))],
            lambda trace, n=200: [{"theta": th, "count": r} for th in np.linspace(-0.05, 0.2, 26).round(3).tolist()
                                  for r in range(1, max(trace.num_layers - 1, 2))],
-           "CsdBERT: count layers whose CKA similarity change is below theta; exit when the count reaches `count`"),
+           "CsdBERT: count layers whose CKA similarity change is below theta; exit when the count reaches `count`",
+           _fast_grouped(lambda t, th: cka_counts(t.cka.astype(np.float64), th), "theta", "count")),
     Policy("static", "", _static_exits, lambda L: [{"layer": k} for k in range(1, L + 1)],
            lambda trace, n=200: [{"layer": k} for k in range(1, trace.num_layers + 1)],
            "every example exits at `layer`"),

@@ -231,7 +231,7 @@ def ensure_trace(run: Run, split: str, model=None) -> Trace:
         signals = compute_signals(model, eval_loader(data, run.recipe.train.eval_batch_size), device,
                                   bars, task)
     trace = Trace(split, key, np.asarray(examples.ids), signals["logits"], examples.labels,
-                  run.spec.is_regression, signals["lte"], signals["cka"])
+                  run.spec.is_regression, signals["lte"], signals["cka"], data.lengths())
     save_trace(path, trace)
     return trace
 
@@ -272,13 +272,28 @@ def apply_calibration(run: Run, trace: Trace, cal: dict) -> dict:
     out = run.eval_dir(trace.split)
     _write_csv(out / f"exits_{policy.name}.csv", frame)
     point = {"policy": policy.name, "setting": cal["setting"], "calibrated_on": cal["split"],
-             **exit_summary(layers, trace.num_layers)}
+             **exit_summary(layers, trace.num_layers), **_macs(run, trace, layers)}
     if trace.labels is not None:
         row = sweep(trace, run.spec, policy, [cal["setting"]]).iloc[0]
         point.update({m: float(row[m]) for m in run.spec.metrics})
     write_json(out / f"operating_{policy.name}.json", point)
     _print_point(trace.split, point, run.spec)
     return point
+
+
+def _macs(run: Run, trace: Trace, layers: np.ndarray) -> dict:
+    """Analytic MACs/FLOPs per example at these exits (eebench.flops), from the backbone's config."""
+    config_path = run.model_dir / "config.json"
+    if trace.tokens is None or not config_path.is_file():
+        return {}
+    config = read_json(config_path)
+    hidden = config.get("hidden_size") or config.get("dim")
+    inter = config.get("intermediate_size") or config.get("hidden_dim")
+    if not (hidden and inter):
+        return {}
+    from eebench.flops import exit_macs
+
+    return exit_macs(layers, trace.tokens, trace.num_layers, hidden, inter, trace.logits.shape[-1])
 
 
 def _print_point(split: str, point: dict, spec: TaskSpec) -> None:

@@ -27,6 +27,7 @@ class Trace:
     regression: bool
     lte: np.ndarray | None = None  # Shape: [N, L]; learned-to-exit certainty, when the model has an LTE head
     cka: np.ndarray | None = None  # Shape: [N, L-1]; linear CKA of layers i and i+1 (token representations)
+    tokens: np.ndarray | None = None  # Shape: [N]; tokens per example (for MACs)
 
     @property
     def num_layers(self) -> int:
@@ -71,7 +72,7 @@ def save_trace(path: Path, trace: Trace) -> None:
               "logits": trace.logits, "regression": np.array(trace.regression)}
     if trace.labels is not None:
         arrays["labels"] = trace.labels
-    for name in ("lte", "cka"):
+    for name in ("lte", "cka", "tokens"):
         if getattr(trace, name) is not None:
             arrays[name] = getattr(trace, name)
 
@@ -93,6 +94,7 @@ def load_trace(path: Path) -> Trace:
             regression=bool(z["regression"]),
             lte=z["lte"] if "lte" in z.files else None,
             cka=z["cka"] if "cka" in z.files else None,
+            tokens=z["tokens"] if "tokens" in z.files else None,
         )
 
 

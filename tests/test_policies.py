@@ -117,3 +117,32 @@ def test_candidate_thresholds_never_tie_with_observed_values():
     ent = entropy(trace.logits)[:, :-1].ravel()
     for setting in POLICIES["entropy"].candidates(trace):
         assert not np.any(ent == setting["threshold"])
+
+
+@pytest.mark.parametrize("policy,settings", [
+    ("entropy", [{"threshold": t} for t in np.linspace(0, 0.8, 25)]),
+    ("max_prob", [{"threshold": t} for t in np.linspace(0.5, 1.0, 25)]),
+    ("lte", [{"threshold": t} for t in np.linspace(0, 1, 25)]),
+    ("patience", [{"patience": p} for p in range(1, 6)]),
+    ("pcee", [{"patience": p, "threshold": t} for p in (1, 2, 3) for t in (0.6, 0.8, 0.95)]),
+    ("cka", [{"theta": th, "count": r} for th in (-0.02, 0.0, 0.05) for r in (1, 2, 3)]),
+])
+def test_fast_sweep_equals_the_direct_computation(policy, settings):
+    from eebench.calibrate import exit_predictions, sweep
+    from eebench.data.tasks import get_task
+
+    rng = np.random.default_rng(3)
+    n, L = 400, 6
+    labels = rng.integers(0, 2, n)
+    logits = rng.normal(size=(n, L, 2)) * np.linspace(0.5, 3, L)[None, :, None]
+    trace = Trace("dev", "k", np.arange(n).astype(str), logits, labels, False,
+                  rng.uniform(size=(n, L)), np.clip(0.8 + np.cumsum(rng.normal(0, 0.03, (n, L - 1)), 1), 0, 1))
+    table = sweep(trace, get_task("sst2"), POLICIES[policy], settings)
+    exits = POLICIES[policy].exits(trace, settings)
+    for k, e in enumerate(exits):
+        assert table["mean_exit_layer"][k] == pytest.approx(e.mean())
+        assert table["acc"][k] == pytest.approx(100 * (exit_predictions(trace, e) == labels).mean())
+        assert json.loads(table["histogram"][k]) == np.bincount(e, minlength=L + 1)[1:].tolist()
+
+
+import json  # noqa: E402

@@ -69,6 +69,10 @@ def report_run(run) -> Path:
         frame["setting"] = frame["setting"].map(setting_label)
         cols = ["split", "policy", "setting", "calibrated_on", *[m for m in spec.metrics if m in frame],
                 "time_pct", "speedup", "mean_exit_layer"]
+        if "flops" in frame:
+            frame["GFLOPs"] = frame["flops"] / 1e9
+            frame["MACs saved %"] = 100 * frame["macs_saved_fraction"]
+            cols += ["GFLOPs", "MACs saved %"]
         written += write_table(frame[cols], out / "operating_points", "Calibrated operating points")
         sections += ["## Calibrated operating points\n", markdown(frame[cols]), "\n"]
     written.append(write_text(out / "report.md", "\n".join(sections)))
