@@ -149,6 +149,41 @@ def report(
         console.print(f"wrote {', '.join(str(p) for p in paths)}")
 
 
+@app.command()
+@user_errors
+def check(
+    run: RunArg,
+    reference: Annotated[Optional[Path], typer.Option(help="Reference numbers (JSON) to compare against.")] = None,
+    record: Annotated[Optional[Path], typer.Option(help="Write this run's numbers as a new reference file.")] = None,
+) -> None:
+    """Compare a run's stored results with reference numbers (per-number tolerances); exit code 1 when
+    any number moved beyond its tolerance, with a table of what moved."""
+    from rich.table import Table
+
+    from eebench.check import compare, record as record_numbers
+    from eebench.runs import open_run
+
+    r = open_run(run)
+    if record is not None:
+        ref = record_numbers(r, record)
+        console.print(f"recorded {len(ref['numbers'])} numbers from {run} to {record}")
+        return
+    if reference is None:
+        raise UserError("give --reference FILE to compare, or --record FILE to write one")
+    rows = compare(r, reference)
+    table = Table("number", "reference", "measured", "diff", "tol", "ok", title=f"eebench check {run}")
+    for row in rows:
+        fmt = lambda v: "missing" if v is None else f"{v:.2f}"  # noqa: E731
+        table.add_row(row["number"], fmt(row["reference"]), fmt(row["measured"]), fmt(row["diff"]),
+                      f"{row['tol']:.2f}", "ok" if row["ok"] else "[red]MOVED[/]")
+    console.print(table)
+    failed = [row for row in rows if not row["ok"]]
+    if failed:
+        console.print(f"[bold red]check failed:[/] {len(failed)} of {len(rows)} numbers moved beyond tolerance")
+        raise typer.Exit(1)
+    console.print(f"[green]check passed:[/] {len(rows)} numbers within tolerance")
+
+
 def main() -> None:
     app()
 

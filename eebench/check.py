@@ -1,0 +1,61 @@
+"""Regression checks: compare a run's stored results with reference numbers, within tolerances.
+
+A reference file (JSON) lists numbers by name with their tolerance in metric points:
+    {"run": "...", "recorded_from": "...", "numbers": {"dev/layer1/acc": {"value": 76.4, "tol": 2.0}, ...}}
+`eebench check RUN --record FILE` writes one from a run; `eebench check RUN --reference FILE`
+compares, prints what moved, and fails (exit code 1) when any number is outside its tolerance."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from eebench.errors import UserError
+from eebench.io import read_json, write_json
+
+DEFAULT_TOL = {"metric": 2.0, "time_pct": 5.0}
+
+
+def collect(run) -> dict[str, float]:
+    """The numbers a check compares: every exit's metrics and every operating point, per split."""
+    numbers: dict[str, float] = {}
+    for split_dir in sorted((run.dir / "eval").glob("*")):
+        split = split_dir.name
+        lw = split_dir / "layerwise.json"
+        if lw.is_file():
+            for row in read_json(lw):
+                for m in run.spec.metrics:
+                    numbers[f"{split}/layer{row['layer']}/{m}"] = float(row[m])
+        for op in sorted(split_dir.glob("operating_*.json")):
+            point = read_json(op)
+            for key in (*run.spec.metrics, "time_pct"):
+                if key in point:
+                    numbers[f"{split}/{point['policy']}/{key}"] = float(point[key])
+    if not numbers:
+        raise UserError(f"{run.dir} has no evaluation results to check; run eebench evaluate first")
+    return numbers
+
+
+def record(run, path: Path) -> dict:
+    numbers = collect(run)
+    ref = {"run": run.dir.name, "recorded_from": str(run.dir),
+           "numbers": {k: {"value": round(v, 4), "tol": DEFAULT_TOL["time_pct" if k.endswith("time_pct") else "metric"]}
+                       for k, v in numbers.items()}}
+    write_json(path, ref)
+    return ref
+
+
+def compare(run, path: Path) -> list[dict]:
+    """One row per reference number: reference, measured, difference, tolerance, ok."""
+    if not Path(path).is_file():
+        raise UserError(f"reference file {path} not found; record one with eebench check RUN --record {path}")
+    ref = read_json(path)
+    if "numbers" not in ref:
+        raise UserError(f"{path}: no 'numbers' key; expected a file written by eebench check --record")
+    measured = collect(run)
+    rows = []
+    for name, spec in ref["numbers"].items():
+        got = measured.get(name)
+        diff = None if got is None else got - spec["value"]
+        rows.append({"number": name, "reference": spec["value"], "measured": got, "diff": diff,
+                     "tol": spec["tol"], "ok": diff is not None and abs(diff) <= spec["tol"]})
+    return rows
