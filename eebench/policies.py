@@ -158,9 +158,11 @@ def _pcee_exits(trace, settings):
 def cka_counts(sims: np.ndarray, theta: float) -> np.ndarray:
     """sims Shape: [N, L-1] (s_i = CKA of layers i, i+1) → count after each layer, Shape: [N, L]."""
     n, l1 = sims.shape
-    hits = np.diff(sims, axis=1) < theta  # Shape: [N, L-2]; known after layer i+2
     counts = np.zeros((n, l1 + 1), dtype=np.int64)
-    counts[:, 2:] = np.cumsum(hits, axis=1)
+    run = np.zeros(n, dtype=np.int64)
+    for j in range(l1 - 1):  # the difference s_{j+2} − s_{j+1} is known after layer j+3
+        run = run + (sims[:, j + 1] - sims[:, j] < theta)
+        counts[:, j + 2] = run
     return counts
 
 
@@ -248,17 +250,18 @@ def _fast_patience(trace, settings, delta: float = 0.1):
     return [(running_min(-runs.astype(np.float64)), -p, False, np.arange(len(settings)))]
 
 
-def _fast_grouped(counts_fn, group_key: str, count_key: str):
-    """Settings grouped by one parameter; within a group, exit once a count reaches ``count_key``."""
+def _fast_grouped(counts_fn, group_key: str, count_key: str, monotone: bool):
+    """Settings grouped by one parameter; within a group, exit once a count reaches ``count_key``.
+    ``monotone``: the counts never decrease along layers (CKA), so they are their own running max."""
     def keys(trace, settings):
         groups: dict = {}
         for k, s in enumerate(settings):
             groups.setdefault(s[group_key], []).append(k)
         out = []
         for value, idx in groups.items():
-            counts = counts_fn(trace, value)[:, :-1].astype(np.float64)
+            counts = -counts_fn(trace, value)[:, :-1].astype(np.float64)
             r = np.asarray([settings[k][count_key] for k in idx], dtype=np.float64)
-            out.append((running_min(-counts), -r, False, np.asarray(idx)))
+            out.append((counts if monotone else running_min(counts), -r, False, np.asarray(idx)))
         return out
     return keys
 
@@ -286,12 +289,12 @@ POLICIES: dict[str, Policy] = {p.name: p for p in [
            lambda trace, n=200: [{"patience": p, "threshold": t} for p in range(1, min(4, trace.num_layers))
                                  for t in np.linspace(0.5, 1.0, 51).round(3).tolist()],
            "exit once `patience` consecutive layers are each confident (max probability ≥ threshold)",
-           _fast_grouped(lambda t, th: run_lengths(max_prob(t.logits) >= th), "threshold", "patience")),
+           _fast_grouped(lambda t, th: run_lengths(max_prob(t.logits) >= th), "threshold", "patience", False)),
     Policy("cka", "cka", _cka_exits, lambda L: [{"theta": 0.06, "count": r} for r in range(1, max(L - 1, 2))],
            lambda trace, n=200: [{"theta": th, "count": r} for th in np.linspace(-0.05, 0.2, 26).round(3).tolist()
                                  for r in range(1, max(trace.num_layers - 1, 2))],
            "CsdBERT: count layers whose CKA similarity change is below theta; exit when the count reaches `count`",
-           _fast_grouped(lambda t, th: cka_counts(t.cka.astype(np.float64), th), "theta", "count")),
+           _fast_grouped(lambda t, th: cka_counts(t.cka.astype(np.float64), th), "theta", "count", True)),
     Policy("static", "", _static_exits, lambda L: [{"layer": k} for k in range(1, L + 1)],
            lambda trace, n=200: [{"layer": k} for k in range(1, trace.num_layers + 1)],
            "every example exits at `layer`"),
