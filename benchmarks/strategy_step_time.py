@@ -14,7 +14,8 @@ import time
 import torch
 
 from eebench.model import MultiExitModel
-from eebench.recipe import TrainConfig
+from eebench.recipe import SmartConfig, TrainConfig
+from eebench.train.smart import smart_regularizer
 from eebench.train.strategies import STRATEGIES, StepContext, build_stages
 
 
@@ -28,10 +29,10 @@ def build(model_kind: str) -> MultiExitModel:
     else:  # MiniLM-L6's shape, random weights
         backbone = AutoModel.from_config(AutoConfig.for_model(
             "bert", hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536))
-    return MultiExitModel(backbone, num_labels=2, pooling="mean")
+    return MultiExitModel(backbone, num_labels=2, pooling="mean", lte=True)
 
 
-def step_fn(model, stage):
+def step_fn(model, stage, smart=None):
     for p in model.parameters():
         p.requires_grad_(False)
     params = stage.trains(model)
@@ -46,12 +47,14 @@ def step_fn(model, stage):
         for p in params:
             p.requires_grad_(True)
         ctx = StepContext(False, step, 1)
-        out = model(**batch, backbone_grad=backbone_grad)
         if stage.gradient is None:
+            out = model(**batch, backbone_grad=backbone_grad)
             loss, _ = stage.loss(out, labels, ctx)
+            if smart is not None:
+                loss = loss + smart.lambda_s * smart_regularizer(model, batch, out.logits, False, smart)
             loss.backward()
         else:
-            stage.gradient(model, out, labels, ctx, params)
+            stage.gradient(model, batch, labels, ctx, params)
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -71,9 +74,16 @@ def main() -> None:
              "attention_mask": torch.ones(a.batch, a.length, dtype=torch.long)}
     labels = torch.randint(0, 2, (a.batch,))
     runs = {}
+    # MetaBERT's episodes are cut from the same batch: meta_batch x (support + query) = 2 x (8 + 8) = 32
+    args = {"metabert": {"support_size": a.batch // 4, "query_size": a.batch // 4, "meta_batch": 2}}
     for name in STRATEGIES:
-        for stage in build_stages(TrainConfig(strategy=name), task="sst2"):
+        for stage in build_stages(TrainConfig(strategy=name, args=args.get(name, {})), task="sst2",
+                                  n_layers=model.num_layers):
+            if name == "slf" and stage.name not in ("focus1", "focus6", "refine"):
+                continue
             runs[f"{name}:{stage.name}"] = step_fn(model, stage)
+    joint_stage = build_stages(TrainConfig(strategy="joint"))[0]
+    runs["joint+smart:joint"] = step_fn(model, joint_stage, SmartConfig(enabled=True))
     times = {k: [] for k in runs}
     for k, run in runs.items():  # warm-up
         run(batch, labels, 0)
