@@ -60,13 +60,20 @@ class Run:
         return self.dir / "calibration" / f"{policy}.json"
 
     def calibrations(self) -> list[dict]:
-        return [read_json(p) for p in sorted((self.dir / "calibration").glob("*.json"))]
+        return [with_setting(read_json(p)) for p in sorted((self.dir / "calibration").glob("*.json"))]
 
     def mark(self, **fields) -> None:
         path = self.dir / "status.json"
         status = read_json(path) if path.is_file() else {}
         status.update(fields)
         write_json(path, status)
+
+
+def with_setting(record: dict) -> dict:
+    """Calibration / operating-point records of early runs stored a bare ``threshold``."""
+    if "setting" not in record and "threshold" in record:
+        record = {**record, "setting": {"threshold": record["threshold"]}}
+    return record
 
 
 def open_run(path: str | Path, data_dir: str | None = None) -> Run:

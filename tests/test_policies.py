@@ -146,3 +146,18 @@ def test_fast_sweep_equals_the_direct_computation(policy, settings):
 
 
 import json  # noqa: E402
+
+
+def test_pareto_front_and_area():
+    import pandas as pd
+
+    from eebench.report.pareto import area_under_curves, pareto_front
+
+    pts = pd.DataFrame({"policy": ["a", "a", "a", "b", "b"], "setting": ["1", "2", "3", "1", "2"],
+                        "metric": [80.0, 85.0, 84.0, 90.0, 70.0], "time_pct": [30.0, 60.0, 70.0, 100.0, 30.0]})
+    front = pareto_front(pts)
+    assert list(zip(front["policy"], front["time_pct"])) == [("a", 30.0), ("a", 60.0), ("b", 100.0)]
+    auc = area_under_curves(pts).set_index("policy")
+    # common range 30..100; policy a reaches 80 until 60%, then 85: mean = (80·30 + 85·40)/70
+    assert auc.loc["a", "auc_mean_metric"] == pytest.approx((80 * 30 + 85 * 40) / 70, abs=0.2)
+    assert auc.loc["b", "best_metric_at_50pct_time"] == 70.0

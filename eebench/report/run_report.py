@@ -13,7 +13,10 @@ from eebench.errors import UserError
 from eebench.io import read_json, write_text
 from eebench.calibrate import row_setting
 from eebench.policies import get_policy, setting_label
+from eebench.report.pareto import area_under_curves, pareto_front, policy_curves
 from eebench.report.render import markdown, save_figure, write_table
+from eebench.runs import with_setting
+from eebench.trace import load_trace
 
 
 def _plt():
@@ -63,7 +66,26 @@ def report_run(run) -> Path:
             written += _histogram_figure(point, out / f"exit_hist_{s}_{policy}", f"{s}, {policy}")
             sections.append(f"![histogram](exit_hist_{s}_{policy}.png)\n")
 
-    points = [dict(split=s, **read_json(p)) for s in splits for p in sorted(run.eval_dir(s).glob("operating_*.json"))]
+    for s in splits:
+        trace_path = run.trace_path(s)
+        if not trace_path.is_file():
+            continue
+        trace = load_trace(trace_path)
+        if trace.labels is None:
+            continue
+        curves = policy_curves(trace, spec)
+        auc = area_under_curves(curves)
+        front = pareto_front(curves)
+        written += write_table(auc, out / f"policies_{s}", f"Exit policies on {s}: area under the "
+                               f"{metric}-vs-time% curve (mean {metric} over the common time% range)")
+        written += write_table(front, out / f"pareto_{s}", f"Pareto front across exit policies on {s}")
+        sections += [f"## Exit policies on {s}\n", markdown(auc), "\n",
+                     f"Pareto front across policies ({len(front)} points):\n", markdown(front), "\n"]
+        written += _policies_figure(curves, front, metric, out / f"policies_{s}", s)
+        sections.append(f"![policies](policies_{s}.png)\n")
+
+    points = [dict(split=s, **with_setting(read_json(p))) for s in splits
+              for p in sorted(run.eval_dir(s).glob("operating_*.json"))]
     if points:
         frame = pd.DataFrame(points)
         frame["setting"] = frame["setting"].map(setting_label)
@@ -84,7 +106,7 @@ def _operating_point(run, split: str, policy: str, table: pd.DataFrame) -> dict:
     """The calibrated point when there is one, else the swept setting closest to 50% time."""
     path = run.eval_dir(split) / f"operating_{policy}.json"
     if path.is_file():
-        return read_json(path)
+        return with_setting(read_json(path))
     row = table.iloc[(table["time_pct"] - 50).abs().argmin()]
     return {"setting": row_setting(row, get_policy(policy)), "time_pct": float(row["time_pct"]),
             "histogram": json.loads(row["histogram"])}
@@ -115,6 +137,21 @@ def _curve_figure(table: pd.DataFrame, metric: str, point: dict, stem: Path, tit
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
+    return save_figure(fig, stem)
+
+
+def _policies_figure(curves: pd.DataFrame, front: pd.DataFrame, metric: str, stem: Path, split: str) -> list[Path]:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    for name, group in curves.groupby("policy"):
+        f = pareto_front(group)
+        ax.plot(f["time_pct"], f["metric"], marker=".", ms=3, label=name)
+    ax.plot(front["time_pct"], front["metric"], color="black", lw=1, ls="--", label="Pareto front")
+    ax.set_xlabel("time% (100 · mean exit layer / L)")
+    ax.set_ylabel(f"{metric} (%)")
+    ax.set_title(f"exit policies on {split}")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
     return save_figure(fig, stem)
 
 
