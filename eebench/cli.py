@@ -123,30 +123,39 @@ def _parse_grid(text: str | None) -> list[float] | None:
 def report(
     run: Annotated[list[Path], typer.Option("--run", help="Run folder to report on (repeatable).")] = [],
     table: Annotated[list[str], typer.Option("--table", help="Paper table id, e.g. glue-test (repeatable).")] = [],
-    compare: Annotated[list[Path], typer.Option(
-        "--compare", help="Run folders to put side by side (layer-wise metric of every exit).")] = [],
-    out: Annotated[Path, typer.Option(help="Folder for paper and comparison tables.")] = Path("results/tables"),
+    out: Annotated[Path, typer.Option(help="Folder for paper tables.")] = Path("results/tables"),
 ) -> None:
     """Write Markdown, LaTeX and CSV tables and PNG/PDF figures from stored results (never re-runs a model)."""
-    from eebench.report.compare import compare_runs
     from eebench.report.paper import render_paper_table
     from eebench.report.render import markdown
     from eebench.report.run_report import report_run
     from eebench.runs import open_run
 
-    if not run and not table and not compare:
-        raise UserError("nothing to report: give --run RUN_FOLDER, --compare RUN... and/or --table ID "
-                        "(e.g. --table glue-test)")
+    if not run and not table:
+        raise UserError("nothing to report: give --run RUN_FOLDER and/or --table ID (e.g. --table glue-test)")
     for folder in run:
         report_run(open_run(folder))
-    if compare:
-        frame, paths = compare_runs([open_run(f) for f in compare], out)
-        print(markdown(frame, 1))
-        console.print(f"wrote {', '.join(str(p) for p in paths)}")
     for table_id in table:
         frame, paths = render_paper_table(table_id, out)
         print(markdown(frame, 1))
         console.print(f"wrote {', '.join(str(p) for p in paths)}")
+
+
+@app.command()
+@user_errors
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Run folders of one task, e.g. results/cmp_sst2_*.")],
+    split: Annotated[str, typer.Option(help="Split whose layer-wise results to compare.")] = "dev",
+    out: Annotated[Path, typer.Option(help="Folder for the comparison table and figure.")] = Path("results/tables"),
+) -> None:
+    """Put runs side by side: the layer-wise metric of every exit, one column per run (stored results only)."""
+    from eebench.report.compare import compare_runs
+    from eebench.report.render import markdown
+    from eebench.runs import open_run
+
+    frame, paths = compare_runs([open_run(f) for f in runs], out, split)
+    print(markdown(frame, 1))
+    console.print(f"wrote {', '.join(str(p) for p in paths)}")
 
 
 @app.command()

@@ -218,3 +218,12 @@ def test_strategy_errors(tmp_path):
     _one_line_error(result, "smart_alternating", "eval_each_epoch")
     result = _invoke("finetune", QUICKSTART, "--set", "train.strategy=romebert", "--set", "train.args={gama=0.5}")
     _one_line_error(result, "args.gama", "not an argument of strategy 'romebert'", "gamma")
+
+
+def test_compare_runs_side_by_side(run_dir, tmp_path):
+    result = _invoke("compare", run_dir, run_dir, "--out", tmp_path)
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "compare_synthetic_dev.md").read_text()
+    assert "two_stage" in text and "qs" in text  # the second column of the same strategy is named by folder
+    assert (tmp_path / "compare_synthetic_dev.png").is_file()
+    _one_line_error(_invoke("compare", run_dir, "no/such/run"), "not a run folder")
