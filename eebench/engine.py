@@ -17,9 +17,6 @@ from eebench.errors import UserError
 from eebench.model.signals import centered_gram, linear_cka
 from eebench.policies import entropy, get_policy, max_prob
 
-ENGINE_POLICIES = ("entropy", "max_prob", "lte", "patience", "pcee", "cka", "static")
-
-
 @dataclass
 class _State:
     """Per-row state of the stateful policies, compacted with the batch."""
@@ -38,15 +35,13 @@ class _State:
 
 class EarlyExitEngine:
     def __init__(self, model, policy: str, setting: dict, regression: bool = False, delta: float = 0.1):
-        if policy not in ENGINE_POLICIES:
-            raise UserError(f"the engine runs {', '.join(ENGINE_POLICIES)}; not {policy!r}")
+        get_policy(policy)  # every policy depends only on layers up to the exit: the engine runs them all
         backbone = model.backbone
         if not (hasattr(backbone, "embeddings") and hasattr(getattr(backbone, "encoder", None), "layer")):
             raise UserError(f"the early-exit engine supports BERT-family encoders; "
                             f"{type(backbone).__name__} has no embeddings/encoder.layer")
         if policy == "lte" and model.lte is None:
             raise UserError("policy 'lte' needs a model trained with an LTE head (train.strategy = \"lte\")")
-        get_policy(policy)
         self.model, self.policy, self.setting = model.eval(), policy, setting
         self.regression, self.delta = regression, delta
         self.layers = list(backbone.encoder.layer)

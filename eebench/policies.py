@@ -56,11 +56,6 @@ def argmax(logits: np.ndarray) -> np.ndarray:
     return idx
 
 
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(-1, keepdims=True)
-    return shifted - np.log(np.exp(shifted).sum(-1, keepdims=True))
-
-
 def entropy(logits: np.ndarray) -> np.ndarray:
     """Prediction entropy in nats, H = −Σ p log p from a stable log-softmax. [..., C] → [...]."""
     parts = _classes(logits)

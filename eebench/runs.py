@@ -30,7 +30,7 @@ from eebench.console import console, progress
 from eebench.data.load import load_split
 from eebench.data.tasks import TaskSpec, get_task
 from eebench.errors import UserError
-from eebench.io import atomic_write, read_json, write_json, write_text
+from eebench.io import atomic_write, read_json, write_json
 from eebench.metrics import layerwise
 from eebench.policies import exit_summary, get_policy, setting_label
 from eebench.recipe import Recipe, load_recipe, validate_recipe
@@ -342,5 +342,3 @@ def _last_exit_metric(run: Run, trace: Trace) -> float:
 def _write_csv(path: Path, frame: pd.DataFrame) -> None:
     atomic_write(path, lambda p: frame.to_csv(p, index=False, float_format="%.6g"))
 
-
-__all__ = ["Run", "open_run", "finetune", "evaluate", "calibrate", "ensure_trace", "write_text"]
