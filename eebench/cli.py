@@ -124,21 +124,36 @@ def report(
     run: Annotated[list[Path], typer.Option("--run", help="Run folder to report on (repeatable).")] = [],
     table: Annotated[list[str], typer.Option("--table", help="Paper table id, e.g. glue-test (repeatable).")] = [],
     out: Annotated[Path, typer.Option(help="Folder for paper tables.")] = Path("results/tables"),
+    run_missing: Annotated[bool, typer.Option("--run-missing", help="First run the recipes of the table's cells "
+                                              "not yet run (paper-scale set; --cpu for the CPU-scale set).")] = False,
+    cpu: Annotated[bool, typer.Option("--cpu", help="Use the CPU-scale recipe set (MiniLM-L6, ../shared/data) "
+                                      "for --run-missing and for the table's cells.")] = False,
+    scores: Annotated[Optional[Path], typer.Option(help="CSV of scores for unlabelled (test) cells: "
+                                                   "row_group,method,task,value.")] = None,
 ) -> None:
-    """Write Markdown, LaTeX and CSV tables and PNG/PDF figures from stored results (never re-runs a model)."""
-    from eebench.report.paper import render_paper_table
+    """Write Markdown, LaTeX and CSV tables and PNG/PDF figures from stored results; paper tables show
+    the paper's numbers beside ours (--run-missing runs the missing cells first)."""
     from eebench.report.render import markdown
     from eebench.report.run_report import report_run
+    from eebench.report.tables import load_spec, mismatches, render
     from eebench.runs import open_run
 
     if not run and not table:
         raise UserError("nothing to report: give --run RUN_FOLDER and/or --table ID (e.g. --table glue-test)")
+    specs = [load_spec(t) for t in table]  # every id checked before anything runs
     for folder in run:
         report_run(open_run(folder))
-    for table_id in table:
-        frame, paths = render_paper_table(table_id, out)
-        print(markdown(frame, 1))
-        console.print(f"wrote {', '.join(str(p) for p in paths)}")
+    set_name = "cpu" if cpu else "paper"
+    for spec in specs:
+        if run_missing:
+            from eebench.reproduce import run_missing as fill
+
+            fill(spec, set_name)
+        frame, shown, paths = render(spec.id, out, (set_name,) if run_missing or cpu else ("paper", "cpu"), scores)
+        print(markdown(shown, spec.digits))
+        for line in mismatches(frame):
+            console.print(f"[yellow]paper inconsistency:[/] {line}")
+        console.print(f"wrote {len(paths)} files under {out} ({spec.id}.md, .tex, .csv, {spec.id}_cells.csv, ...)")
 
 
 @app.command()

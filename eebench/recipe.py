@@ -77,6 +77,9 @@ class TrainConfig(_Strict):
     """Strategy arguments, validated by the strategy (see docs/strategies.md)."""
     epochs: int = Field(3, ge=0)
     lr: float = Field(2e-5, gt=0)
+    head_lr: float | None = Field(None, gt=0)
+    """Learning rate of the exit heads (and LTE head) in stages that also train the backbone;
+    default: the stage's lr. Heads-only stages (e.g. DeeBERT's stage 2) keep their own lr."""
     batch_size: int = Field(32, gt=0)
     eval_batch_size: int = Field(64, gt=0)
     max_length: int = Field(128, gt=1)

@@ -180,3 +180,19 @@ def test_romebert_gradient_matches_a_manual_computation(tiny_bert_config):
     for i in rest:
         expected = g_f[i] + (g_s[i] if g_s[i] is not None else 0)
         assert torch.allclose(got[i], expected, atol=1e-6)
+
+
+def test_head_lr_puts_exit_heads_in_their_own_groups(tiny_bert_config):
+    from eebench.train.loop import param_groups
+
+    model = _model(tiny_bert_config)
+    params = list(model.parameters())
+    groups = param_groups(model, params, weight_decay=0.01, head_lr=1e-3)
+    head_ids = {id(p) for p in model.heads.parameters()}
+    assert sum(len(g["params"]) for g in groups) == len(params)
+    for g in groups:
+        in_heads = {id(p) in head_ids for p in g["params"]}
+        assert len(in_heads) == 1  # a group is all heads or no heads
+        assert (g.get("lr") == 1e-3) == in_heads.pop()
+    plain = param_groups(model, params, weight_decay=0.01)
+    assert all("lr" not in g for g in plain) and len(plain) == 2

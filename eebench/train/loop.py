@@ -20,13 +20,25 @@ from eebench.train.strategies import Stage, StepContext
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
 
 
-def param_groups(model, params: list[torch.nn.Parameter], weight_decay: float) -> list[dict]:
+HEAD_PREFIXES = ("heads.", "lte.")
+
+
+def param_groups(model, params: list[torch.nn.Parameter], weight_decay: float,
+                 head_lr: float | None = None) -> list[dict]:
+    """AdamW groups: no weight decay on biases and norms; exit heads at ``head_lr`` when given."""
     chosen = {id(p) for p in params}
-    decay, no_decay = [], []
+    groups: dict[tuple[bool, bool], list] = {}
     for name, p in model.named_parameters():
         if id(p) in chosen:
-            (no_decay if name.endswith(NO_DECAY) else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+            head = head_lr is not None and name.removeprefix("module.").startswith(HEAD_PREFIXES)
+            groups.setdefault((name.endswith(NO_DECAY), head), []).append(p)
+    out = []
+    for (no_decay, head), ps in groups.items():
+        group = {"params": ps, "weight_decay": 0.0 if no_decay else weight_decay}
+        if head:
+            group["lr"] = head_lr
+        out.append(group)
+    return out
 
 
 def train(
@@ -54,7 +66,8 @@ def train(
             for p in params:
                 p.requires_grad_(True)
             backbone_grad = any(p.requires_grad for p in accelerator.unwrap_model(model).backbone.parameters())
-            optimizer = torch.optim.AdamW(param_groups(model, params, cfg.weight_decay), lr=stage.lr)
+            head_lr = cfg.head_lr if backbone_grad else None
+            optimizer = torch.optim.AdamW(param_groups(model, params, cfg.weight_decay, head_lr), lr=stage.lr)
             loader = train_loader(data, stage.batch_size or cfg.batch_size, cfg.seed + s)
             total = stage.epochs * len(loader)
             scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
