@@ -162,11 +162,23 @@ def cka_counts(sims: np.ndarray, theta: float) -> np.ndarray:
 
 
 def _cka_exits(trace, settings):
-    out = []
-    for s in settings:
-        counts = cka_counts(trace.cka.astype(np.float64), s["theta"])
-        out.append(first_layer_where(counts[:, :-1] >= s["count"]))
-    return np.stack(out)
+    """All settings at once: with counts non-decreasing, exit = 1 + #{layers i < L : count_i < R}.
+    Counts are 0 after layers 1 and 2; after layer i ≥ 3 the cumulative sum of [s_{k+1} − s_k < θ]."""
+    sims = trace.cka.astype(np.float64)
+    n, n_layers = sims.shape[0], sims.shape[1] + 1
+    m = max(n_layers - 3, 0)  # layers 3..L-1: where the count can grow
+    thetas, which = np.unique(np.asarray([s["theta"] for s in settings], dtype=np.float64), return_inverse=True)
+    grow = (sims[:, 1:m + 1] - sims[:, :m])[None] < thetas[:, None, None]  # Shape: [Θ, N, m]
+    counts = np.cumsum(grow, axis=2)
+    # reach[θ, n, c]: #layers among 3..L-1 with count < c = where the count first reaches c (else m)
+    reach = np.full((len(thetas), n, m + 2), m, dtype=np.int64)
+    reach[:, :, 0] = 0
+    t, rows, cols = np.nonzero(grow)
+    reach[t, rows, counts[t, rows, cols]] = cols
+    r = np.asarray([s["count"] for s in settings])
+    early = min(2, n_layers - 1) * (r > 0)  # layers 1, 2 (when before L) have count 0 < R
+    reach = np.ascontiguousarray(reach.transpose(0, 2, 1))  # [Θ, m+2, N]: one row copy per setting
+    return 1 + early[:, None] + reach[which, np.clip(r, 0, m + 1)]
 
 
 def _static_exits(trace, settings):
@@ -288,8 +300,7 @@ POLICIES: dict[str, Policy] = {p.name: p for p in [
     Policy("cka", "cka", _cka_exits, lambda L: [{"theta": 0.06, "count": r} for r in range(1, max(L - 1, 2))],
            lambda trace, n=200: [{"theta": th, "count": r} for th in np.linspace(-0.05, 0.2, 26).round(3).tolist()
                                  for r in range(1, max(trace.num_layers - 1, 2))],
-           "CsdBERT: count layers whose CKA similarity change is below theta; exit when the count reaches `count`",
-           _fast_grouped(lambda t, th: cka_counts(t.cka.astype(np.float64), th), "theta", "count", True)),
+           "CsdBERT: count layers whose CKA similarity change is below theta; exit when the count reaches `count`"),
     Policy("static", "", _static_exits, lambda L: [{"layer": k} for k in range(1, L + 1)],
            lambda trace, n=200: [{"layer": k} for k in range(1, trace.num_layers + 1)],
            "every example exits at `layer`"),

@@ -161,3 +161,16 @@ def test_pareto_front_and_area():
     # common range 30..100; policy a reaches 80 until 60%, then 85: mean = (80·30 + 85·40)/70
     assert auc.loc["a", "auc_mean_metric"] == pytest.approx((80 * 30 + 85 * 40) / 70, abs=0.2)
     assert auc.loc["b", "best_metric_at_50pct_time"] == 70.0
+
+
+def test_vectorised_cka_exits_equal_the_count_definition():
+    rng = np.random.default_rng(3)
+    for n_layers in (2, 3, 4, 12):
+        sims = rng.uniform(0.5, 1.0, (50, n_layers - 1))
+        trace = _trace(logits=rng.normal(size=(50, n_layers, 2)), cka=sims)
+        settings = [{"theta": th, "count": r} for th in (-0.1, 0.0, 0.06, 0.3) for r in range(0, n_layers + 1)]
+        got = POLICIES["cka"].exits(trace, settings)
+        for k, s in enumerate(settings):
+            counts = cka_counts(sims, s["theta"])[:, :-1]  # layers 1..L-1
+            expected = first_layer_where(counts >= s["count"])
+            assert got[k].tolist() == expected.tolist(), (n_layers, s)
