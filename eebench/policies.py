@@ -257,9 +257,8 @@ def _fast_patience(trace, settings, delta: float = 0.1):
     return [(running_min(-runs.astype(np.float64)), -p, False, np.arange(len(settings)))]
 
 
-def _fast_grouped(counts_fn, group_key: str, count_key: str, monotone: bool):
-    """Settings grouped by one parameter; within a group, exit once a count reaches ``count_key``.
-    ``monotone``: the counts never decrease along layers (CKA), so they are their own running max."""
+def _fast_grouped(counts_fn, group_key: str, count_key: str):
+    """Settings grouped by one parameter; within a group, exit once a count reaches ``count_key``."""
     def keys(trace, settings):
         groups: dict = {}
         for k, s in enumerate(settings):
@@ -268,7 +267,7 @@ def _fast_grouped(counts_fn, group_key: str, count_key: str, monotone: bool):
         for value, idx in groups.items():
             counts = -counts_fn(trace, value)[:, :-1].astype(np.float64)
             r = np.asarray([settings[k][count_key] for k in idx], dtype=np.float64)
-            out.append((counts if monotone else running_min(counts), -r, False, np.asarray(idx)))
+            out.append((running_min(counts), -r, False, np.asarray(idx)))
         return out
     return keys
 
@@ -296,7 +295,7 @@ POLICIES: dict[str, Policy] = {p.name: p for p in [
            lambda trace, n=200: [{"patience": p, "threshold": t} for p in range(1, min(4, trace.num_layers))
                                  for t in np.linspace(0.5, 1.0, 51).round(3).tolist()],
            "exit once `patience` consecutive layers are each confident (max probability ≥ threshold)",
-           _fast_grouped(lambda t, th: run_lengths(max_prob(t.logits) >= th), "threshold", "patience", False)),
+           _fast_grouped(lambda t, th: run_lengths(max_prob(t.logits) >= th), "threshold", "patience")),
     Policy("cka", "cka", _cka_exits, lambda L: [{"theta": 0.06, "count": r} for r in range(1, max(L - 1, 2))],
            lambda trace, n=200: [{"theta": th, "count": r} for th in np.linspace(-0.05, 0.2, 26).round(3).tolist()
                                  for r in range(1, max(trace.num_layers - 1, 2))],

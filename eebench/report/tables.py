@@ -18,22 +18,18 @@ from typing import Literal
 
 import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import Field, ValidationError
 
 from eebench.calibrate import choose, row_setting, sweep
 from eebench.data.tasks import get_task
 from eebench.errors import UserError
 from eebench.metrics import METRICS, predictions
 from eebench.policies import get_policy, setting_label
-from eebench.recipe import describe_validation_error, load_recipe
+from eebench.recipe import _Strict, describe_validation_error, load_recipe
 from eebench.report.paper import ALIASES, reference_numbers
 
 SETS = ("paper", "cpu")
 """Recipe sets: ``paper`` = the papers' settings (BERT-base, GPU), ``cpu`` = MiniLM-L6 on ../shared/data."""
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class Rule(_Strict):
