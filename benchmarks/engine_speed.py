@@ -107,6 +107,34 @@ def main() -> None:
     print(f"batch {a.batch}: engine {tb_engine:.2f} s | full {tb_full:.2f} s | measured speed-up "
           f"{measured_b:.2f}x = {measured_b / ideal:.2f} of ideal (target >= 0.75)")
     print(f"exits equal to the trace simulation: batch 1 {100 * agree1:.2f}%, batch {a.batch} {100 * agree_b:.2f}%")
+    layer_us, head_us, decide_us, tokens = component_costs(engine, batch_of, n)
+    print(f"batch 1 cost per layer passed (median example, {tokens} tokens): encoder layer {layer_us:.0f} us, "
+          f"exit head {head_us:.0f} us ({100 * head_us / layer_us:.1f}%), exit decision {decide_us:.0f} us")
+
+
+def component_costs(engine, batch_of, n: int, repeat: int = 200) -> tuple[float, float, float, int]:
+    """Median microseconds of one encoder layer, one exit head and one exit decision at batch 1."""
+    from eebench.engine import _State
+
+    lengths = [(batch_of([i])[1]["attention_mask"].shape[1], i) for i in range(min(200, n))]
+    _, b = batch_of([sorted(lengths)[len(lengths) // 2][1]])
+    with torch.no_grad():
+        hidden, mask4 = engine._embed(b)
+        mask = b["attention_mask"]
+        logits, pooled = engine.model.heads[0](hidden, mask)
+
+        def median_us(fn):
+            ts = []
+            for _ in range(repeat):
+                t0 = time.perf_counter()
+                fn()
+                ts.append(time.perf_counter() - t0)
+            return 1e6 * float(np.median(ts))
+
+        return (median_us(lambda: engine._layer(engine.layers[0], hidden, mask4)),
+                median_us(lambda: engine.model.heads[0](hidden, mask)),
+                median_us(lambda: engine._decide(1, logits, pooled, hidden, mask, _State())),
+                int(mask.shape[1]))
 
 
 if __name__ == "__main__":

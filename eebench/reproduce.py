@@ -6,8 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from eebench.console import console
-from eebench.io import read_json
-from eebench.report.tables import TableSpec, run_folder
+from eebench.report.tables import TableSpec, finished, run_folder
 
 
 def missing_recipes(spec: TableSpec, set_name: str) -> tuple[list[tuple[Path, list[str]]], list[str]]:
@@ -20,8 +19,7 @@ def missing_recipes(spec: TableSpec, set_name: str) -> tuple[list[tuple[Path, li
             if path is None or not path.is_file():
                 no_recipe.append(f"{method} / {column}")
                 continue
-            status = run_folder(path) / "status.json"
-            if status.is_file() and read_json(status).get("state") == "done":
+            if finished(run_folder(path)):
                 continue
             todo.setdefault(path, []).append(f"{method} / {column}")
     return list(todo.items()), no_recipe

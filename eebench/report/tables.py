@@ -20,10 +20,10 @@ import numpy as np
 import pandas as pd
 from pydantic import Field, ValidationError
 
-from eebench.calibrate import choose, row_setting, sweep
+from eebench.calibrate import choose, exit_predictions, row_setting, sweep
 from eebench.data.tasks import get_task
 from eebench.errors import UserError
-from eebench.metrics import METRICS, predictions
+from eebench.metrics import METRICS
 from eebench.policies import get_policy, setting_label
 from eebench.recipe import _Strict, describe_validation_error, load_recipe
 from eebench.report.paper import ALIASES, reference_numbers
@@ -107,24 +107,20 @@ def load_spec(table_id: str) -> TableSpec:
 
 
 # ----------------------------------------------------------------------------------- cells
-def cell_runs(spec: TableSpec, set_name: str) -> dict[tuple[str, str], Path]:
-    """(method stem, column) → recipe path, for every cell the set has a recipe file for."""
-    cells = {}
-    for method in spec.methods:
-        for column in spec.columns:
-            path = spec.recipe_path(set_name, method, column)
-            if path is not None and path.is_file():
-                cells[(spec.methods[method], column)] = path
-    return cells
-
-
 def run_folder(recipe_path: Path) -> Path:
     return load_recipe(recipe_path).run_dir(recipe_path.stem)
 
 
+def finished(folder: Path) -> bool:
+    """A run folder whose finetune completed (status.json state "done")."""
+    from eebench.io import read_json
+
+    status = Path(folder) / "status.json"
+    return status.is_file() and read_json(status).get("state") == "done"
+
+
 def _find_run(spec: TableSpec, method: str, column: str, sets: tuple[str, ...]):
     """The first finished run (by set order) that fills this cell: (run, set name) or (None, reason)."""
-    from eebench.io import read_json
     from eebench.runs import open_run
 
     reason = "no recipe"
@@ -133,8 +129,7 @@ def _find_run(spec: TableSpec, method: str, column: str, sets: tuple[str, ...]):
         if path is None or not path.is_file():
             continue
         folder = run_folder(path)
-        status = folder / "status.json"
-        if not status.is_file() or read_json(status).get("state") != "done":
+        if not finished(folder):
             reason = "not run"
             continue
         return open_run(folder), set_name
@@ -167,8 +162,7 @@ class _Measured:
 
 
 def _metric_at(trace, layers: np.ndarray, metric: str) -> float:
-    at_exit = trace.logits[np.arange(len(layers)), layers - 1]
-    return 100.0 * float(METRICS[metric](predictions(at_exit, trace.regression), trace.labels))
+    return 100.0 * float(METRICS[metric](exit_predictions(trace, layers), trace.labels))
 
 
 def _measure_cell(cache: _Measured, run, column: Column, metric: str, rule: Rule, paper_time: float | None,
