@@ -40,6 +40,9 @@ class EarlyExitEngine:
         if not (hasattr(backbone, "embeddings") and hasattr(getattr(backbone, "encoder", None), "layer")):
             raise UserError(f"the early-exit engine supports BERT-family encoders; "
                             f"{type(backbone).__name__} has no embeddings/encoder.layer")
+        if getattr(model, "pair_cosine", False):
+            raise UserError("the early-exit engine runs classifier heads; this model's pair task uses cosine "
+                            "heads (task.pair_loss = \"cosine\"): measure it from its trace instead")
         if policy == "lte" and model.lte is None:
             raise UserError("policy 'lte' needs a model trained with an LTE head (train.strategy = \"lte\")")
         self.model, self.policy, self.setting = model.eval(), policy, setting
@@ -50,8 +53,9 @@ class EarlyExitEngine:
     def _embed(self, batch):
         b = self.model.backbone
         kwargs = {"input_ids": batch["input_ids"]}
-        if "token_type_ids" in batch:
-            kwargs["token_type_ids"] = batch["token_type_ids"]
+        for key in ("token_type_ids", "position_ids"):
+            if key in batch:
+                kwargs[key] = batch[key]
         hidden = b.embeddings(**kwargs)
         mask4 = b._create_attention_masks(batch["attention_mask"], None, hidden, None, None)[0]
         return hidden, mask4

@@ -46,3 +46,23 @@ def layerwise(metrics: tuple[str, ...], logits: np.ndarray, labels: np.ndarray,
 def majority_rate(labels: np.ndarray) -> float:
     """Accuracy of always predicting the most frequent label, in percent."""
     return 100.0 * np.bincount(labels.astype(np.int64)).max() / len(labels)
+
+
+def collapse(logits: np.ndarray, labels: np.ndarray, regression: bool, share: float = 0.99) -> list[dict]:
+    """Exits whose predictions collapsed: one class for ≥ ``share`` of the examples although the
+    labels are not that one-sided (classification), or a constant prediction (regression).
+    logits Shape: [N, L, C] → one record per collapsed exit (1-based layer)."""
+    preds = predictions(logits, regression)  # Shape: [N, L]
+    found = []
+    for i in range(preds.shape[1]):
+        if regression:
+            if np.std(preds[:, i]) < 1e-6 * max(1.0, float(np.std(labels))):
+                found.append({"layer": i + 1, "class": None, "share": 1.0, "label_share": None})
+            continue
+        counts = np.bincount(preds[:, i].astype(np.int64), minlength=logits.shape[-1])
+        top = int(counts.argmax())
+        top_share = counts[top] / len(preds)
+        label_share = float(np.mean(labels == top))
+        if top_share >= share and label_share < share:
+            found.append({"layer": i + 1, "class": top, "share": float(top_share), "label_share": label_share})
+    return found

@@ -35,6 +35,9 @@ class ModelConfig(_Strict):
     """Exit heads pool the first token (DeeBERT) or the mean over real tokens."""
     exit_dropout: float | None = None
     """Dropout in the exit heads; default: the backbone's hidden dropout."""
+    pair_input: Literal["concat", "embed_then_concat"] = "concat"
+    """Sentence pairs: concatenated before embedding ([CLS] a [SEP] b [SEP], BERT), or each sentence
+    embedded on its own and the embeddings concatenated (BERTer §3.4; positions restart at b)."""
 
 
 class SyntheticConfig(_Strict):
@@ -58,6 +61,9 @@ class TaskConfig(_Strict):
     """Hold out this many training examples as the `dev` split (for tasks whose dev set is missing)."""
     subset_seed: int = 0
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    pair_loss: Literal["cross_entropy", "cosine"] = "cross_entropy"
+    """Binary sentence-pair tasks: cross-entropy on the exit heads' logits, or BERTer's cosine
+    embedding loss on the cosine of the two sentences' representations (prediction: cos > 0.5)."""
 
 
 class SmartConfig(_Strict):
@@ -91,13 +97,33 @@ class TrainConfig(_Strict):
     """Record every exit's dev metric after each epoch in train_log.jsonl."""
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     smart: SmartConfig = Field(default_factory=SmartConfig)
+    lte: bool = False
+    """Add a learned-to-exit head to any strategy and train it jointly (L_i + J_i, BERTer) in every
+    stage that trains the first exit's head; strategy "lte" has it built in."""
 
     @model_validator(mode="after")
     def _check_strategy(self) -> "TrainConfig":
-        from eebench.train.strategies import validate_strategy
+        from eebench.train.strategies import build_stages, validate_strategy
 
         validate_strategy(self.strategy, self.args)
+        if self.lte:
+            build_stages(self, n_layers=2)  # raises when no stage can take the LTE term
         return self
+
+
+class TaskEntry(TaskConfig):
+    """One task of a multitask recipe ([[tasks]]): a task plus what it may set differently from
+    [train] and [exit]."""
+
+    strategy: str | None = None
+    """Default: train.strategy. Multitask training runs every task's stages in lockstep, so the
+    strategies must have the same stages (names and epochs)."""
+    args: dict[str, Any] | None = None
+    """Default: train.args when the strategy is train.strategy, else {}."""
+    smart: SmartConfig | None = None
+    """Default: train.smart (BERTer applies SMART to the paraphrase task only)."""
+    policy: str | None = None
+    """Exit policy of this task; default: exit.policy for classification, "lte" for regression."""
 
 
 class ExitConfig(_Strict):
@@ -137,9 +163,54 @@ class Recipe(_Strict):
     description: str = ""
     model: ModelConfig = Field(default_factory=ModelConfig)
     task: TaskConfig = Field(default_factory=TaskConfig)
+    tasks: list[TaskEntry] = Field(default_factory=list)
+    """Multitask (BERTer): one shared backbone, a head per task per exit, the tasks trained one after
+    the other within every epoch. Give either [task] or [[tasks]]."""
     train: TrainConfig = Field(default_factory=TrainConfig)
     exit: ExitConfig = Field(default_factory=ExitConfig)
     output: OutputConfig = Field(default_factory=OutputConfig)
+
+    @model_validator(mode="after")
+    def _check_tasks(self) -> "Recipe":
+        if not self.tasks:
+            return self
+        if "task" in self.model_fields_set:
+            raise ValueError("give either [task] (one task) or [[tasks]] (multitask), not both")
+        names = [t.name for t in self.tasks]
+        if len(set(names)) != len(names):
+            raise ValueError(f"a task appears twice in [[tasks]] ({', '.join(names)}); list each once")
+        from eebench.policies import POLICIES
+        from eebench.train.strategies import validate_strategy
+
+        for i, t in enumerate(self.tasks):
+            if t.strategy is not None or t.args is not None:
+                try:
+                    validate_strategy(t.strategy or self.train.strategy, t.args if t.args is not None else {})
+                except ValueError as err:
+                    raise ValueError(f"tasks.{i} ({t.name}): {err}") from None
+            if t.policy is not None and t.policy not in POLICIES:
+                raise ValueError(f"tasks.{i} ({t.name}): unknown exit policy {t.policy!r}; "
+                                 f"choose one of {sorted(POLICIES)}")
+        return self
+
+    @property
+    def is_multitask(self) -> bool:
+        return bool(self.tasks)
+
+    def task_recipe(self, name: str) -> "Recipe":
+        """The single-task recipe of one task of a multitask recipe: what its sub-run records."""
+        entry = next(t for t in self.tasks if t.name == name)
+        from eebench.data.tasks import get_task
+
+        train = self.train.model_copy(update={
+            "strategy": entry.strategy or self.train.strategy,
+            "args": entry.args if entry.args is not None else (self.train.args if not entry.strategy else {}),
+            "smart": entry.smart or self.train.smart})
+        policy = entry.policy or ("lte" if get_task(name).is_regression else self.exit.policy)
+        task = TaskConfig(**entry.model_dump(include=set(TaskConfig.model_fields)))
+        return self.model_copy(update={"task": task, "tasks": [], "train": train,
+                                       "exit": self.exit.model_copy(update={"policy": policy, "grid": None}
+                                                                    if policy != self.exit.policy else {})})
 
     def run_dir(self, default_name: str) -> Path:
         return Path(self.output.root) / (self.output.run_name or default_name)

@@ -15,7 +15,6 @@ Run folder layout (docs/run-folder.md):
 from __future__ import annotations
 
 import hashlib
-import json
 import shutil
 import tempfile
 import time
@@ -31,16 +30,22 @@ from eebench.data.load import load_split
 from eebench.data.tasks import TaskSpec, get_task
 from eebench.errors import UserError
 from eebench.io import atomic_write, read_json, write_json
-from eebench.metrics import layerwise
+from eebench.metrics import collapse, layerwise
 from eebench.policies import exit_summary, get_policy, setting_label
 from eebench.recipe import Recipe, load_recipe, validate_recipe
 from eebench.trace import Trace, compute_logits, compute_signals, load_trace, save_trace, stored_key, trace_key
+
+
+MULTITASK_MARKER = "multitask.json"
 
 
 @dataclass
 class Run:
     dir: Path
     recipe: Recipe
+    model_task: str | None = None
+    """Set for one task of a multitask run (``<run>/tasks/<task>/``): the model is the shared one in
+    ``<run>/model``, seen through this task's heads."""
 
     @property
     def spec(self) -> TaskSpec:
@@ -48,7 +53,7 @@ class Run:
 
     @property
     def model_dir(self) -> Path:
-        return self.dir / "model"
+        return self.dir.parent.parent / "model" if self.model_task else self.dir / "model"
 
     def trace_path(self, split: str) -> Path:
         return self.dir / "traces" / f"{split}.npz"
@@ -82,73 +87,107 @@ def open_run(path: str | Path, data_dir: str | None = None) -> Run:
         raise UserError(f"{folder} is not a run folder (no recipe.json); runs are written by "
                         f"eebench finetune to results/<run-name>/")
     recipe = validate_recipe(read_json(folder / "recipe.json"), source=str(folder / "recipe.json"))
+    if recipe.is_multitask:
+        tasks = ", ".join(str(folder / "tasks" / t.name) for t in recipe.tasks)
+        raise UserError(f"{folder} is a multitask run; each task is a run folder of its own: {tasks}")
     if data_dir:
         recipe.task.data_dir = data_dir
-    return Run(folder, recipe)
+    marker = folder / MULTITASK_MARKER
+    return Run(folder, recipe, read_json(marker)["task"] if marker.is_file() else None)
+
+
+def task_runs(folder: str | Path) -> list[Path]:
+    """The run folders under ``folder``: itself, or for a multitask run its tasks' folders."""
+    folder = Path(folder)
+    recipe = read_json(folder / "recipe.json") if (folder / "recipe.json").is_file() else {}
+    return [folder / "tasks" / t["name"] for t in recipe.get("tasks", [])] or [folder]
+
+
+def encode_split(recipe: Recipe, tokenizer, examples):
+    """Tokenize a split as the recipe says (pair input mode; segment ids for cosine pair heads)."""
+    from eebench.data.encode import encode
+
+    return encode(tokenizer, examples, recipe.train.max_length, recipe.model.pair_input,
+                  segments=recipe.task.pair_loss == "cosine")
 
 
 # ----------------------------------------------------------------------------------- finetune
 def finetune(recipe_path: str | Path, overrides: list[str], data_dir: str | None = None,
              overwrite: bool = False) -> Run:
+    """Train the recipe's model and evaluate it. A multitask recipe trains one shared model and
+    leaves one run folder per task under ``<run>/tasks/<task>/`` (returns the first)."""
     import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    from eebench.data.encode import encode, eval_loader
-    from eebench.model.build import build_model, build_tokenizer, save_model
-    from eebench.train.loop import train
-    from eebench.train.strategies import NEEDS_DEV_METRICS, NEEDS_LTE_HEAD, build_stages
+    from eebench.data.encode import eval_loader
+    from eebench.model.build import build_model, build_multitask_model, build_tokenizer, save_model
+    from eebench.train.loop import TaskJob, train
+    from eebench.train.strategies import build_stages, needs_lte_head
 
-    if data_dir:
-        overrides = [*overrides, f"task.data_dir={json.dumps(str(data_dir))}"]
     recipe = load_recipe(recipe_path, overrides)
+    if data_dir:
+        for entry in recipe.tasks or [recipe.task]:
+            entry.data_dir = str(data_dir)
     run = Run(recipe.run_dir(Path(recipe_path).stem), recipe)
-    spec = run.spec
     if (run.dir / "recipe.json").exists() and not overwrite:
         raise UserError(f"{run.dir} already holds a run; pass --overwrite to replace it, or pick "
                         f"another name with --set output.run_name=NAME")
     # Everything that can fail on bad input (data, tokenizer, model) happens before the run folder
     # is touched, so a mistake never leaves a half-made run behind.
-    train_examples = load_split(spec, recipe.task, "train")
-    dev_examples = _maybe_dev(run)
+    subs = ({t.name: Run(run.dir / "tasks" / t.name, recipe.task_recipe(t.name), t.name) for t in recipe.tasks}
+            if recipe.is_multitask else {recipe.task.name: run})
+    splits = {name: (load_split(sub.spec, sub.recipe.task, "train"), _maybe_dev(sub)) for name, sub in subs.items()}
+    for name, sub in subs.items():
+        _check_task_setup(recipe_path, sub, splits[name][1])
     set_seed(recipe.train.seed)
     with tempfile.TemporaryDirectory() as tmp:
         task_tokenizer = None
-        if spec.name == "synthetic":
+        if "synthetic" in subs:
             from eebench.data.synthetic import build_tokenizer as synthetic_tokenizer
 
             task_tokenizer = synthetic_tokenizer(Path(tmp))
         tokenizer = build_tokenizer(recipe.model, task_tokenizer)
-    if recipe.train.strategy in NEEDS_DEV_METRICS and (dev_examples is None or dev_examples.labels is None):
-        raise UserError(f"{recipe_path}: train.strategy = {recipe.train.strategy!r} chooses each epoch's "
-                        f"objective from dev metrics; keep train.eval_each_epoch = true and a labelled dev split")
-    model = build_model(recipe.model, spec.num_labels, lte=recipe.train.strategy in NEEDS_LTE_HEAD)
-    stages = build_stages(recipe.train, spec.name, model.num_layers)
+    info = {name: {"num_labels": sub.spec.num_labels, "lte": needs_lte_head(sub.recipe.train),
+                   "pair_cosine": sub.recipe.task.pair_loss == "cosine"} for name, sub in subs.items()}
+    if recipe.is_multitask:
+        model = build_multitask_model(recipe.model, info)
+        views = {name: model.task(name) for name in subs}
+    else:
+        (name, i), = info.items()
+        model = build_model(recipe.model, i["num_labels"], lte=i["lte"], pair_cosine=i["pair_cosine"])
+        views = {name: model}
+    jobs = [TaskJob(name, views[name], build_stages(sub.recipe.train, name, model.num_layers),
+                    encode_split(sub.recipe, tokenizer, splits[name][0]), sub.spec.is_regression,
+                    sub.recipe.train.smart, sub.recipe.task.pair_loss) for name, sub in subs.items()]
     _prepare_run_dir(run, Path(recipe_path), overwrite)
     console.print(f"[bold]eebench finetune[/] {recipe_path} → {run.dir}")
     accelerator = Accelerator(mixed_precision=recipe.train.mixed_precision,
                               cpu=not torch.cuda.is_available())
-    train_data = encode(tokenizer, train_examples, recipe.train.max_length)
-    dev_data = encode(tokenizer, dev_examples, recipe.train.max_length) if dev_examples else None
-    console.print(f"task {spec.name}: {len(train_examples)} train, "
-                  f"{len(dev_examples) if dev_examples else 0} dev examples; model {recipe.model.name} "
-                  f"({model.num_layers} layers, {sum(p.numel() for p in model.parameters()) / 1e6:.1f}M "
-                  f"parameters) on {accelerator.device}")
-    meta = {"task": spec.name, "labels": list(spec.labels or []), "model_name": recipe.model.name}
+    devs = {name: (encode_split(subs[name].recipe, tokenizer, dev), dev.labels) for name, (_, dev) in splits.items()
+            if dev is not None and dev.labels is not None and recipe.train.eval_each_epoch}
+    for name, (train_examples, dev) in splits.items():
+        console.print(f"task {name}: {len(train_examples)} train, {len(dev) if dev else 0} dev examples")
+    console.print(f"model {recipe.model.name} ({model.num_layers} layers, "
+                  f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters) on {accelerator.device}")
+    meta = {"task": ",".join(subs), "labels": [] if recipe.is_multitask else list(run.spec.labels or []),
+            "model_name": recipe.model.name}
 
     def on_epoch_end(stage: str, epoch: int) -> dict:
         inner = accelerator.unwrap_model(model)
         save_model(inner, tokenizer, run.model_dir, {**meta, "stage": stage, "epoch": epoch})
-        if not (recipe.train.eval_each_epoch and dev_data is not None and dev_examples.labels is not None):
-            return {}
-        logits = compute_logits(inner, eval_loader(dev_data, recipe.train.eval_batch_size), accelerator.device)
-        rows = layerwise((spec.primary_metric,), logits, dev_examples.labels, spec.is_regression)
-        return {"dev_metric": spec.primary_metric, "dev_layerwise": [r[spec.primary_metric] for r in rows]}
+        out = {}
+        for name, (data, labels) in devs.items():
+            spec = subs[name].spec
+            logits = compute_logits(views[name], eval_loader(data, recipe.train.eval_batch_size), accelerator.device)
+            rows = layerwise((spec.primary_metric,), logits, labels, spec.is_regression)
+            out[name] = {"dev_metric": spec.primary_metric, "dev_layerwise": [r[spec.primary_metric] for r in rows]}
+            warn_collapse(f"{name} dev after {stage} epoch {epoch}", logits, labels, spec)
+        return {"tasks": out} if recipe.is_multitask else next(iter(out.values()), {})
 
     started = time.perf_counter()
     run.mark(state="training", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    history = train(model, stages, train_data, recipe.train, spec.is_regression,
-                    accelerator, run.dir / "train_log.jsonl", on_epoch_end)
+    history = train(model, jobs, recipe.train, accelerator, run.dir / "train_log.jsonl", on_epoch_end)
     inner = accelerator.unwrap_model(model)
     if not history:  # zero epochs: still save the (untrained) model so the rest of the path runs
         save_model(inner, tokenizer, run.model_dir, {**meta, "stage": None, "epoch": 0})
@@ -156,22 +195,62 @@ def finetune(recipe_path: str | Path, overrides: list[str], data_dir: str | None
     train_seconds = time.perf_counter() - started
     run.mark(state="trained", train_seconds=round(train_seconds, 1))
     console.print(f"trained in {train_seconds:.1f} s; model saved to {run.model_dir}")
+    for name, sub in subs.items():
+        if sub is not run:
+            _prepare_task_run(sub, train_seconds)
+        _after_training(sub, views[name], started)
+    if recipe.is_multitask:
+        run.mark(state="done", total_seconds=round(time.perf_counter() - started, 1))
+    return next(iter(subs.values()))
 
-    ex = recipe.exit
-    splits = list(recipe.output.evaluate_splits)
-    if recipe.output.calibrate and (ex.target_time_pct is not None or ex.max_drop is not None):
+
+def _check_task_setup(recipe_path, run: Run, dev) -> None:
+    from eebench.train.strategies import build_stages, needs_dev_metrics
+
+    recipe, spec = run.recipe, run.spec
+    if needs_dev_metrics(recipe.train) and (dev is None or dev.labels is None):
+        raise UserError(f"{recipe_path}: train.strategy = {recipe.train.strategy!r} chooses each epoch's "
+                        f"objective from dev metrics; keep train.eval_each_epoch = true and a labelled dev "
+                        f"split for task {spec.name}")
+    if recipe.task.pair_loss == "cosine":
+        if spec.num_labels != 2 or _single_sentence(spec):
+            raise UserError(f"{recipe_path}: pair_loss = \"cosine\" needs a binary sentence-pair task "
+                            f"(e.g. quora, qqp, mrpc); {spec.name} is not one")
+        if any(stage.gradient is not None for stage in build_stages(recipe.train, spec.name, 2)):
+            raise UserError(f"{recipe_path}: pair_loss = \"cosine\" works with loss-based strategies; "
+                            f"{recipe.train.strategy!r} sets its own gradients")
+
+
+def _single_sentence(spec: TaskSpec) -> bool:
+    layout = spec.cs224n or spec.tsv
+    return layout is None or layout.text_b is None
+
+
+def _prepare_task_run(sub: Run, train_seconds: float) -> None:
+    """The run folder of one task of a multitask run: its single-task recipe and a marker pointing
+    at the shared model."""
+    sub.dir.mkdir(parents=True, exist_ok=True)
+    write_json(sub.dir / "recipe.json", sub.recipe.model_dump(mode="json"))
+    write_json(sub.dir / MULTITASK_MARKER, {"task": sub.model_task, "model": "../../model"})
+    sub.mark(state="trained", train_seconds=round(train_seconds, 1), multitask=True)
+
+
+def _after_training(run: Run, model, started: float) -> None:
+    """Calibrate when the recipe sets a target, evaluate its splits, write its report."""
+    ex = run.recipe.exit
+    splits = list(run.recipe.output.evaluate_splits)
+    if run.recipe.output.calibrate and (ex.target_time_pct is not None or ex.max_drop is not None):
         # calibrate first, so evaluating the other splits applies the new setting
-        evaluate(run, ex.calibrate_split, model=inner)
-        calibrate(run, ex.policy, ex.calibrate_split, ex.target_time_pct, ex.max_drop, model=inner)
+        evaluate(run, ex.calibrate_split, model=model)
+        calibrate(run, ex.policy, ex.calibrate_split, ex.target_time_pct, ex.max_drop, model=model)
         splits = [s for s in splits if s != ex.calibrate_split]
     for split in splits:
-        evaluate(run, split, model=inner)
-    if recipe.output.report:
+        evaluate(run, split, model=model)
+    if run.recipe.output.report:
         from eebench.report.run_report import report_run
 
         report_run(run)
     run.mark(state="done", total_seconds=round(time.perf_counter() - started, 1))
-    return run
 
 
 def _prepare_run_dir(run: Run, recipe_path: Path, overwrite: bool) -> None:
@@ -207,7 +286,7 @@ def _stamp_weights(run: Run) -> str:
 # ----------------------------------------------------------------------------------- trace
 def ensure_trace(run: Run, split: str, model=None) -> Trace:
     """The stored trace of ``split`` when its key matches, else a fresh one (and say why)."""
-    from eebench.data.encode import encode, eval_loader
+    from eebench.data.encode import eval_loader
 
     examples = load_split(run.spec, run.recipe.task, split)
     meta_path = run.model_dir / "exits.json"
@@ -216,7 +295,7 @@ def ensure_trace(run: Run, split: str, model=None) -> Trace:
                         f"run eebench finetune to completion first")
     meta = read_json(meta_path)
     weights = meta.get("weights_sha256") or _stamp_weights(run)
-    key = trace_key(weights, examples.fingerprint(), run.recipe.train.max_length)
+    key = trace_key(weights, examples.fingerprint(), run.recipe.train.max_length, _input_mode(run.recipe))
     path = run.trace_path(split)
     old = stored_key(path)
     if old == key:
@@ -226,13 +305,13 @@ def ensure_trace(run: Run, split: str, model=None) -> Trace:
     from eebench.model.build import load_model
 
     if model is None:
-        model, tokenizer, _ = load_model(run.model_dir)
+        model, tokenizer, _ = load_model(run.model_dir, run.model_task)
     else:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(run.model_dir))
     device = next(model.parameters()).device
-    data = encode(tokenizer, examples, run.recipe.train.max_length)
+    data = encode_split(run.recipe, tokenizer, examples)
     with progress() as bars:
         task = bars.add_task(f"trace {split}", total=len(data), info="")
         signals = compute_signals(model, eval_loader(data, run.recipe.train.eval_batch_size), device,
@@ -241,6 +320,13 @@ def ensure_trace(run: Run, split: str, model=None) -> Trace:
                   run.spec.is_regression, signals["lte"], signals["cka"], data.lengths())
     save_trace(path, trace)
     return trace
+
+
+def _input_mode(recipe: Recipe) -> str:
+    """What besides max_length decides the tokens: empty for the default (keeps older trace keys)."""
+    parts = [p for p in (recipe.model.pair_input if recipe.model.pair_input != "concat" else "",
+                         "segments" if recipe.task.pair_loss == "cosine" else "") if p]
+    return "|".join(parts)
 
 
 # ----------------------------------------------------------------------------------- evaluate
@@ -257,6 +343,9 @@ def evaluate(run: Run, split: str, model=None) -> dict:
         result["layerwise"] = rows
         m = spec.primary_metric
         console.print(f"{split}: {m} per exit " + " ".join(f"{r[m]:.1f}" for r in rows))
+        warnings = warn_collapse(f"{run.dir} {split}", trace.logits, trace.labels, spec)
+        write_json(out / "warnings.json", warnings)
+        result["warnings"] = warnings
     policy = get_policy(run.recipe.exit.policy)
     if not policy.needs or getattr(trace, policy.needs) is not None:
         table = sweep(trace, spec, policy, _grid(run, policy, trace))
@@ -264,6 +353,17 @@ def evaluate(run: Run, split: str, model=None) -> dict:
     for cal in run.calibrations():
         result[cal["policy"]] = apply_calibration(run, trace, cal)
     return result
+
+
+def warn_collapse(where: str, logits: np.ndarray, labels: np.ndarray, spec: TaskSpec) -> list[dict]:
+    """Warn (and return) the exits whose predictions collapsed to one class (BERTer's paraphrase
+    head that "always predicts 0"); regression tasks: constant predictions."""
+    found = collapse(logits, labels, spec.is_regression)
+    for w in found:
+        what = (f"predicts class {w['class']} ({spec.labels[w['class']]}) for {w['share']:.1%} of examples "
+                f"(labels: {w['label_share']:.1%})" if not spec.is_regression else "predicts a constant")
+        console.print(f"[yellow]warning:[/] {where}: exit {w['layer']} {what}: predictions collapsed")
+    return found
 
 
 def _grid(run: Run, policy, trace: Trace, grid=None) -> list[dict]:

@@ -34,8 +34,10 @@ class Trace:
         return self.logits.shape[1]
 
 
-def trace_key(weights_sha256: str, examples_fingerprint: str, max_length: int) -> str:
+def trace_key(weights_sha256: str, examples_fingerprint: str, max_length: int, input_mode: str = "") -> str:
     text = f"v{TRACE_VERSION}|{weights_sha256}|{examples_fingerprint}|{max_length}"
+    if input_mode:
+        text += f"|{input_mode}"
     return hashlib.sha256(text.encode()).hexdigest()
 
 

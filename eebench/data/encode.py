@@ -43,16 +43,41 @@ class Encoded(Dataset):
         return batch
 
 
-def encode(tokenizer, examples: Examples, max_length: int) -> Encoded:
+def encode(tokenizer, examples: Examples, max_length: int, pair_input: str = "concat",
+           segments: bool = False) -> Encoded:
+    """Token ids per example. Sentence pairs are fed as BERT does (``concat``: [CLS] a [SEP] b [SEP],
+    segment ids 0/1, one position sequence) or, with ``embed_then_concat`` (BERTer §3.4), as each
+    sentence embedded on its own and the embeddings concatenated: [CLS] a [SEP] [CLS] b [SEP] with
+    positions restarting at b and segment id 0 throughout (each half up to max_length // 2 tokens).
+    ``segments`` adds ``segment_ids`` (0 for a, 1 for b), which the cosine pair loss pools by."""
+    if examples.text_b is not None and pair_input == "embed_then_concat":
+        half = max(2, max_length // 2)
+        enc_a = tokenizer(examples.text_a, truncation=True, max_length=half)["input_ids"]
+        enc_b = tokenizer(examples.text_b, truncation=True, max_length=half)["input_ids"]
+        features = []
+        for a, b in zip(enc_a, enc_b):
+            f = {"input_ids": a + b, "attention_mask": [1] * (len(a) + len(b)),
+                 "token_type_ids": [0] * (len(a) + len(b)),
+                 "position_ids": list(range(len(a))) + list(range(len(b)))}
+            if segments:
+                f["segment_ids"] = [0] * len(a) + [1] * len(b)
+            features.append(f)
+        return Encoded(features, examples.labels, tokenizer.pad_token_id or 0)
     enc = tokenizer(
         examples.text_a,
         examples.text_b,
         truncation=True,
         max_length=max_length,
         return_attention_mask=True,
+        **({"return_token_type_ids": True} if segments else {}),
     )
     keys = [k for k in ("input_ids", "attention_mask", "token_type_ids") if k in enc]
     features = [{k: enc[k][i] for k in keys} for i in range(len(examples))]
+    if segments:
+        if examples.text_b is None:
+            raise ValueError("segment ids need sentence pairs")
+        for f in features:
+            f["segment_ids"] = list(f["token_type_ids"])
     return Encoded(features, examples.labels, tokenizer.pad_token_id or 0)
 
 

@@ -41,6 +41,8 @@ def _load_raw(spec: TaskSpec, cfg: TaskConfig, split: str) -> Examples:
 
         return generate(cfg.synthetic, split)
     if cfg.data_dir:
+        if spec.cs224n is not None:
+            return read_cs224n(spec, _local_file(spec, cfg, split), split)
         return read_glue_tsv(spec, _local_file(spec, cfg, split), split)
     return load_from_hub(spec, split)
 
@@ -48,9 +50,11 @@ def _load_raw(spec: TaskSpec, cfg: TaskConfig, split: str) -> Examples:
 def _local_file(spec: TaskSpec, cfg: TaskConfig, split: str) -> Path:
     folder = Path(cfg.data_dir)
     if not folder.is_dir():
+        example = "../shared/data/cs224n" if spec.cs224n else f"../shared/data/glue/{spec.folder}"
         raise UserError(f"task.data_dir {folder} is not a folder; point it (or --data-dir) at the "
-                        f"GLUE {spec.folder} folder, e.g. ../shared/data/glue/{spec.folder}")
-    path = folder / cfg.files.get(split, f"{split}.tsv")
+                        f"{spec.folder} folder, e.g. {example}")
+    default = spec.cs224n.files.get(split, f"{split}.csv") if spec.cs224n else f"{split}.tsv"
+    path = folder / cfg.files.get(split, default)
     if not path.is_file():
         raise UserError(f"{path} not found for split {split!r} of task {spec.name}; "
                         f"name the file with task.files.{split} = \"...\" or add it to {folder}")
@@ -91,6 +95,40 @@ def read_glue_tsv(spec: TaskSpec, path: Path, split: str) -> Examples:
         text_a.append(fields[columns[layout.text_a]])
         if layout.text_b is not None:
             text_b.append(fields[columns[layout.text_b]])
+    return Examples(ids, text_a, text_b if layout.text_b else None, _label_array(spec, labels) if want_label else None)
+
+
+def read_cs224n(spec: TaskSpec, path: Path, split: str) -> Examples:
+    """Parse a CS224N minBERT file: tab-separated with CSV quoting, header line, unnamed index column.
+
+    Rows of a labelled file whose label is empty are skipped (quora-dev has two), as the course's
+    loader skips them."""
+    import csv
+
+    layout = spec.cs224n
+    assert layout is not None, spec.name
+    with open(path, encoding="utf-8-sig", newline="") as f:
+        reader = csv.DictReader(f, delimiter="\t")
+        columns = reader.fieldnames or []
+        for col in (layout.text_a, layout.text_b):
+            if col is not None and col not in columns:
+                raise UserError(f"{path}: no {col!r} column in the header line (found "
+                                f"{', '.join(c for c in columns if c) or 'none'}); is this the CS224N "
+                                f"{spec.name} file? (tab-separated despite the .csv name)")
+        want_label = layout.label in columns
+        if split == "train" and not want_label:
+            raise UserError(f"{path}: no {layout.label!r} column in the header; a training file needs labels")
+        ids, text_a, text_b, labels = [], [], [], []
+        for row in reader:
+            raw = (row.get(layout.label) or "").strip() if want_label else None
+            if want_label and not raw:
+                continue
+            if want_label:
+                labels.append(_parse_label(spec, raw, path, reader.line_num))
+            ids.append((row.get("id") or str(len(ids))).strip())
+            text_a.append((row.get(layout.text_a) or "").strip())
+            if layout.text_b is not None:
+                text_b.append((row.get(layout.text_b) or "").strip())
     return Examples(ids, text_a, text_b if layout.text_b else None, _label_array(spec, labels) if want_label else None)
 
 

@@ -20,6 +20,18 @@ class TsvLayout:
 
 
 @dataclass(frozen=True)
+class Cs224nLayout:
+    """The CS224N minBERT files: tab-separated with CSV quoting despite the .csv name, a header line
+    whose first field is the unnamed pandas index, one file per split named ``<prefix>-<split>.csv``."""
+
+    text_a: str
+    text_b: str | None
+    label: str
+    files: dict[str, str]
+    """eebench split → file name."""
+
+
+@dataclass(frozen=True)
 class TaskSpec:
     name: str
     labels: tuple[str, ...] | None  # None: regression
@@ -29,6 +41,7 @@ class TaskSpec:
     tsv: TsvLayout | None = None
     folder: str = ""  # the GLUE folder name, for messages
     splits: tuple[str, ...] = ("train", "dev", "test")
+    cs224n: Cs224nLayout | None = None
 
     @property
     def is_regression(self) -> bool:
@@ -41,6 +54,10 @@ class TaskSpec:
     @property
     def primary_metric(self) -> str:
         return self.metrics[0]
+
+
+def _cs224n_files(prefix: str) -> dict[str, str]:
+    return {"train": f"{prefix}-train.csv", "dev": f"{prefix}-dev.csv", "test": f"{prefix}-test-student.csv"}
 
 
 def _glue(name, folder, labels, metrics, hub_fields, tsv, splits=("train", "dev", "test")) -> TaskSpec:
@@ -70,11 +87,23 @@ TASKS: dict[str, TaskSpec] = {
               TsvLayout("sentence1", "sentence2", "label")),
         _glue("wnli", "WNLI", ("not_entailment", "entailment"), ("acc",), ("sentence1", "sentence2"),
               TsvLayout("sentence1", "sentence2", "label")),
+        # CS224N minBERT tasks (BERTer): ../shared/data/cs224n, or the hub copies of the same data.
+        TaskSpec("sst5", ("negative", "somewhat negative", "neutral", "somewhat positive", "positive"),
+                 ("acc",), ("SetFit/sst5", None), ("text", None), folder="cs224n",
+                 cs224n=Cs224nLayout("sentence", None, "sentiment", _cs224n_files("ids-sst"))),
+        TaskSpec("cfimdb", ("negative", "positive"), ("acc",), None, folder="cs224n",
+                 cs224n=Cs224nLayout("sentence", None, "sentiment", _cs224n_files("ids-cfimdb"))),
+        TaskSpec("quora", ("not_duplicate", "duplicate"), ("acc", "f1"), ("nyu-mll/glue", "qqp"),
+                 ("question1", "question2"), folder="cs224n",
+                 cs224n=Cs224nLayout("sentence1", "sentence2", "is_duplicate", _cs224n_files("quora"))),
+        TaskSpec("sts", None, ("pearson", "spearman"), ("nyu-mll/glue", "stsb"), ("sentence1", "sentence2"),
+                 folder="cs224n",
+                 cs224n=Cs224nLayout("sentence1", "sentence2", "similarity", _cs224n_files("sts"))),
         TaskSpec("synthetic", ("negative", "positive"), ("acc",), None, folder="(generated)"),
     ]
 }
 
-ALIASES = {"sst-2": "sst2", "sst": "sst2", "sts-b": "stsb", "sts": "stsb", "mnli-m": "mnli"}
+ALIASES = {"sst-2": "sst2", "sst": "sst2", "sts-b": "stsb", "mnli-m": "mnli", "sst-5": "sst5", "para": "quora"}
 
 # Hub split names for eebench's split names.
 HUB_SPLITS = {"dev": "validation", "dev_matched": "validation_matched",

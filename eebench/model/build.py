@@ -10,7 +10,7 @@ from typing import Any
 
 from eebench.errors import UserError
 from eebench.io import read_json, write_json
-from eebench.model.multiexit import MultiExitModel
+from eebench.model.multiexit import MultiExitModel, MultiTaskModel
 from eebench.recipe import ModelConfig
 
 WEIGHTS = "model.safetensors"
@@ -73,11 +73,16 @@ def build_tokenizer(cfg: ModelConfig, task_tokenizer: Any = None):
     return _from_pretrained(AutoTokenizer, resolve_model_path(cfg), "tokenizer")
 
 
-def build_model(cfg: ModelConfig, num_labels: int, lte: bool = False) -> MultiExitModel:
-    return MultiExitModel(build_backbone(cfg), num_labels, cfg.exit_pooling, cfg.exit_dropout, lte)
+def build_model(cfg: ModelConfig, num_labels: int, lte: bool = False, pair_cosine: bool = False) -> MultiExitModel:
+    return MultiExitModel(build_backbone(cfg), num_labels, cfg.exit_pooling, cfg.exit_dropout, lte, pair_cosine)
 
 
-def save_model(model: MultiExitModel, tokenizer, folder: Path, meta: dict[str, Any]) -> None:
+def build_multitask_model(cfg: ModelConfig, tasks: dict[str, dict]) -> MultiTaskModel:
+    """tasks: name → {"num_labels", "lte", "pair_cosine"}."""
+    return MultiTaskModel(build_backbone(cfg), tasks, cfg.exit_pooling, cfg.exit_dropout)
+
+
+def save_model(model: MultiExitModel | MultiTaskModel, tokenizer, folder: Path, meta: dict[str, Any]) -> None:
     """Write to ``folder``.new, then swap it in: a crash never leaves a half-written model."""
     from safetensors.torch import save_file
 
@@ -89,9 +94,13 @@ def save_model(model: MultiExitModel, tokenizer, folder: Path, meta: dict[str, A
     tokenizer.save_pretrained(str(new))
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(new / WEIGHTS))
-    head = model.heads[0]
-    write_json(new / HEADS, {"num_labels": model.num_labels, "pooling": head.pooling,
-                             "dropout": head.dropout.p, "lte": model.lte is not None, **meta})
+    if isinstance(model, MultiTaskModel):
+        head = next(iter(model.heads.values()))[0]
+        info = {"tasks": model.task_info}
+    else:
+        head = model.heads[0]
+        info = {"num_labels": model.num_labels, "lte": model.lte is not None, "pair_cosine": model.pair_cosine}
+    write_json(new / HEADS, {**info, "pooling": head.pooling, "dropout": head.dropout.p, **meta})
     if folder.exists():
         shutil.rmtree(old, ignore_errors=True)
         folder.rename(old)
@@ -99,8 +108,9 @@ def save_model(model: MultiExitModel, tokenizer, folder: Path, meta: dict[str, A
     shutil.rmtree(old, ignore_errors=True)
 
 
-def load_model(folder: Path) -> tuple[MultiExitModel, Any, dict[str, Any]]:
-    """A saved run model, its tokenizer and metadata; works offline."""
+def load_model(folder: Path, task: str | None = None) -> tuple[MultiExitModel, Any, dict[str, Any]]:
+    """A saved run model, its tokenizer and metadata; works offline. A multitask model gives the
+    view of ``task`` (or the whole MultiTaskModel when task is None)."""
     from safetensors.torch import load_file
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
@@ -109,7 +119,16 @@ def load_model(folder: Path) -> tuple[MultiExitModel, Any, dict[str, Any]]:
         raise UserError(f"{folder} holds no trained model ({WEIGHTS} missing); run eebench finetune first")
     meta = read_json(folder / HEADS)
     backbone = AutoModel.from_config(AutoConfig.from_pretrained(folder))
-    model = MultiExitModel(backbone, meta["num_labels"], meta["pooling"], meta["dropout"], meta.get("lte", False))
-    model.load_state_dict(load_file(str(folder / WEIGHTS)))
+    if "tasks" in meta:
+        multi = MultiTaskModel(backbone, meta["tasks"], meta["pooling"], meta["dropout"])
+        multi.load_state_dict(load_file(str(folder / WEIGHTS)))
+        multi.eval()
+        if task is not None and task not in meta["tasks"]:
+            raise UserError(f"{folder} holds a multitask model of {', '.join(meta['tasks'])}, not {task!r}")
+        model = multi.task(task) if task is not None else multi
+    else:
+        model = MultiExitModel(backbone, meta["num_labels"], meta["pooling"], meta["dropout"],
+                               meta.get("lte", False), meta.get("pair_cosine", False))
+        model.load_state_dict(load_file(str(folder / WEIGHTS)))
     model.eval()
     return model, AutoTokenizer.from_pretrained(str(folder)), meta

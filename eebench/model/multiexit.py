@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from eebench.model.signals import centered_gram, linear_cka
+from eebench.train.losses import cosine_logits
 
 
 class ExitHead(nn.Module):
@@ -44,6 +45,16 @@ class ExitHead(nn.Module):
         pooled = self.pool(hidden, mask)  # Shape: [B, H]
         return self.classifier(self.dropout(pooled)), pooled  # Shape: [B, C], [B, H]
 
+    def pair_cosine(self, hidden: torch.Tensor, mask: torch.Tensor, segments: torch.Tensor) -> torch.Tensor:
+        """Cosine of the two sentences' representations (mean over each one's tokens → dense + tanh),
+        Shape: [B]: the exit's score under the cosine pair loss (SBERT-style)."""
+        m = mask.unsqueeze(-1).to(hidden.dtype)
+        s = segments.unsqueeze(-1).to(hidden.dtype)
+        u = (hidden * m * (1 - s)).sum(1) / (m * (1 - s)).sum(1).clamp(min=1.0)
+        v = (hidden * m * s).sum(1) / (m * s).sum(1).clamp(min=1.0)
+        u, v = self.activation(self.dense(u)), self.activation(self.dense(v))
+        return nn.functional.cosine_similarity(u, v, dim=-1)
+
 
 @dataclass
 class ExitOutputs:
@@ -62,35 +73,56 @@ def _config_int(config, *names: str) -> int:
     raise ValueError(f"{type(config).__name__} has none of {names}")
 
 
+def exit_heads(backbone: nn.Module, num_labels: int, pooling: str, dropout: float | None) -> nn.ModuleList:
+    """One ExitHead per layer of ``backbone``, their poolers initialised from its pretrained pooler."""
+    config = backbone.config
+    hidden = _config_int(config, "hidden_size", "dim", "d_model")
+    if dropout is None:
+        dropout = float(getattr(config, "hidden_dropout_prob", getattr(config, "dropout", 0.1)))
+    n_layers = _config_int(config, "num_hidden_layers", "n_layers", "num_layers")
+    heads = nn.ModuleList(ExitHead(hidden, num_labels, dropout, pooling) for _ in range(n_layers))
+    dense = getattr(getattr(backbone, "pooler", None), "dense", None)
+    if isinstance(dense, nn.Linear):
+        for head in heads:
+            if head.dense.weight.shape == dense.weight.shape:
+                head.dense.load_state_dict(dense.state_dict())
+    return heads
+
+
+def lte_head(backbone: nn.Module) -> nn.Linear:
+    """BERxiT/BERTer learned-to-exit: one linear (+ sigmoid) shared by all exits, on the pooled output."""
+    return nn.Linear(_config_int(backbone.config, "hidden_size", "dim", "d_model"), 1)
+
+
+def drop_pooler(backbone: nn.Module) -> None:
+    """The final exit's head plays the pretrained pooler's role (as in DeeBERT): drop the pooler."""
+    if getattr(backbone, "pooler", None) is not None:
+        backbone.pooler = None
+
+
 class MultiExitModel(nn.Module):
     def __init__(self, backbone: nn.Module, num_labels: int, pooling: str = "first",
-                 dropout: float | None = None, lte: bool = False):
+                 dropout: float | None = None, lte: bool = False, pair_cosine: bool = False):
         super().__init__()
-        config = backbone.config
         self.backbone = backbone
-        self.num_layers = _config_int(config, "num_hidden_layers", "n_layers", "num_layers")
-        hidden = _config_int(config, "hidden_size", "dim", "d_model")
-        if dropout is None:
-            dropout = float(getattr(config, "hidden_dropout_prob", getattr(config, "dropout", 0.1)))
+        self.num_layers = _config_int(backbone.config, "num_hidden_layers", "n_layers", "num_layers")
         self.num_labels = num_labels
-        self.heads = nn.ModuleList(
-            ExitHead(hidden, num_labels, dropout, pooling) for _ in range(self.num_layers)
-        )
-        # BERxiT/BERTer learned-to-exit: one linear + sigmoid shared by all exits, on the pooled output
-        self.lte = nn.Linear(hidden, 1) if lte else None
-        self._adopt_pretrained_pooler()
+        self.heads = exit_heads(backbone, num_labels, pooling, dropout)
+        self.lte = lte_head(backbone) if lte else None
+        self.pair_cosine = pair_cosine
+        """Cosine pair heads: logits from the cosine of the two sentences (eebench.train.losses)."""
+        drop_pooler(backbone)
 
-    def _adopt_pretrained_pooler(self) -> None:
-        """Initialise every head's pooler from the backbone's pretrained pooler, then drop it
-        (the final exit's head plays its role, as in DeeBERT)."""
-        pooler = getattr(self.backbone, "pooler", None)
-        dense = getattr(pooler, "dense", None)
-        if isinstance(dense, nn.Linear):
-            for head in self.heads:
-                if head.dense.weight.shape == dense.weight.shape:
-                    head.dense.load_state_dict(dense.state_dict())
-        if pooler is not None:
-            self.backbone.pooler = None
+    @classmethod
+    def view(cls, backbone: nn.Module, heads: nn.ModuleList, lte: nn.Module | None, num_labels: int,
+             pair_cosine: bool = False) -> "MultiExitModel":
+        """A single-task model over modules owned elsewhere (one task of a MultiTaskModel): training
+        strategies, traces and the engine see an ordinary MultiExitModel sharing the backbone."""
+        model = cls.__new__(cls)
+        nn.Module.__init__(model)
+        model.backbone, model.heads, model.lte = backbone, heads, lte
+        model.num_layers, model.num_labels, model.pair_cosine = len(heads), num_labels, pair_cosine
+        return model
 
     def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Word embeddings (before position/segment embeddings), Shape: [B, T, H]: what SMART perturbs."""
@@ -98,9 +130,12 @@ class MultiExitModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor | None = None, attention_mask: torch.Tensor | None = None,
                 token_type_ids: torch.Tensor | None = None, backbone_grad: bool = True,
-                inputs_embeds: torch.Tensor | None = None, with_cka: bool = False) -> ExitOutputs:
+                inputs_embeds: torch.Tensor | None = None, with_cka: bool = False,
+                position_ids: torch.Tensor | None = None, segment_ids: torch.Tensor | None = None) -> ExitOutputs:
         """All exits at once. ``backbone_grad=False`` runs the encoder without autograd (frozen stage);
-        ``with_cka`` adds the CKA similarity of consecutive layers (CsdBERT's exit signal)."""
+        ``with_cka`` adds the CKA similarity of consecutive layers (CsdBERT's exit signal).
+        ``position_ids`` restart per sentence for BERTer's embed-then-concatenate pairs;
+        ``segment_ids`` (0/1 per token) are what cosine pair heads pool by."""
         kwargs = {"attention_mask": attention_mask}
         if inputs_embeds is not None:
             kwargs["inputs_embeds"] = inputs_embeds
@@ -108,6 +143,8 @@ class MultiExitModel(nn.Module):
             kwargs["input_ids"] = input_ids
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
+        if position_ids is not None:
+            kwargs["position_ids"] = position_ids
         ctx = contextlib.nullcontext() if backbone_grad else torch.no_grad()
         with ctx:
             out = self.backbone(**kwargs, output_hidden_states=True, return_dict=True)
@@ -115,6 +152,12 @@ class MultiExitModel(nn.Module):
         assert len(hidden_states) == self.num_layers, (len(hidden_states), self.num_layers)
         logits, pooled = zip(*(head(h, attention_mask) for head, h in zip(self.heads, hidden_states)))
         pooled = torch.stack(pooled, 1)
+        if self.pair_cosine:
+            if segment_ids is None:
+                raise ValueError("cosine pair heads need segment_ids (encode(..., segments=True))")
+            cos = torch.stack([head.pair_cosine(h, attention_mask, segment_ids)
+                               for head, h in zip(self.heads, hidden_states)], 1)  # Shape: [B, L]
+            logits = cosine_logits(cos).unbind(1)
         lte = torch.sigmoid(self.lte(pooled)).squeeze(-1) if self.lte is not None else None
         first = torch.stack([h[:, 0] for h in hidden_states], 1)
         cka = None
@@ -122,3 +165,26 @@ class MultiExitModel(nn.Module):
             grams = [centered_gram(h, attention_mask) for h in hidden_states]
             cka = torch.stack([linear_cka(a, b) for a, b in zip(grams[:-1], grams[1:])], 1)
         return ExitOutputs(logits=torch.stack(logits, 1), pooled=pooled, first_token=first, lte=lte, cka=cka)
+
+
+class MultiTaskModel(nn.Module):
+    """One multi-exit backbone shared by several tasks, each with its own exit heads (and LTE head).
+    ``task(name)`` is that task's MultiExitModel view; the state dict holds the backbone once."""
+
+    def __init__(self, backbone: nn.Module, tasks: dict[str, dict], pooling: str = "first",
+                 dropout: float | None = None):
+        """tasks: name → {"num_labels": int, "lte": bool, "pair_cosine": bool}."""
+        super().__init__()
+        self.backbone = backbone
+        self.task_info = {name: dict(info) for name, info in tasks.items()}
+        self.heads = nn.ModuleDict({name: exit_heads(backbone, info["num_labels"], pooling, dropout)
+                                    for name, info in tasks.items()})
+        self.lte = nn.ModuleDict({name: lte_head(backbone) for name, info in tasks.items() if info.get("lte")})
+        drop_pooler(backbone)
+        self._views = {name: MultiExitModel.view(backbone, self.heads[name], self.lte[name] if name in self.lte else None,
+                                                 info["num_labels"], info.get("pair_cosine", False))
+                       for name, info in tasks.items()}
+        self.num_layers = len(next(iter(self.heads.values())))
+
+    def task(self, name: str) -> MultiExitModel:
+        return self._views[name]

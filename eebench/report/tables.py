@@ -21,7 +21,6 @@ import pandas as pd
 from pydantic import Field, ValidationError
 
 from eebench.calibrate import choose, exit_predictions, row_setting, sweep
-from eebench.data.tasks import get_task
 from eebench.errors import UserError
 from eebench.metrics import METRICS
 from eebench.policies import get_policy, setting_label

@@ -6,11 +6,34 @@ import torch
 import torch.nn.functional as F
 
 
-def exit_losses(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
+COSINE_SCALE = 10.0
+"""Cosine pair heads (BERTer's cosine embedding loss): logits = (−z/2, z/2), z = COSINE_SCALE·(cos − 0.5),
+so p(duplicate) = σ(z) and the prediction is ``cos > 0.5``; the cosine is recovered exactly from them."""
+
+
+def cosine_logits(cos: torch.Tensor) -> torch.Tensor:
+    """cos Shape: [...] → two-class logits Shape: [..., 2]."""
+    z = COSINE_SCALE * (cos - 0.5)
+    return torch.stack([-z / 2, z / 2], -1)
+
+
+def logits_cosine(logits: torch.Tensor) -> torch.Tensor:
+    """The inverse of ``cosine_logits``: [..., 2] → cos [...]."""
+    return (logits[..., 1] - logits[..., 0]) / COSINE_SCALE + 0.5
+
+
+def exit_losses(logits: torch.Tensor, labels: torch.Tensor, regression: bool,
+                pair_loss: str = "cross_entropy") -> torch.Tensor:
     """Mean loss of every exit. logits Shape: [B, L, C]; labels Shape: [B] → Shape: [L].
 
-    Classification: cross-entropy; regression (C = 1): mean squared error."""
+    Classification: cross-entropy; regression (C = 1): mean squared error; ``pair_loss = "cosine"``:
+    PyTorch's CosineEmbeddingLoss with margin 0 on each exit's cosine (1 − cos for a duplicate pair,
+    max(0, cos) otherwise)."""
     b, n_layers, c = logits.shape
+    if pair_loss == "cosine":
+        cos = logits_cosine(logits)  # Shape: [B, L]
+        positive = (labels == 1)[:, None]
+        return torch.where(positive, 1.0 - cos, cos.clamp(min=0.0)).mean(0)
     if regression:
         target = labels.to(logits.dtype).unsqueeze(1).expand(b, n_layers)
         return F.mse_loss(logits[..., 0], target, reduction="none").mean(0)

@@ -27,7 +27,7 @@ def divergence(adv: torch.Tensor, clean: torch.Tensor, regression: bool) -> torc
 def smart_regularizer(model, batch: dict, clean_logits: torch.Tensor, regression: bool, cfg) -> torch.Tensor:
     """cfg: epsilon, sigma, eta, steps (eebench.recipe.SmartConfig)."""
     embeds = model.embed_tokens(batch["input_ids"]).detach()  # Shape: [B, T, H]
-    kwargs = {k: v for k, v in batch.items() if k in ("attention_mask", "token_type_ids")}
+    kwargs = {k: v for k, v in batch.items() if k in ("attention_mask", "token_type_ids", "position_ids", "segment_ids")}
     noise = torch.randn_like(embeds) * cfg.sigma
     for _ in range(cfg.steps):
         noise.requires_grad_(True)

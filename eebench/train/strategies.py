@@ -4,7 +4,7 @@ docs/methods.md gives each strategy's formula and the choices made."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Literal
 
 import torch
@@ -21,6 +21,7 @@ class StepContext:
     step: int  # optimisation step within the stage, from 0
     epoch: int  # from 1
     history: list = field(default_factory=list)  # per-epoch summaries so far (dev metrics included)
+    pair_loss: str = "cross_entropy"  # or "cosine" (task.pair_loss)
 
 
 # (outputs, labels, ctx) → (loss, parts to log)
@@ -127,6 +128,13 @@ class SlfArgs(_Args):
     """Epochs of each layer's focus stage."""
     focus_lr: float | None = Field(None, gt=0)
     """Learning rate of the focus stages (default: train.lr)."""
+    refine: Literal["joint", "smart_alternating"] = "joint"
+    """Stage 2 (global refinement): the joint sum of all exits' losses, or Smart Alternating
+    (BERTer's "SLF + Smart Alt" rows)."""
+
+
+class NoArgs(_Args):
+    """No arguments."""
 
 
 class SmartAlternatingArgs(_Args):
@@ -171,18 +179,18 @@ def _early_exits(model) -> list[torch.nn.Parameter]:
 
 # ------------------------------------------------------------------------ losses
 def final_exit_loss(out, labels, ctx):
-    loss = exit_losses(out.logits[:, -1:], labels, ctx.regression).sum()
+    loss = exit_losses(out.logits[:, -1:], labels, ctx.regression, ctx.pair_loss).sum()
     return loss, {"loss_final": loss.item()}
 
 
 def early_exits_loss(out, labels, ctx):
-    loss = exit_losses(out.logits[:, :-1], labels, ctx.regression).sum()
+    loss = exit_losses(out.logits[:, :-1], labels, ctx.regression, ctx.pair_loss).sum()
     return loss, {"loss_exits": loss.item()}
 
 
 def weighted_exits_loss(weight_fn: Callable[[int], torch.Tensor]) -> LossFn:
     def loss(out, labels, ctx):
-        losses = exit_losses(out.logits, labels, ctx.regression)  # Shape: [L]
+        losses = exit_losses(out.logits, labels, ctx.regression, ctx.pair_loss)  # Shape: [L]
         total = (weight_fn(losses.numel()).to(losses) * losses).sum()
         return total, {"loss_final": losses[-1].item(), "loss_mean": losses.mean().item()}
 
@@ -193,7 +201,7 @@ def self_distill_loss(gamma: float, temperature: float) -> LossFn:
     """Σ_{i<L} [(1−γ)·L_i + γ·T²·KL(p_L(T) ‖ p_i(T))], teacher = final exit, detached."""
 
     def loss(out, labels, ctx):
-        ce = exit_losses(out.logits[:, :-1], labels, ctx.regression)  # Shape: [L-1]
+        ce = exit_losses(out.logits[:, :-1], labels, ctx.regression, ctx.pair_loss)  # Shape: [L-1]
         kd = distill_losses(out.logits[:, :-1], out.logits[:, -1].detach(), temperature, ctx.regression)
         total = ((1 - gamma) * ce + gamma * kd).sum()
         return total, {"loss_sd": total.item(), "loss_kd": kd.sum().item()}
@@ -263,7 +271,7 @@ def plus_lte(base: LossFn) -> LossFn:
 
 def csdbert_loss(args: CsdBertArgs, n_layers: int | None) -> LossFn:
     def loss(out, labels, ctx):
-        ce = exit_losses(out.logits, labels, ctx.regression)  # Shape: [L]
+        ce = exit_losses(out.logits, labels, ctx.regression, ctx.pair_loss)  # Shape: [L]
         n_teachers = args.n_teachers or max(1, ce.numel() // 2)
         terms = csdbert_terms(out.logits, out.first_token, ce, min(n_teachers, ce.numel()), args.tau,
                               args.kd_temperature, ctx.regression, args.contrastive, args.distillation)
@@ -308,7 +316,7 @@ def _layer_params(i: int) -> Callable[[Any], list[torch.nn.Parameter]]:
 
 def _exit_loss(i: int) -> LossFn:
     def loss(out, labels, ctx):
-        value = exit_losses(out.logits[:, i - 1: i], labels, ctx.regression).sum()
+        value = exit_losses(out.logits[:, i - 1: i], labels, ctx.regression, ctx.pair_loss).sum()
         return value, {f"loss_exit{i}": value.item()}
 
     return loss
@@ -383,7 +391,21 @@ def slf(train, args: SlfArgs, n_layers: int | None = None) -> list[Stage]:
     lr = args.focus_lr or train.lr
     focus = [Stage(f"focus{i}", args.focus_epochs, lr, _layer_params(i), _exit_loss(i))
              for i in range(1, n_layers + 1)]
-    return focus + [Stage("refine", train.epochs, train.lr, _all_params, weighted_exits_loss(LAYER_WEIGHTS["uniform"]))]
+    refine = (smart_alternating_loss if args.refine == "smart_alternating"
+              else weighted_exits_loss(LAYER_WEIGHTS["uniform"]))
+    return focus + [Stage("refine", train.epochs, train.lr, _all_params, refine)]
+
+
+def finetune(train, args: NoArgs, n_layers: int | None = None) -> list[Stage]:
+    """Plain fine-tuning of the backbone and the final exit (the BERT baseline; BERTer's "fine-tune"
+    mode). The early exits stay untrained: read such a run at its last exit."""
+    return [Stage("finetune", train.epochs, train.lr, _final_exit_and_backbone, final_exit_loss)]
+
+
+def head_only(train, args: NoArgs, n_layers: int | None = None) -> list[Stage]:
+    """The backbone frozen, only the final exit's head trained (BERTer's "pretrain" mode,
+    last-linear-layer)."""
+    return [Stage("head_only", train.epochs, train.lr, lambda m: list(m.heads[-1].parameters()), final_exit_loss)]
 
 
 def smart_alternating(train, args: SmartAlternatingArgs, n_layers: int | None = None) -> list[Stage]:
@@ -411,9 +433,34 @@ STRATEGIES: dict[str, tuple[type[_Args], Callable[..., list[Stage]]]] = {
     "slf": (SlfArgs, slf),
     "smart_alternating": (SmartAlternatingArgs, smart_alternating),
     "metabert": (MetaBertArgs, metabert),
+    "finetune": (NoArgs, finetune),
+    "head_only": (NoArgs, head_only),
 }
 NEEDS_LTE_HEAD = {"lte"}
-NEEDS_DEV_METRICS = {"smart_alternating"}
+
+
+def needs_dev_metrics(train) -> bool:
+    """Strategies that choose each epoch's objective from dev metrics (Smart Alternating)."""
+    return train.strategy == "smart_alternating" or (
+        train.strategy == "slf" and train.args.get("refine") == "smart_alternating")
+
+
+def with_lte(stages: list[Stage]) -> list[Stage]:
+    """train.lte: the LTE loss J_i joins every stage that trains all exit heads or the early ones
+    (L_i + J_i, BERTer), and that stage trains the LTE head too; stages with their own gradient rule
+    (RomeBERT's GR, MAML's meta phase) and final-exit-only stages are left as they are."""
+    out = []
+    for stage in stages:
+        if stage.gradient is None and stage.trains in (_all_params, _early_exits):
+            def trains(model, select=stage.trains):
+                return select(model) + list(model.lte.parameters())
+
+            stage = replace(stage, name=f"{stage.name}+lte", trains=trains, loss=plus_lte(stage.loss))
+        out.append(stage)
+    if all(not s.name.endswith("+lte") for s in out):
+        raise ValueError("train.lte: no stage of this strategy trains the exit heads with a loss the "
+                         "LTE term can join; use strategy \"lte\" or another strategy")
+    return out
 
 
 def validate_strategy(name: str, args: dict[str, Any]) -> _Args:
@@ -432,9 +479,14 @@ def validate_strategy(name: str, args: dict[str, Any]) -> _Args:
 
 
 def build_stages(train, task: str = "", n_layers: int | None = None) -> list[Stage]:
-    """The stages of ``train.strategy`` with its validated arguments."""
+    """The stages of ``train.strategy`` with its validated arguments (and the LTE term when train.lte)."""
     args_model, build = STRATEGIES[train.strategy]
     args = args_model.model_validate(train.args)
     if "task" in args_model.model_fields and not args.task:
         args = args.model_copy(update={"task": task})
-    return build(train, args, n_layers)
+    stages = build(train, args, n_layers)
+    return with_lte(stages) if getattr(train, "lte", False) and train.strategy != "lte" else stages
+
+
+def needs_lte_head(train) -> bool:
+    return train.strategy in NEEDS_LTE_HEAD or bool(getattr(train, "lte", False))
