@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
+from rich.markup import escape
 
 from eebench.console import console
 from eebench.errors import UserError
@@ -31,7 +32,7 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except UserError as err:
-            console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]; files already written are complete (written atomically)")

@@ -26,6 +26,7 @@ import pandas as pd
 
 from eebench.calibrate import choose, per_example, row_setting, sweep, to_settings
 from eebench.console import console, progress
+from rich.markup import escape
 from eebench.data.load import load_split
 from eebench.data.tasks import TaskSpec, get_task
 from eebench.errors import UserError
@@ -122,7 +123,7 @@ def finetune(recipe_path: str | Path, overrides: list[str], data_dir: str | None
 
     from eebench.data.encode import eval_loader
     from eebench.model.build import build_model, build_multitask_model, build_tokenizer, save_model
-    from eebench.train.loop import TaskJob, train
+    from eebench.train.loop import TaskJob, check_lockstep, train
     from eebench.train.strategies import build_stages, needs_lte_head
 
     recipe = load_recipe(recipe_path, overrides)
@@ -160,6 +161,7 @@ def finetune(recipe_path: str | Path, overrides: list[str], data_dir: str | None
     jobs = [TaskJob(name, views[name], build_stages(sub.recipe.train, name, model.num_layers),
                     encode_split(sub.recipe, tokenizer, splits[name][0]), sub.spec.is_regression,
                     sub.recipe.train.smart, sub.recipe.task.pair_loss) for name, sub in subs.items()]
+    check_lockstep(jobs)
     _prepare_run_dir(run, Path(recipe_path), overwrite)
     console.print(f"[bold]eebench finetune[/] {recipe_path} → {run.dir}")
     accelerator = Accelerator(mixed_precision=recipe.train.mixed_precision,
@@ -258,7 +260,7 @@ def _prepare_run_dir(run: Run, recipe_path: Path, overwrite: bool) -> None:
         shutil.rmtree(run.dir)
     run.dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(recipe_path, run.dir / "recipe.toml")
-    write_json(run.dir / "recipe.json", run.recipe.model_dump(mode="json"))
+    write_json(run.dir / "recipe.json", run.recipe.model_dump(mode="json", exclude={"task"} if run.recipe.is_multitask else None))
 
 
 def _maybe_dev(run: Run):
@@ -267,7 +269,7 @@ def _maybe_dev(run: Run):
     try:
         return load_split(run.spec, run.recipe.task, "dev")
     except UserError as err:
-        console.print(f"[yellow]no per-epoch dev metrics:[/] {err}")
+        console.print(f"[yellow]no per-epoch dev metrics:[/] {escape(str(err))}")
         return None
 
 

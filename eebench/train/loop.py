@@ -58,6 +58,15 @@ class TaskJob:
     history: list = field(default_factory=list)  # this task's per-epoch summaries (dev metrics)
 
 
+def check_lockstep(jobs: list[TaskJob]) -> None:
+    """Multitask training runs the tasks' stages side by side: their names and epochs must agree."""
+    for job in jobs[1:]:
+        if [(s.name, s.epochs) for s in job.stages] != [(s.name, s.epochs) for s in jobs[0].stages]:
+            raise UserError(f"multitask training runs the tasks' stages in lockstep: task {job.name} has stages "
+                            f"{[s.name for s in job.stages]}, task {jobs[0].name} has "
+                            f"{[s.name for s in jobs[0].stages]}; give the tasks compatible strategies")
+
+
 def train(
     model,
     jobs: list[TaskJob],
@@ -72,12 +81,8 @@ def train(
 
     ``on_epoch_end(stage, epoch)`` checkpoints and may return dev metrics to record: for one task
     {"dev_metric", "dev_layerwise"}, for several {"tasks": {name: {...}}}."""
+    check_lockstep(jobs)
     n_stages = len(jobs[0].stages)
-    for job in jobs[1:]:
-        if [(s.name, s.epochs) for s in job.stages] != [(s.name, s.epochs) for s in jobs[0].stages]:
-            raise UserError(f"multitask training runs the tasks' stages in lockstep: task {job.name} has stages "
-                            f"{[s.name for s in job.stages]}, task {jobs[0].name} has "
-                            f"{[s.name for s in jobs[0].stages]}; give the tasks compatible strategies")
     model = accelerator.prepare(model)
     inner = accelerator.unwrap_model(model)
     history = []
@@ -108,7 +113,8 @@ def train(
                 for job in jobs:
                     stage, tag = job.stages[s], f"{job.name} " if len(jobs) > 1 else ""
                     job_params = params_of[job.name]
-                    for batch in loaders[job.name]:
+                    loader = loaders[job.name]
+                    for b, batch in enumerate(loader):
                         labels = batch.pop("labels")
                         batch.pop("index")
                         ctx = StepContext(job.regression, step, epoch, job.history, job.pair_loss)
@@ -126,7 +132,7 @@ def train(
                         bars.update(task, advance=1, info=info)
                         if not console.is_terminal and step % max(1, total // 10) == 0:
                             console.print(f"  {stage0.name} step {step}/{total} {info}")  # logs, not a live bar
-                        if step % 50 == 0 or step == total:
+                        if step % 50 == 0 or step == total or (len(jobs) > 1 and b == len(loader) - 1):
                             log.write(json.dumps({"stage": stage0.name, "epoch": epoch, "step": step,
                                                   **({"task": job.name} if len(jobs) > 1 else {}),
                                                   "lr": scheduler.get_last_lr()[0], "loss": loss, **parts}) + "\n")
