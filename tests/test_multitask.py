@@ -199,6 +199,29 @@ def test_multitask_run_end_to_end(tmp_path, tokenizer_dir):
     # the parent folder says where its tasks are
     parent = runner.invoke(app, ["evaluate", str(run), "--split", "dev"])
     assert parent.exit_code == 2 and "tasks/sst5" in parent.output
+    _check_table(tmp_path, status["train_seconds"])
+
+
+def _check_table(tmp_path, train_seconds):
+    """BERTer's Table 2 spec over this run: one multitask run fills a row, STS exits by LTE, the dev
+    score is recomputed from our three cells, the training time is the run's."""
+    from eebench.report import tables
+
+    method = "SLF + Smart Alt + Early Exit"
+    spec = tables.load_spec("berter-multitask").model_copy(update={
+        "methods": {method: "mt"}, "recipes": {"cpu": f"{tmp_path.as_posix()}/{{method}}.toml"}})
+    frame = tables.measure(spec, sets=("cpu",))
+    row = frame[frame["method"] == method].set_index("task")
+    assert row.loc[["SST-5", "Quora", "STS", "Dev Score"], "ours"].notna().all()
+    assert row.loc["STS", "policy"] == "lte" and row.loc["SST-5", "policy"] == "max_prob"
+    assert row.loc["STS", "run"].endswith("tasks/sts")
+    parts = row.loc[["SST-5", "Quora", "STS"], "ours"]
+    assert row.loc["Dev Score", "ours"] == pytest.approx((parts["SST-5"] + parts["Quora"] + (parts["STS"] + 1) / 2) / 3)
+    assert 0 <= parts["SST-5"] <= 1  # fractions, as BERTer prints them
+    shown = tables.display(spec, frame).set_index("method")
+    assert shown.loc[method, "train time"].startswith(tables.clock(train_seconds))
+    assert "% time" in shown.loc[method, "SST-5 acc"]
+    assert frame[frame["method"] == "Baseline"]["ours"].isna().all()  # rows not run keep the paper's number
 
 
 def test_collapsed_paraphrase_predictions_are_reported(tmp_path, tokenizer_dir):

@@ -11,6 +11,7 @@ render alike. Everything is read from stored traces; no model runs here.
 from __future__ import annotations
 
 import json
+import re
 import tomllib
 from importlib import resources
 from pathlib import Path
@@ -53,6 +54,9 @@ class Column(_Strict):
     split: str = "dev"
     calibrate_split: str | None = None
     """Fit the rule on this split and apply its setting to ``split`` (e.g. dev → unlabelled test)."""
+    policy: str | None = None
+    """The exit policy of this column's operating points when it differs from the rule's (e.g. "lte"
+    for a regression task, as BERTer exits)."""
 
 
 class Derived(_Strict):
@@ -76,9 +80,13 @@ class TableSpec(_Strict):
     recipes: dict[str, str] = Field(default_factory=dict)
     """Recipe set (paper, cpu) → path pattern, e.g. recipes/compare/{task}_{method}.toml."""
     notes: str = ""
+    train_time: bool = False
+    """Show each run's training time (h:mm:ss) beside the paper's (BERTer prints hh:mm)."""
 
-    def rule(self, group: str, method: str) -> Rule:
-        return self.rules.get(method) or self.rules.get(str(group)) or self.rules.get("*") or Rule()
+    def rule(self, group: str, method: str, column: str | None = None) -> Rule:
+        rule = self.rules.get(method) or self.rules.get(str(group)) or self.rules.get("*") or Rule()
+        policy = self.columns[column].policy if column in self.columns else None
+        return rule.model_copy(update={"policy": policy}) if policy and rule.value == "operating_point" else rule
 
     def recipe_path(self, set_name: str, method: str, column: str) -> Path | None:
         pattern = self.recipes.get(set_name)
@@ -106,8 +114,11 @@ def load_spec(table_id: str) -> TableSpec:
 
 
 # ----------------------------------------------------------------------------------- cells
-def run_folder(recipe_path: Path) -> Path:
-    return load_recipe(recipe_path).run_dir(recipe_path.stem)
+def run_folder(recipe_path: Path, task: str | None = None) -> Path:
+    """The run folder a recipe writes; for a multitask recipe, the folder of its ``task``."""
+    recipe = load_recipe(recipe_path)
+    folder = recipe.run_dir(recipe_path.stem)
+    return folder / "tasks" / task if recipe.is_multitask and task else folder
 
 
 def finished(folder: Path) -> bool:
@@ -127,7 +138,7 @@ def _find_run(spec: TableSpec, method: str, column: str, sets: tuple[str, ...]):
         path = spec.recipe_path(set_name, method, column)
         if path is None or not path.is_file():
             continue
-        folder = run_folder(path)
+        folder = run_folder(path, spec.columns[column].task)
         if not finished(folder):
             reason = "not run"
             continue
@@ -254,18 +265,18 @@ def measure(spec: TableSpec, sets: tuple[str, ...] = SETS, scores: pd.DataFrame 
         row = {"row_group": str(r["row_group"]), "method": r["method"], "task": r["task"], "metric": r["metric"],
                "paper": float(r["value"]), "paper_time_pct": _paper_time(r), "ours": np.nan, "ours_time_pct": np.nan,
                "ours_speedup": np.nan, "set": "", "run": "", "setting": "", "policy": "", "setting_json": "",
-               "note": "", "_order": i}
+               "note": "", "paper_note": str(r.get("note", "") if pd.notna(r.get("note")) else ""), "_order": i}
         if r["task"] in spec.columns and r["method"] in spec.methods:
             run, found = _find_run(spec, r["method"], r["task"], sets)
             if run is None:
                 row["note"] = found
             else:
                 column = spec.columns[r["task"]]
-                rule = spec.rule(row["row_group"], r["method"])
+                rule = spec.rule(row["row_group"], r["method"], r["task"])
                 base = base_values.get(r["task"])
                 cell = _measure_cell(cache, run, column, r["metric"], rule, row["paper_time_pct"],
                                      None if base is None else base / scale)
-                row.update(cell, set=found, run=str(run.dir))
+                row.update(cell, set=found, run=str(run.dir), train_seconds=_train_seconds(run.dir))
                 if "ours" in cell:
                     row["ours"] = cell["ours"] * scale
                     if row["row_group"] == spec.base_group:
@@ -277,6 +288,18 @@ def measure(spec: TableSpec, sets: tuple[str, ...] = SETS, scores: pd.DataFrame 
     frame = _derive(spec, frame)
     frame["diff"] = frame["ours"] - frame["paper"]
     return frame
+
+
+def _train_seconds(folder: Path) -> float:
+    from eebench.io import read_json
+
+    return float(read_json(Path(folder) / "status.json").get("train_seconds", np.nan))
+
+
+def clock(seconds: float) -> str:
+    """h:mm:ss."""
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
 def read_scores(path: Path) -> pd.DataFrame:
@@ -326,7 +349,9 @@ def derived_value(kind: str, values: dict[str, float], metrics: dict[str, str]) 
 
 def _derive(spec: TableSpec, frame: pd.DataFrame) -> pd.DataFrame:
     """Recompute derived columns from components; flag where the paper's printed value disagrees."""
-    tol = 0.5 * 10.0 ** (-spec.digits) + 0.05 * 10.0 ** (-spec.digits) * 2  # printed rounding of parts and total
+    # printed rounding: the parts (≤ half a unit each, so their mean or weighted mean ≤ half a unit)
+    # and the total (half a unit): one unit of the last printed digit
+    tol = 10.0 ** (-spec.digits) + 1e-9
     frame = frame.copy()
     frame["paper_recomputed"] = np.nan
     for (group, method), rows in frame.groupby(["row_group", "method"], sort=False):
@@ -365,14 +390,23 @@ def display(spec: TableSpec, frame: pd.DataFrame) -> pd.DataFrame:
             label = f"{r['task']} {r['metric']}"
             if pd.notna(r["ours"]):
                 line[label] = f"{r['ours']:.{d}f} ({r['paper']:.{d}f}, {r['diff']:+.{d}f})"
+                if not has_time and r["policy"] not in ("", "static") and pd.notna(r["ours_time_pct"]):
+                    line[label] += f" @ {r['ours_time_pct']:.0f}% time"
             else:
                 line[label] = f"{r['paper']:.{d}f}*"
             if has_time and pd.notna(r["paper_time_pct"]):
                 paper_t = f"{r['paper_time_pct']:.1f}"
                 line[f"{r['task']} time%"] = (f"{r['ours_time_pct']:.1f} ({paper_t})" if pd.notna(r["ours"])
                                               else f"{paper_t}*")
+        if spec.train_time:
+            ours = rows["train_seconds"].dropna() if "train_seconds" in rows else pd.Series(dtype=float)
+            paper = next((m.group(1) for m in rows["paper_note"].map(_PAPER_TIME.search) if m), "")
+            line["train time"] = (clock(ours.iloc[0]) if len(ours) else "") + (f" (paper {paper} h:mm)" if paper else "")
         out.append(line)
     return pd.DataFrame(out).fillna("")
+
+
+_PAPER_TIME = re.compile(r"training time (\d+:\d+)")
 
 
 def caption(spec: TableSpec, frame: pd.DataFrame) -> str:
