@@ -196,3 +196,21 @@ def test_head_lr_puts_exit_heads_in_their_own_groups(tiny_bert_config):
         assert (g.get("lr") == 1e-3) == in_heads.pop()
     plain = param_groups(model, params, weight_decay=0.01)
     assert all("lr" not in g for g in plain) and len(plain) == 2
+
+
+def test_romebert_kd_reduction_matches_nn_kldivloss_default_mean():
+    import warnings
+
+    import torch.nn.functional as F
+
+    from eebench.train.losses import distill_losses
+
+    torch.manual_seed(0)
+    student, teacher, t = torch.randn(4, 3, 3), torch.randn(4, 3), 3.0  # Shape: [B, S, C], [B, C]
+    ours = distill_losses(student, teacher, t, False, class_mean=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # 'mean' reduction warns that it divides by B·C
+        for i in range(3):
+            ref = torch.nn.KLDivLoss()(F.log_softmax(student[:, i] / t, -1), F.softmax(teacher / t, -1)) * t * t
+            assert torch.isclose(ours[i], ref, atol=1e-6)
+    assert torch.allclose(distill_losses(student, teacher, t, False), 3 * ours, atol=1e-6)  # batchmean = C ×

@@ -43,11 +43,12 @@ def exit_losses(logits: torch.Tensor, labels: torch.Tensor, regression: bool,
 
 
 def distill_losses(student: torch.Tensor, teacher: torch.Tensor, temperature: float,
-                   regression: bool) -> torch.Tensor:
+                   regression: bool, class_mean: bool = False) -> torch.Tensor:
     """T² · KL(p_teacher(T) ‖ p_student(T)) per student exit, batch-mean reduction.
 
     student Shape: [B, S, C]; teacher Shape: [B, C] (detached by the caller) → Shape: [S].
-    Regression: mean squared error to the teacher's prediction (no temperature)."""
+    ``class_mean`` also divides by C, as ``nn.KLDivLoss()`` with its default 'mean' reduction does
+    (RomeBERT's public code). Regression: mean squared error to the teacher's prediction (no temperature)."""
     if regression:
         return F.mse_loss(student[..., 0], teacher[:, None, 0].expand_as(student[..., 0]),
                           reduction="none").mean(0)
@@ -55,7 +56,7 @@ def distill_losses(student: torch.Tensor, teacher: torch.Tensor, temperature: fl
     log_p_student = F.log_softmax(student / t, dim=-1)  # Shape: [B, S, C]
     log_p_teacher = F.log_softmax(teacher / t, dim=-1)[:, None, :]  # Shape: [B, 1, C]
     kl = (log_p_teacher.exp() * (log_p_teacher - log_p_student)).sum(-1)  # Shape: [B, S]
-    return t * t * kl.mean(0)
+    return t * t * kl.mean(0) / (student.shape[-1] if class_mean else 1)
 
 
 def uniform_weights(n_layers: int) -> torch.Tensor:

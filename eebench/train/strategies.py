@@ -88,6 +88,10 @@ class RomeBertArgs(_Args):
     on MNLI/QQP it projects g_s off g_f instead. True applies that per-task swap."""
     task: str = ""
     """Filled in from task.name; decides the role swap."""
+    kd_reduction: Literal["class_mean", "batchmean"] = "class_mean"
+    """class_mean: the KL term averaged over batch and classes, as the public code's nn.KLDivLoss()
+    (default 'mean' reduction) computes it — the numbers RomeBERT's tables come from; batchmean: the
+    KL summed over classes and averaged over the batch, as the paper's formula reads (C times larger)."""
 
 
 class LteArgs(_Args):
@@ -197,12 +201,13 @@ def weighted_exits_loss(weight_fn: Callable[[int], torch.Tensor]) -> LossFn:
     return loss
 
 
-def self_distill_loss(gamma: float, temperature: float) -> LossFn:
+def self_distill_loss(gamma: float, temperature: float, class_mean: bool = False) -> LossFn:
     """Σ_{i<L} [(1−γ)·L_i + γ·T²·KL(p_L(T) ‖ p_i(T))], teacher = final exit, detached."""
 
     def loss(out, labels, ctx):
         ce = exit_losses(out.logits[:, :-1], labels, ctx.regression, ctx.pair_loss)  # Shape: [L-1]
-        kd = distill_losses(out.logits[:, :-1], out.logits[:, -1].detach(), temperature, ctx.regression)
+        kd = distill_losses(out.logits[:, :-1], out.logits[:, -1].detach(), temperature, ctx.regression,
+                            class_mean)
         total = ((1 - gamma) * ce + gamma * kd).sum()
         return total, {"loss_sd": total.item(), "loss_kd": kd.sum().item()}
 
@@ -220,9 +225,9 @@ def alternating_loss(every: str) -> LossFn:
     return loss
 
 
-def romebert_parts(out, labels, ctx, gamma, temperature):
+def romebert_parts(out, labels, ctx, gamma, temperature, kd_reduction="class_mean"):
     l_final, _ = final_exit_loss(out, labels, ctx)
-    l_sd, _ = self_distill_loss(gamma, temperature)(out, labels, ctx)
+    l_sd, _ = self_distill_loss(gamma, temperature, kd_reduction == "class_mean")(out, labels, ctx)
     return l_final, l_sd
 
 
@@ -232,7 +237,8 @@ def romebert_gradient(args: RomeBertArgs) -> GradFn:
     cache: dict[int, set[str]] = {}
 
     def gradient(model, batch, labels, ctx, params):
-        l_final, l_sd = romebert_parts(model(**batch), labels, ctx, args.gamma, args.temperature)
+        l_final, l_sd = romebert_parts(model(**batch), labels, ctx, args.gamma, args.temperature,
+                                        args.kd_reduction)
         names = _param_names(model, params)
         project = cache.setdefault(id(model), set(projection_params(model)))
         g_f = torch.autograd.grad(l_final, params, retain_graph=True, allow_unused=True)
@@ -363,7 +369,7 @@ def self_distill(train, args: SelfDistillArgs, n_layers: int | None = None) -> l
 
 def romebert(train, args: RomeBertArgs, n_layers: int | None = None) -> list[Stage]:
     def loss(out, labels, ctx):
-        l_final, l_sd = romebert_parts(out, labels, ctx, args.gamma, args.temperature)
+        l_final, l_sd = romebert_parts(out, labels, ctx, args.gamma, args.temperature, args.kd_reduction)
         return l_final + l_sd, {"loss_final": l_final.item(), "loss_sd": l_sd.item()}
 
     gradient = romebert_gradient(args) if args.gradient_regularization else None
