@@ -48,21 +48,26 @@ def majority_rate(labels: np.ndarray) -> float:
     return 100.0 * np.bincount(labels.astype(np.int64)).max() / len(labels)
 
 
+def collapsed(preds: np.ndarray, labels: np.ndarray, share: float = 0.99) -> dict | None:
+    """One class predicted for ≥ ``share`` of the examples although the labels are not that
+    one-sided: {"class", "share", "label_share"}, else None. preds, labels Shape: [N] (class ids)."""
+    counts = np.bincount(preds.astype(np.int64))
+    top = int(counts.argmax())
+    top_share, label_share = counts[top] / len(preds), float(np.mean(labels == top))
+    if top_share >= share and label_share < share:
+        return {"class": top, "share": float(top_share), "label_share": label_share}
+    return None
+
+
 def collapse(logits: np.ndarray, labels: np.ndarray, regression: bool, share: float = 0.99) -> list[dict]:
-    """Exits whose predictions collapsed: one class for ≥ ``share`` of the examples although the
-    labels are not that one-sided (classification), or a constant prediction (regression).
-    logits Shape: [N, L, C] → one record per collapsed exit (1-based layer)."""
+    """Exits whose predictions collapsed: one class (see ``collapsed``) for classification, a constant
+    prediction for regression. logits Shape: [N, L, C] → one record per collapsed exit (1-based layer)."""
     preds = predictions(logits, regression)  # Shape: [N, L]
     found = []
     for i in range(preds.shape[1]):
         if regression:
             if np.std(preds[:, i]) < 1e-6 * max(1.0, float(np.std(labels))):
                 found.append({"layer": i + 1, "class": None, "share": 1.0, "label_share": None})
-            continue
-        counts = np.bincount(preds[:, i].astype(np.int64), minlength=logits.shape[-1])
-        top = int(counts.argmax())
-        top_share = counts[top] / len(preds)
-        label_share = float(np.mean(labels == top))
-        if top_share >= share and label_share < share:
-            found.append({"layer": i + 1, "class": top, "share": float(top_share), "label_share": label_share})
+        elif (hit := collapsed(preds[:, i], labels, share)) is not None:
+            found.append({"layer": i + 1, **hit})
     return found

@@ -361,10 +361,13 @@ def warn_collapse(where: str, logits: np.ndarray, labels: np.ndarray, spec: Task
     """Warn (and return) the exits whose predictions collapsed to one class (BERTer's paraphrase
     head that "always predicts 0"); regression tasks: constant predictions."""
     found = collapse(logits, labels, spec.is_regression)
-    for w in found:
-        what = (f"predicts class {w['class']} ({spec.labels[w['class']]}) for {w['share']:.1%} of examples "
-                f"(labels: {w['label_share']:.1%})" if not spec.is_regression else "predicts a constant")
-        console.print(f"[yellow]warning:[/] {where}: exit {w['layer']} {what}: predictions collapsed")
+    if found:
+        w = found[-1]  # the deepest: the one a reader of the last exit cares about
+        what = (f"exit {w['layer']} predicts class {w['class']} ({spec.labels[w['class']]}) for {w['share']:.1%} "
+                f"of examples (labels: {w['label_share']:.1%})" if not spec.is_regression
+                else f"exit {w['layer']} predicts a constant")
+        layers = ", ".join(str(x["layer"]) for x in found)
+        console.print(f"[yellow]warning:[/] {where}: predictions collapsed at exit(s) {layers}; {what}")
     return found
 
 

@@ -23,7 +23,7 @@ from pydantic import Field, ValidationError
 
 from eebench.calibrate import choose, exit_predictions, row_setting, sweep
 from eebench.errors import UserError
-from eebench.metrics import METRICS
+from eebench.metrics import METRICS, collapsed
 from eebench.policies import get_policy, setting_label
 from eebench.recipe import _Strict, describe_validation_error, load_recipe
 from eebench.report.paper import ALIASES, reference_numbers
@@ -230,6 +230,8 @@ def _point(trace, layers: np.ndarray, metric: str, fields: dict) -> dict:
     out = {"ours_time_pct": 100.0 * mean / n, "ours_speedup": n / mean, **fields}
     if trace.labels is not None:
         out["ours"] = _metric_at(trace, layers, metric)
+        if not trace.regression and collapsed(exit_predictions(trace, layers), trace.labels):
+            out["note"] = (out.get("note", "") + "; " if out.get("note") else "") + "predictions collapsed to one class"
     else:
         out["note"] = (out.get("note", "") + "; " if out.get("note") else "") + "unlabelled split: metric from --scores"
     return out
