@@ -33,7 +33,7 @@ def needed_splits(spec: TableSpec, set_name: str) -> list[tuple[Path, str]]:
             path = spec.recipe_path(set_name, method, column_name)
             if path is None or not path.is_file():
                 continue
-            folder = run_folder(path)
+            folder = run_folder(path, column.task)
             for split in dict.fromkeys([column.split, column.calibrate_split or column.split]):
                 if not (folder / "traces" / f"{split}.npz").is_file() and (folder, split) not in pairs:
                     pairs.append((folder, split))

@@ -116,7 +116,7 @@ def encode_split(recipe: Recipe, tokenizer, examples):
 def finetune(recipe_path: str | Path, overrides: list[str], data_dir: str | None = None,
              overwrite: bool = False) -> Run:
     """Train the recipe's model and evaluate it. A multitask recipe trains one shared model and
-    leaves one run folder per task under ``<run>/tasks/<task>/`` (returns the first)."""
+    leaves one run folder per task under ``<run>/tasks/<task>/`` (the returned run is the parent)."""
     import torch
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -203,7 +203,8 @@ def finetune(recipe_path: str | Path, overrides: list[str], data_dir: str | None
         _after_training(sub, views[name], started)
     if recipe.is_multitask:
         run.mark(state="done", total_seconds=round(time.perf_counter() - started, 1))
-    return next(iter(subs.values()))
+        console.print(f"tasks: {', '.join(str(sub.dir) for sub in subs.values())}")
+    return run
 
 
 def _check_task_setup(recipe_path, run: Run, dev) -> None:
