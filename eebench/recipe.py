@@ -216,6 +216,19 @@ class Recipe(_Strict):
         return Path(self.output.root) / (self.output.run_name or default_name)
 
 
+def toml_value(v: Any) -> str:
+    """A Python value as inline TOML (the recipe generators under recipes/ write with it)."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return f'"{v}"'
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }"
+    if isinstance(v, list):
+        return "[" + ", ".join(toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
 def parse_override(text: str) -> tuple[list[str], Any]:
     """``"train.lr=3e-5"`` → (["train", "lr"], 3e-05); values are TOML, bare words are strings."""
     if "=" not in text:

@@ -1,6 +1,5 @@
 """End to end through the CLI on a shrunken quickstart recipe, and every user-error path."""
 
-from pathlib import Path
 
 import numpy as np
 import pytest

@@ -15,6 +15,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from eebench.recipe import toml_value
+
 HERE = Path(__file__).parent
 
 # Table 2 rows → how eebench builds them (docs/berter.md explains each choice).
@@ -50,18 +52,6 @@ SCALES = {
             "single_train": {"epochs": 2, "lr": 5e-5, "head_lr": 1e-3, "batch_size": 16}, "max_length": 64,
             "pooling": "mean"},
 }
-
-
-def toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return f'"{v}"'
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }"
-    if isinstance(v, list):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    return repr(v)
 
 
 def _head(scale: str, what: str, pair_input: str | None = None) -> list[str]:

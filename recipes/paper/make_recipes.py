@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from eebench.recipe import toml_value
+
 HERE = Path(__file__).parent
 
 TASKS = {  # eebench task → splits the tables read
@@ -54,18 +56,6 @@ PAPERS = {  # paper → (methods, tasks, train settings, exit policy per method)
                 {"epochs": 5, "lr": 2e-5, "batch_size": 32}),
 }
 POLICY = {"csdbert": "cka", "csdbert_no_kd": "cka", "csdbert_no_scl": "cka", "pabee": "patience"}
-
-
-def toml_value(v) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return f'"{v}"'
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }"
-    if isinstance(v, list):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    return repr(v)
 
 
 def recipe(paper: str, method: str, task: str) -> str:
