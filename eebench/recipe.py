@@ -99,7 +99,7 @@ class TrainConfig(_Strict):
     smart: SmartConfig = Field(default_factory=SmartConfig)
     lte: bool = False
     """Add a learned-to-exit head to any strategy and train it jointly (L_i + J_i, BERTer) in every
-    stage that trains the first exit's head; strategy "lte" has it built in."""
+    stage that trains all exit heads or the early ones (docs/methods.md); strategy "lte" has it built in."""
 
     @model_validator(mode="after")
     def _check_strategy(self) -> "TrainConfig":
@@ -204,7 +204,8 @@ class Recipe(_Strict):
 
         train = self.train.model_copy(update={
             "strategy": entry.strategy or self.train.strategy,
-            "args": entry.args if entry.args is not None else (self.train.args if not entry.strategy else {}),
+            "args": entry.args if entry.args is not None
+            else (self.train.args if entry.strategy in (None, self.train.strategy) else {}),
             "smart": entry.smart or self.train.smart})
         policy = entry.policy or ("lte" if get_task(name).is_regression else self.exit.policy)
         task = TaskConfig(**entry.model_dump(include=set(TaskConfig.model_fields)))
