@@ -8,10 +8,10 @@ from transformers import AutoConfig, AutoModel
 from eebench.calibrate import exit_predictions
 from eebench.data.encode import encode, eval_loader
 from eebench.data.synthetic import build_tokenizer, generate
-from eebench.engine import EarlyExitEngine
+from eebench.engine import EarlyExitEngine, row_signal
 from eebench.flops import exit_macs, head_macs, layer_macs
 from eebench.model import MultiExitModel
-from eebench.policies import POLICIES
+from eebench.policies import POLICIES, entropy, max_prob
 from eebench.recipe import SyntheticConfig
 from eebench.trace import Trace, compute_signals
 
@@ -72,6 +72,32 @@ def test_full_model_baseline_matches_the_last_exit(setup):
     with torch.no_grad():
         expected = model(**batch).logits[:, -1]
     assert torch.allclose(engine.run_full(batch), expected, atol=1e-5)
+
+
+@pytest.mark.parametrize("pooling", ["first", "mean"])
+def test_engine_heads_compute_what_the_exit_heads_compute(setup, pooling):
+    model, data, _ = setup
+    model.heads[2].pooling = pooling
+    try:
+        engine = EarlyExitEngine(model, "static", {"layer": 6})
+        torch.manual_seed(1)
+        hidden = torch.randn(3, 7, 32)
+        for mask in (torch.ones(3, 7, dtype=torch.long), torch.tensor([[1] * 7, [1] * 4 + [0] * 3, [1] * 2 + [0] * 5])):
+            padded = bool((mask == 0).any())
+            with torch.no_grad():
+                want_logits, want_pooled = model.heads[2](hidden, mask)
+            logits, pooled = engine._head(3, hidden, mask, padded)
+            assert torch.allclose(logits, want_logits, atol=1e-6) and torch.allclose(pooled, want_pooled, atol=1e-6)
+    finally:
+        model.heads[2].pooling = "mean"
+
+
+def test_one_row_signals_equal_the_policies_signals():
+    logits = np.random.default_rng(0).normal(scale=4.0, size=(50, 3)).astype(np.float32)
+    for name, fn in (("entropy", entropy), ("max_prob", max_prob)):
+        want = fn(logits)
+        got = np.array([row_signal(name, row.tolist()) for row in logits])
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-12)
 
 
 def test_macs_formula():
