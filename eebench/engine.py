@@ -63,6 +63,7 @@ class EarlyExitEngine:
         self.regression, self.delta = regression, delta
         self.layers = list(backbone.encoder.layer)
         self.n_layers = len(self.layers)
+        self.first_head = min(int(setting["layer"]), self.n_layers) if policy == "static" else 1
         # The exit heads' weights, read once: at batch size 1 a head is ~4 % of a MiniLM layer, and
         # the module calls around two small matmuls cost as much as the matmuls themselves.
         self.heads = [(h.pooling, h.dense.weight, h.dense.bias, h.classifier.weight, h.classifier.bias)
@@ -159,6 +160,8 @@ class EarlyExitEngine:
         padded = bool((mask == 0).any())
         for i, layer in enumerate(self.layers, start=1):
             hidden = self._layer(layer, hidden, mask4)
+            if i < self.first_head:  # a static exit needs no head before its layer
+                continue
             logits, pooled = self._head(i, hidden, mask, padded)
             done = self._decide(i, logits, pooled, hidden, mask, state)
             if done.all():

@@ -38,6 +38,11 @@ def _classes(logits: np.ndarray) -> list[np.ndarray]:
     return [np.ascontiguousarray(logits[..., c], dtype=np.float64) for c in range(logits.shape[-1])]
 
 
+def _own_classes(logits: np.ndarray) -> list[np.ndarray]:
+    """Like _classes, always copies: the callers work in place."""
+    return [np.array(logits[..., c], dtype=np.float64) for c in range(logits.shape[-1])]
+
+
 def _max(parts: list[np.ndarray]) -> np.ndarray:
     m = parts[0].copy()
     for p in parts[1:]:
@@ -58,21 +63,31 @@ def argmax(logits: np.ndarray) -> np.ndarray:
 
 def entropy(logits: np.ndarray) -> np.ndarray:
     """Prediction entropy in nats, H = −Σ p log p from a stable log-softmax. [..., C] → [...]."""
-    parts = _classes(logits)
+    parts = _own_classes(logits)
     m = _max(parts)
-    shifted = [p - m for p in parts]
-    exps = [np.exp(p) for p in shifted]
-    z = sum(exps)
-    log_z = np.log(z)
+    z, acc, e = np.zeros_like(m), np.zeros_like(m), np.empty_like(m)
+    for x in parts:  # in place: a trace's [N, L] arrays are large, temporaries cost more than the math
+        x -= m
+        np.exp(x, out=e)
+        z += e
+        e *= x
+        acc += e
     # −Σ p (x − log z) with p = e^x / z
-    return log_z - sum(e * x for e, x in zip(exps, shifted)) / z
+    acc /= z
+    np.log(z, out=z)
+    z -= acc
+    return z
 
 
 def max_prob(logits: np.ndarray) -> np.ndarray:
     """Largest class probability, exp(max x − logsumexp x). [..., C] → [...]."""
-    parts = _classes(logits)
+    parts = _own_classes(logits)
     m = _max(parts)
-    return 1.0 / sum(np.exp(p - m) for p in parts)
+    z = np.zeros_like(m)
+    for x in parts:
+        x -= m
+        z += np.exp(x, out=x)
+    return np.divide(1.0, z, out=z)
 
 
 def first_layer_where(ok: np.ndarray) -> np.ndarray:
@@ -168,17 +183,16 @@ def _cka_exits(trace, settings):
     n, n_layers = sims.shape[0], sims.shape[1] + 1
     m = max(n_layers - 3, 0)  # layers 3..L-1: where the count can grow
     thetas, which = np.unique(np.asarray([s["theta"] for s in settings], dtype=np.float64), return_inverse=True)
-    grow = (sims[:, 1:m + 1] - sims[:, :m])[None] < thetas[:, None, None]  # Shape: [Θ, N, m]
-    counts = np.cumsum(grow, axis=2)
-    # reach[θ, n, c]: #layers among 3..L-1 with count < c = where the count first reaches c (else m)
-    reach = np.full((len(thetas), n, m + 2), m, dtype=np.int64)
-    reach[:, :, 0] = 0
-    t, rows, cols = np.nonzero(grow)
-    reach[t, rows, counts[t, rows, cols]] = cols
-    r = np.asarray([s["count"] for s in settings])
+    r = np.clip(np.asarray([s["count"] for s in settings]), 0, m + 1)
     early = min(2, n_layers - 1) * (r > 0)  # layers 1, 2 (when before L) have count 0 < R
-    reach = np.ascontiguousarray(reach.transpose(0, 2, 1))  # [Θ, m+2, N]: one row copy per setting
-    return 1 + early[:, None] + reach[which, np.clip(r, 0, m + 1)]
+    diff = np.ascontiguousarray((sims[:, 1:m + 1] - sims[:, :m]).T)  # Shape: [m, N]
+    counts = np.zeros((len(thetas), n), dtype=np.int16)  # Shape: [Θ, N], the count after layer 3 + j
+    below = np.zeros((len(thetas), m + 2, n), dtype=np.int16)  # below[θ, R] = #{layers 3..L-1: count < R}
+    for j in range(m):  # small-integer [Θ, N] slabs, one layer at a time: no [Θ, N, m] temporaries
+        counts += diff[j][None] < thetas[:, None]
+        for c in np.unique(r[r > 0]):
+            below[:, c] += counts < c
+    return 1 + early[:, None] + below[which, r]
 
 
 def _static_exits(trace, settings):

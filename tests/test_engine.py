@@ -76,7 +76,7 @@ def test_full_model_baseline_matches_the_last_exit(setup):
 
 @pytest.mark.parametrize("pooling", ["first", "mean"])
 def test_engine_heads_compute_what_the_exit_heads_compute(setup, pooling):
-    model, data, _ = setup
+    model, _, _ = setup
     model.heads[2].pooling = pooling
     try:
         engine = EarlyExitEngine(model, "static", {"layer": 6})
