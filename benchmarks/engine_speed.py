@@ -25,12 +25,12 @@ import time
 import numpy as np
 import torch
 
-from eebench.data.encode import encode
 from eebench.data.load import load_split
 from eebench.engine import EarlyExitEngine
 from eebench.model.build import load_model
 from eebench.policies import get_policy
-from eebench.runs import ensure_trace, open_run
+from eebench.runs import encode_split, ensure_trace, open_run
+from eebench.speed import batched_times, length_batches, single_batches, stream_times
 
 
 def pick_setting(trace, policy, n: int, target_time_pct: float) -> tuple[dict, np.ndarray]:
@@ -66,39 +66,16 @@ def main() -> None:
     trace = ensure_trace(run, a.split)
     n = min(a.limit or len(trace.logits), len(trace.logits))
     setting, expected = pick_setting(trace, get_policy(a.policy), n, a.target_time_pct)
-    model, tok, _ = load_model(run.model_dir)
+    model, tok, _ = load_model(run.model_dir, run.model_task)
     engine = EarlyExitEngine(model, a.policy, setting, trace.regression)
     examples = load_split(run.spec, run.recipe.task, a.split)
-    data = encode(tok, examples, run.recipe.train.max_length)
+    data = encode_split(run.recipe, tok, examples)
     L = trace.num_layers
 
-    def batch_of(idx):
-        b = data.collate([data[i] for i in idx])
-        index = b.pop("index").numpy()
-        b.pop("labels", None)
-        return index, b
-
-    singles = [batch_of([i])[1] for i in range(n)]
+    singles, batches = single_batches(data, n), length_batches(data, n, a.batch)
     for b in singles[:20]:  # warm-up
         engine.run(b), engine.run_full(b)
-
-    # batch 1, stream: each model serves a block of consecutive examples, then the other serves the
-    # same block; the order alternates per block and round (drift cancels, caches stay each model's)
-    t_engine, t_full = np.zeros((a.rounds, n)), np.zeros((a.rounds, n))
-    got = np.zeros(n, dtype=np.int64)
-    for r in range(a.rounds):
-        for k, s in enumerate(range(0, n, a.block)):
-            block = range(s, min(n, s + a.block))
-            for which in ((0, 1) if (r + k) % 2 == 0 else (1, 0)):
-                for i in block:
-                    if which == 0:
-                        t0 = time.perf_counter()
-                        exits, _ = engine.run(singles[i])
-                        t_engine[r, i] = time.perf_counter() - t0
-                        got[i] = exits[0]
-                    else:
-                        t_full[r, i] = timed(engine.run_full, singles[i])
-    t_engine, t_full = np.median(t_engine, 0), np.median(t_full, 0)
+    t_engine, t_full, got = stream_times(engine, singles, a.rounds, a.block)
     ideal = L / expected.mean()
     measured = t_full.sum() / t_engine.sum()
     agree1 = (got == expected).mean()
@@ -113,16 +90,7 @@ def main() -> None:
             ti_full[i] = timed(engine.run_full, b)
     measured_i = ti_full.sum() / ti_engine.sum()
 
-    order = np.argsort(data.lengths()[:n], kind="stable")  # similar lengths per batch, as in serving
-    tb_engine = tb_full = 0.0
-    got_b = np.zeros(n, dtype=np.int64)
-    for s in range(0, n, a.batch):
-        index, b = batch_of(order[s: s + a.batch].tolist())
-        t0 = time.perf_counter()
-        exits, _ = engine.run(b)
-        tb_engine += time.perf_counter() - t0
-        tb_full += timed(engine.run_full, b)
-        got_b[index] = exits
+    tb_engine, tb_full, got_b = batched_times(engine, batches, n)
     measured_b = tb_full / tb_engine
     agree_b = (got_b == expected).mean()
 

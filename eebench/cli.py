@@ -110,6 +110,26 @@ def calibrate(
     run_calibrate(r, policy, split, target_time_pct, max_drop, _parse_grid(grid))
 
 
+@app.command()
+@user_errors
+def speed(
+    run: RunArg,
+    policy: Annotated[str, typer.Option(help="Calibrated exit policy to run (see eebench calibrate).")] = "entropy",
+    split: Annotated[str, typer.Option(help="Split whose examples to time.")] = "dev",
+    batch_size: Annotated[int, typer.Option(min=2, help="The batched measurement's batch size (with row compaction).")] = 32,
+    limit: Annotated[Optional[int], typer.Option(min=1, help="Time only the split's first N examples.")] = None,
+    rounds: Annotated[int, typer.Option(min=1, help="Batch-1 rounds; each example's time is its median.")] = 3,
+    data_dir: DataDirOpt = None,
+) -> None:
+    """Run the real early-exit engine (it stops computing at the exit) at the policy's calibrated setting
+    against the full model: wall-clock per example at batch size 1 (p50/p95), per batch with row
+    compaction, measured vs ideal speed-up, and its exits against the trace; writes
+    eval/<split>/speed_<policy>.json, which `eebench report` shows."""
+    from eebench.runs import open_run, speed as run_speed
+
+    run_speed(open_run(run, data_dir), policy, split, batch_size, limit, rounds)
+
+
 def _parse_grid(text: str | None) -> list[float] | None:
     if text is None:
         return None

@@ -448,3 +448,50 @@ def _last_exit_metric(run: Run, trace: Trace) -> float:
 def _write_csv(path: Path, frame: pd.DataFrame) -> None:
     atomic_write(path, lambda p: frame.to_csv(p, index=False, float_format="%.6g"))
 
+
+
+# ----------------------------------------------------------------------------------- speed
+def speed(run: Run, policy_name: str, split: str, batch_size: int = 32, limit: int | None = None,
+          rounds: int = 3, block: int = 100) -> dict:
+    """Measure the real early-exit engine at the policy's calibrated setting against the full model
+    (eebench.speed), check its exits against the trace, write eval/<split>/speed_<policy>.json."""
+    from eebench.engine import EarlyExitEngine
+    from eebench.model.build import load_model
+    from eebench.speed import batched_times, length_batches, single_batches, stream_times, summary
+
+    policy = get_policy(policy_name)
+    cal_path = run.calibration_path(policy_name)
+    if not cal_path.is_file():
+        raise UserError(f"{run.dir} has no calibration for policy {policy_name!r} ({cal_path} missing); "
+                        f"run eebench calibrate {run.dir} --policy {policy_name} --target-time-pct 50 first")
+    cal = with_setting(read_json(cal_path))
+    trace = ensure_trace(run, split)
+    n = len(trace.logits) if limit is None else min(limit, len(trace.logits))
+    expected = policy.exits(trace, [cal["setting"]])[0][:n]
+    model, tokenizer, _ = load_model(run.model_dir, run.model_task)
+    engine = EarlyExitEngine(model, policy_name, cal["setting"], trace.regression)
+    data = encode_split(run.recipe, tokenizer, load_split(run.spec, run.recipe.task, split))
+    singles, batches = single_batches(data, n), length_batches(data, n, batch_size)
+    for batch in singles[:20]:  # warm-up
+        engine.run(batch), engine.run_full(batch)
+    with progress() as bars:
+        one = bars.add_task(f"{split} batch 1 (engine, then full model)", total=n * rounds, info="")
+        t_engine, t_full, got = stream_times(engine, singles, rounds, block, lambda k: bars.advance(one, k))
+        many = bars.add_task(f"{split} batch {batch_size}", total=n, info="")
+        tb_engine, tb_full, got_b = batched_times(engine, batches, n, lambda k: bars.advance(many, k))
+    record = {"policy": policy_name, "setting": cal["setting"], "calibrated_on": cal.get("split"), "split": split,
+              **summary(expected, trace.num_layers, t_engine, t_full, got, tb_engine, tb_full, got_b, batch_size)}
+    write_json(run.eval_dir(split) / f"speed_{policy_name}.json", record)
+    b1, bb = record["batch_1"], record[f"batch_{batch_size}"]
+    console.print(f"{split} @ {policy_name} ({setting_label(cal['setting'])}), {n} examples, "
+                  f"{record['threads']} threads: mean exit layer {record['mean_exit_layer']:.2f} of "
+                  f"{trace.num_layers}, ideal speed-up {record['ideal_speedup']:.2f}x")
+    console.print(f"  batch 1: engine p50 {b1['engine_p50_ms']:.2f} ms p95 {b1['engine_p95_ms']:.2f} ms | full "
+                  f"p50 {b1['full_p50_ms']:.2f} ms p95 {b1['full_p95_ms']:.2f} ms | measured speed-up "
+                  f"{b1['measured_speedup']:.2f}x = {b1['of_ideal']:.2f} of ideal")
+    console.print(f"  batch {batch_size}: measured speed-up {bb['measured_speedup']:.2f}x = {bb['of_ideal']:.2f} "
+                  f"of ideal; exits equal to the trace: {100 * b1['agreement']:.2f}% (batch 1), "
+                  f"{100 * bb['agreement']:.2f}% (batch {batch_size})")
+    if min(b1["agreement"], bb["agreement"]) < 1.0:
+        console.print("[yellow]warning:[/] the engine's exits differ from the trace simulation on some examples")
+    return record

@@ -71,6 +71,25 @@ def test_every_policy_calibrates_on_quickstart(run_dir, policy):
     assert point["time_pct"] <= 80 + 1e-9 and sum(point["histogram"]) == 120
 
 
+def test_speed_times_the_engine_and_the_report_shows_it(run_dir):
+    import json
+
+    result = _invoke("speed", run_dir, "--limit", "40", "--rounds", "1", "--batch-size", "16")
+    assert result.exit_code == 0, result.output
+    record = json.loads((run_dir / "eval/dev/speed_entropy.json").read_text())
+    cal = json.loads((run_dir / "calibration/entropy.json").read_text())
+    assert record["setting"] == cal["setting"] and record["examples"] == 40
+    b1, b16 = record["batch_1"], record["batch_16"]
+    assert b1["agreement"] == 1.0 and b16["agreement"] == 1.0
+    assert 0 < b1["engine_p50_ms"] <= b1["engine_p95_ms"] and b1["measured_speedup"] > 0
+    assert record["ideal_speedup"] == pytest.approx(6 / record["mean_exit_layer"])
+    assert _invoke("report", "--run", run_dir).exit_code == 0
+    assert "Measured speed" in (run_dir / "report/report.md").read_text()
+    assert (run_dir / "report/measured_speed.csv").is_file()
+    _one_line_error(_invoke("speed", run_dir, "--policy", "lte", "--limit", "5"),
+                    "no calibration for policy 'lte'", "eebench calibrate")
+
+
 def test_lte_policy_without_lte_head_is_a_clear_error(run_dir):
     _one_line_error(_invoke("calibrate", run_dir, "--policy", "lte", "--target-time-pct", "80"),
                     "policy 'lte' needs lte signals", "train.strategy")

@@ -97,9 +97,36 @@ def report_run(run) -> Path:
             cols += ["GFLOPs", "MACs saved %"]
         written += write_table(frame[cols], out / "operating_points", "Calibrated operating points")
         sections += ["## Calibrated operating points\n", markdown(frame[cols]), "\n"]
+    speeds = [read_json(p) for s in splits for p in sorted(run.eval_dir(s).glob("speed_*.json"))]
+    if speeds:
+        frame = speed_frame(speeds)
+        written += write_table(frame, out / "measured_speed", "Measured wall-clock of the real early-exit "
+                               "engine against the full model (eebench speed)")
+        note = ("Wall-clock of the engine (it stops computing at the exit) against every layer; ideal "
+                "speed-up = L / mean(exit layer). Batch 1: p50 / p95 per example over a stream of the "
+                "split's examples.\n")
+        sections += ["## Measured speed (real early exit)\n", note, markdown(frame), "\n"]
     written.append(write_text(out / "report.md", "\n".join(sections)))
     console.print(f"report: {len(written)} files in {out} (open {out / 'report.md'})")
     return out
+
+
+def speed_frame(records: list[dict]) -> pd.DataFrame:
+    """One row per measured (split, policy, batch size) from eval/<split>/speed_<policy>.json."""
+    rows = []
+    for r in records:
+        for key, b in r.items():
+            if not key.startswith("batch_"):
+                continue
+            row = {"split": r["split"], "policy": r["policy"], "setting": setting_label(r["setting"]),
+                   "batch": int(key.removeprefix("batch_")), "time_pct": r["time_pct"],
+                   "ideal speed-up": r["ideal_speedup"], "measured speed-up": b["measured_speedup"],
+                   "of ideal": b["of_ideal"], "agreement %": 100 * b["agreement"]}
+            if "engine_p50_ms" in b:
+                row.update({"engine p50 ms": b["engine_p50_ms"], "engine p95 ms": b["engine_p95_ms"],
+                            "full p50 ms": b["full_p50_ms"], "full p95 ms": b["full_p95_ms"]})
+            rows.append(row)
+    return pd.DataFrame(rows)
 
 
 def _operating_point(run, split: str, policy: str, table: pd.DataFrame) -> dict:

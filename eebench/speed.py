@@ -1,0 +1,121 @@
+"""Measured wall-clock of the real early-exit engine (eebench.engine) against the full model.
+
+Batch size 1 is measured as a *stream*: the engine serves a block of consecutive examples, then
+the full model (every layer, final head only) serves the same block, the order alternating per
+block and per round; each example's time is the median of its rounds. That is what a deployed
+model sees — consecutive requests, the weights of the layers it runs warm in the CPU caches — and
+alternating blocks cancel the machine's drift. Larger batches are timed per batch (examples sorted
+by length, as a server batches them), engine with row compaction against the full model.
+
+The ideal speed-up is L / mean(exit layer); the measured one is always reported beside it.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from collections.abc import Callable
+
+import numpy as np
+import torch
+
+from eebench.engine import EarlyExitEngine
+
+
+def _timed(fn: Callable, batch: dict) -> float:
+    t0 = time.perf_counter()
+    fn(batch)
+    return time.perf_counter() - t0
+
+
+def stream_times(engine: EarlyExitEngine, singles: list[dict], rounds: int = 3, block: int = 100,
+                 advance: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per example: engine seconds, full-model seconds (medians over rounds), engine exit layer."""
+    n = len(singles)
+    t_engine, t_full = np.zeros((rounds, n)), np.zeros((rounds, n))
+    exits = np.zeros(n, dtype=np.int64)
+    for r in range(rounds):
+        for k, start in enumerate(range(0, n, block)):
+            rows = range(start, min(n, start + block))
+            for which in ("engine", "full") if (r + k) % 2 == 0 else ("full", "engine"):
+                for i in rows:
+                    if which == "full":
+                        t_full[r, i] = _timed(engine.run_full, singles[i])
+                        continue
+                    t0 = time.perf_counter()
+                    got, _ = engine.run(singles[i])
+                    t_engine[r, i] = time.perf_counter() - t0
+                    exits[i] = got[0]
+            if advance is not None:
+                advance(len(rows))
+    return np.median(t_engine, 0), np.median(t_full, 0), exits
+
+
+def batched_times(engine: EarlyExitEngine, batches: list[tuple[np.ndarray, dict]], n: int,
+                  advance: Callable[[int], None] | None = None) -> tuple[float, float, np.ndarray]:
+    """Total engine seconds, total full-model seconds, and the engine's exit layer of every example."""
+    t_engine = t_full = 0.0
+    exits = np.zeros(n, dtype=np.int64)
+    for index, batch in batches:
+        t0 = time.perf_counter()
+        got, _ = engine.run(batch)
+        t_engine += time.perf_counter() - t0
+        t_full += _timed(engine.run_full, batch)
+        exits[index] = got
+        if advance is not None:
+            advance(len(index))
+    return t_engine, t_full, exits
+
+
+def single_batches(data, n: int) -> list[dict]:
+    """The first n examples as batches of one (model inputs only)."""
+    out = []
+    for i in range(n):
+        batch = data.collate([data[i]])
+        batch.pop("index"), batch.pop("labels", None)
+        out.append(batch)
+    return out
+
+
+def length_batches(data, n: int, size: int) -> list[tuple[np.ndarray, dict]]:
+    """The first n examples in batches of ``size`` of similar length: (dataset indices, inputs)."""
+    order = np.argsort(data.lengths()[:n], kind="stable")
+    out = []
+    for start in range(0, n, size):
+        batch = data.collate([data[int(i)] for i in order[start: start + size]])
+        index = batch.pop("index").numpy()
+        batch.pop("labels", None)
+        out.append((index, batch))
+    return out
+
+
+def summary(expected: np.ndarray, n_layers: int, t_engine: np.ndarray, t_full: np.ndarray,
+            got: np.ndarray, tb_engine: float, tb_full: float, got_b: np.ndarray, batch_size: int) -> dict:
+    """The record `eebench speed` writes: ideal and measured speed-ups side by side."""
+    ideal = n_layers / expected.mean()
+    measured = t_full.sum() / t_engine.sum()
+    ms = lambda x, q: round(1000 * float(np.percentile(x, q)), 3)  # noqa: E731
+    return {
+        "examples": len(expected),
+        "mean_exit_layer": float(expected.mean()),
+        "time_pct": float(100 * expected.mean() / n_layers),
+        "ideal_speedup": float(ideal),
+        "batch_1": {
+            "protocol": "stream",
+            "engine_p50_ms": ms(t_engine, 50), "engine_p95_ms": ms(t_engine, 95),
+            "full_p50_ms": ms(t_full, 50), "full_p95_ms": ms(t_full, 95),
+            "measured_speedup": float(measured), "of_ideal": float(measured / ideal),
+            # long inputs cost more per layer and tend to exit later: each example's exit weighted
+            # by its own full-model time
+            "cost_weighted_ideal": float(t_full.sum() / (t_full * got / n_layers).sum()),
+            "agreement": float((got == expected).mean()),
+        },
+        f"batch_{batch_size}": {
+            "engine_s": round(tb_engine, 4), "full_s": round(tb_full, 4),
+            "measured_speedup": float(tb_full / tb_engine), "of_ideal": float(tb_full / tb_engine / ideal),
+            "agreement": float((got_b == expected).mean()),
+        },
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
+        "machine": platform.processor() or platform.machine(),
+    }
