@@ -30,7 +30,7 @@ from eebench.engine import EarlyExitEngine
 from eebench.model.build import load_model
 from eebench.policies import get_policy
 from eebench.runs import encode_split, ensure_trace, open_run
-from eebench.speed import batched_times, length_batches, single_batches, stream_times
+from eebench.speed import batched_times, length_batches, single_batches, stream_times, timed
 
 
 def pick_setting(trace, policy, n: int, target_time_pct: float) -> tuple[dict, np.ndarray]:
@@ -43,12 +43,6 @@ def pick_setting(trace, policy, n: int, target_time_pct: float) -> tuple[dict, n
         raise SystemExit(f"no {policy.name} setting reaches time% <= {target_time_pct} on this split")
     best = ok[np.argmax(time_pct[ok])]
     return settings[best], exits[best]
-
-
-def timed(fn, b) -> float:
-    t0 = time.perf_counter()
-    fn(b)
-    return time.perf_counter() - t0
 
 
 def main() -> None:

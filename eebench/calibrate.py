@@ -67,7 +67,8 @@ def sweep(trace: Trace, spec: TaskSpec, policy: Policy, settings: list[dict]) ->
         elif trace.labels is not None:
             scores = [score(spec.metrics, exit_predictions(trace, e), trace.labels) for e in exits]
             metrics = {m: np.array([s[m] for s in scores]) for m in spec.metrics}
-    columns = {k: [json.dumps(s[k]) if isinstance(s[k], list) else s[k] for s in settings] for k in (settings[0] if settings else {})}
+    keys = settings[0] if settings else {}
+    columns = {k: [json.dumps(s[k]) if isinstance(s[k], list) else s[k] for s in settings] for k in keys}
     columns.update(metrics)
     columns.update(mean_exit_layer=mean, time_pct=100.0 * mean / n_layers, speedup=n_layers / mean,
                    histogram=[json.dumps(h) for h in hist.tolist()])

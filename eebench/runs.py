@@ -449,7 +449,6 @@ def _write_csv(path: Path, frame: pd.DataFrame) -> None:
     atomic_write(path, lambda p: frame.to_csv(p, index=False, float_format="%.6g"))
 
 
-
 # ----------------------------------------------------------------------------------- speed
 def speed(run: Run, policy_name: str, split: str, batch_size: int = 32, limit: int | None = None,
           rounds: int = 3, block: int = 100) -> dict:

@@ -22,7 +22,7 @@ import torch
 from eebench.engine import EarlyExitEngine
 
 
-def _timed(fn: Callable, batch: dict) -> float:
+def timed(fn: Callable, batch: dict) -> float:
     t0 = time.perf_counter()
     fn(batch)
     return time.perf_counter() - t0
@@ -40,7 +40,7 @@ def stream_times(engine: EarlyExitEngine, singles: list[dict], rounds: int = 3, 
             for which in ("engine", "full") if (r + k) % 2 == 0 else ("full", "engine"):
                 for i in rows:
                     if which == "full":
-                        t_full[r, i] = _timed(engine.run_full, singles[i])
+                        t_full[r, i] = timed(engine.run_full, singles[i])
                         continue
                     t0 = time.perf_counter()
                     got, _ = engine.run(singles[i])
@@ -60,7 +60,7 @@ def batched_times(engine: EarlyExitEngine, batches: list[tuple[np.ndarray, dict]
         t0 = time.perf_counter()
         got, _ = engine.run(batch)
         t_engine += time.perf_counter() - t0
-        t_full += _timed(engine.run_full, batch)
+        t_full += timed(engine.run_full, batch)
         exits[index] = got
         if advance is not None:
             advance(len(index))
