@@ -116,9 +116,9 @@ def speed(
     run: RunArg,
     policy: Annotated[str, typer.Option(help="Calibrated exit policy to run (see eebench calibrate).")] = "entropy",
     split: Annotated[str, typer.Option(help="Split whose examples to time.")] = "dev",
-    batch_size: Annotated[int, typer.Option(min=2, help="The batched measurement's batch size (with row compaction).")] = 32,
-    limit: Annotated[Optional[int], typer.Option(min=1, help="Time only the split's first N examples.")] = None,
-    rounds: Annotated[int, typer.Option(min=1, help="Batch-1 rounds; each example's time is its median.")] = 3,
+    batch_size: Annotated[int, typer.Option(help="The batched measurement's batch size (with row compaction).")] = 32,
+    limit: Annotated[Optional[int], typer.Option(help="Time only the split's first N examples.")] = None,
+    rounds: Annotated[int, typer.Option(help="Batch-1 rounds; each example's time is its median.")] = 3,
     data_dir: DataDirOpt = None,
 ) -> None:
     """Run the real early-exit engine (it stops computing at the exit) at the policy's calibrated setting
@@ -127,6 +127,9 @@ def speed(
     eval/<split>/speed_<policy>.json, which `eebench report` shows."""
     from eebench.runs import open_run, speed as run_speed
 
+    for name, value, least in (("--batch-size", batch_size, 2), ("--limit", limit, 1), ("--rounds", rounds, 1)):
+        if value is not None and value < least:
+            raise UserError(f"{name} {value}: must be at least {least}")
     run_speed(open_run(run, data_dir), policy, split, batch_size, limit, rounds)
 
 

@@ -88,6 +88,7 @@ def test_speed_times_the_engine_and_the_report_shows_it(run_dir):
     assert (run_dir / "report/measured_speed.csv").is_file()
     _one_line_error(_invoke("speed", run_dir, "--policy", "lte", "--limit", "5"),
                     "no calibration for policy 'lte'", "eebench calibrate")
+    _one_line_error(_invoke("speed", run_dir, "--batch-size", "1"), "--batch-size 1: must be at least 2")
 
 
 def test_lte_policy_without_lte_head_is_a_clear_error(run_dir):
