@@ -57,14 +57,30 @@ def finetune(
         "--set", help="Override a recipe value, e.g. --set train.lr=3e-5 (repeatable; values are TOML).")] = [],
     data_dir: DataDirOpt = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run folder of the same name.")] = False,
+    resume: Annotated[bool, typer.Option(help="Continue an unfinished (killed) run from its last checkpoint; "
+                                         "starts the run when there is none yet, does nothing when it finished.")] = False,
 ) -> None:
     """Train a multi-exit model from a recipe into results/<run-name>/, then (by the recipe's output
-    switches) trace and evaluate its splits, calibrate the exit policy and write the report."""
+    switches) trace and evaluate its splits, calibrate the exit policy and write the report.
+
+    Several processes: `accelerate launch --multi_gpu --num_processes N $(which eebench) finetune ...` or
+    `torchrun --nproc_per_node N $(which eebench) finetune ...` (train.batch_size stays the global batch)."""
     from eebench.runs import finetune as run_finetune
 
     for recipe in recipes:
-        run = run_finetune(recipe, set_, data_dir, overwrite)
+        run = run_finetune(recipe, set_, data_dir, overwrite, resume)
         console.print(f"[green]done:[/] {run.dir}")
+
+
+@app.command("resume")
+@user_errors
+def resume_(run: RunArg) -> None:
+    """Continue an unfinished (killed, preempted) run from its last checkpoint, with the recipe it was
+    started with; same as `eebench finetune RECIPE --resume` with that recipe's --set values."""
+    from eebench.runs import resume as run_resume
+
+    done = run_resume(run)
+    console.print(f"[green]done:[/] {done.dir}")
 
 
 @app.command()

@@ -87,6 +87,17 @@ class TrainConfig(_Strict):
     """Learning rate of the exit heads (and LTE head) in stages that also train the backbone;
     default: the stage's lr. Heads-only stages (e.g. DeeBERT's stage 2) keep their own lr."""
     batch_size: int = Field(32, gt=0)
+    """Global batch: the examples of one optimizer step, whatever the number of processes and
+    grad_accum_steps (each process takes its share; results match a single-process run)."""
+    per_device_batch_size: int | None = Field(None, gt=0)
+    """The other convention: examples per process per forward pass; when set, the global batch is
+    per_device_batch_size × processes × grad_accum_steps and batch_size is ignored."""
+    grad_accum_steps: int = Field(1, ge=1)
+    """Micro-batches per optimizer step and process (the global batch stays batch_size: memory, not
+    results, changes; CsdBERT's batch-level terms then span one micro-batch of every process)."""
+    checkpoint_every: int | None = Field(None, gt=0)
+    """Also checkpoint the full training state every this many optimizer steps (always: after every
+    epoch); `eebench finetune RECIPE --resume` continues from the last one."""
     eval_batch_size: int = Field(64, gt=0)
     max_length: int = Field(128, gt=1)
     seed: int = 42
@@ -95,7 +106,9 @@ class TrainConfig(_Strict):
     max_grad_norm: float | None = 1.0
     eval_each_epoch: bool = True
     """Record every exit's dev metric after each epoch in train_log.jsonl."""
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    mixed_precision: Literal["no", "fp16", "bf16"] | None = None
+    """None: what the launcher says (`accelerate launch --mixed_precision bf16`, accelerate config),
+    else no; a value here overrides the launcher."""
     smart: SmartConfig = Field(default_factory=SmartConfig)
     lte: bool = False
     """Add a learned-to-exit head to any strategy and train it jointly (L_i + J_i, BERTer) in every
@@ -157,6 +170,9 @@ class OutputConfig(_Strict):
     """After training, calibrate on exit.calibrate_split when a target or max_drop is set."""
     report: bool = True
     """After training, write the run report."""
+    trackers: list[str] = Field(default_factory=list)
+    """Experiment trackers accelerate knows (e.g. ["tensorboard"], ["wandb"]): step losses and every
+    exit's per-epoch dev metric, written under <run>/tracking/. Off by default."""
 
 
 class Recipe(_Strict):

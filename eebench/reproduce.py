@@ -42,14 +42,15 @@ def needed_splits(spec: TableSpec, set_name: str) -> list[tuple[Path, str]]:
 
 def run_missing(spec: TableSpec, set_name: str, data_dir: str | None = None) -> None:
     """Finetune every missing cell's recipe in turn (one progress line per cell), then trace."""
-    from eebench.runs import evaluate, finetune, open_run
+    from eebench.runs import evaluate, finetune, open_run, training_unfinished
 
     todo, no_recipe = missing_recipes(spec, set_name)
     if no_recipe:
         console.print(f"[dim]{len(no_recipe)} cell(s) have no {set_name} recipe and keep the paper's number[/]")
     for k, (path, cells) in enumerate(todo, 1):
         console.rule(f"[bold]{spec.id}[/] cell {k}/{len(todo)}: {', '.join(cells)} ← {path}")
-        finetune(path, [], data_dir=data_dir, overwrite=True)
+        unfinished = training_unfinished(run_folder(path))  # an interrupted cell continues
+        finetune(path, [], data_dir=data_dir, overwrite=not unfinished, resume=unfinished)
     for folder, split in needed_splits(spec, set_name):
         if not (folder / "status.json").is_file():
             continue

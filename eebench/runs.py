@@ -94,6 +94,12 @@ def open_run(path: str | Path, data_dir: str | None = None) -> Run:
     if data_dir:
         recipe.task.data_dir = data_dir
     marker = folder / MULTITASK_MARKER
+    parent = folder.parent.parent if marker.is_file() else folder
+    if training_unfinished(parent):
+        status = run_status(parent)
+        raise UserError(f"{parent} is an unfinished run (status {status.get('state')}: its training was killed, "
+                        f"failed or is still going); continue it with eebench finetune RECIPE --resume "
+                        f"(or eebench resume {parent})")
     return Run(folder, recipe, read_json(marker)["task"] if marker.is_file() else None)
 
 
@@ -113,27 +119,49 @@ def encode_split(recipe: Recipe, tokenizer, examples):
 
 
 # ----------------------------------------------------------------------------------- finetune
+FINISHED = ("finished", "done")  # "done": run folders written before resumable training
+
+
+def run_status(folder: Path) -> dict:
+    path = Path(folder) / "status.json"
+    return read_json(path) if path.is_file() else {}
+
+
+def training_unfinished(folder: Path) -> bool:
+    """Training started in this folder and never completed (killed, failed, or still running)."""
+    status = run_status(folder)
+    return status.get("state") == "training" or (status.get("state") == "failed" and not status.get("trained"))
+
+
 def finetune(recipe_path: str | Path, overrides: list[str], data_dir: str | None = None,
-             overwrite: bool = False) -> Run:
+             overwrite: bool = False, resume: bool = False, recipe: Recipe | None = None,
+             run_dir: Path | None = None) -> Run:
     """Train the recipe's model and evaluate it. A multitask recipe trains one shared model and
-    leaves one run folder per task under ``<run>/tasks/<task>/`` (the returned run is the parent)."""
+    leaves one run folder per task under ``<run>/tasks/<task>/`` (the returned run is the parent).
+
+    Under ``accelerate launch`` / ``torchrun`` every process calls this: they train data-parallel
+    (eebench.train.loop), and only the main process writes files, prints and evaluates.
+    ``resume`` continues an unfinished run from its last checkpoint (or starts it when there is none)."""
     import torch
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     from eebench.data.encode import eval_loader
     from eebench.model.build import build_model, build_multitask_model, build_tokenizer, save_model
-    from eebench.train.loop import TaskJob, check_lockstep, train
+    from eebench.train.loop import TaskJob, check_lockstep, checkpoint_dir, remove_checkpoint, train
+    from eebench.train.parallel import Parallel
     from eebench.train.strategies import build_stages, needs_lte_head
 
-    recipe = load_recipe(recipe_path, overrides)
+    recipe = recipe or load_recipe(recipe_path, overrides)
     if data_dir:
         for entry in recipe.tasks or [recipe.task]:
             entry.data_dir = str(data_dir)
-    run = Run(recipe.run_dir(Path(recipe_path).stem), recipe)
-    if (run.dir / "recipe.json").exists() and not overwrite:
-        raise UserError(f"{run.dir} already holds a run; pass --overwrite to replace it, or pick "
-                        f"another name with --set output.run_name=NAME")
+    run = Run(Path(run_dir) if run_dir else recipe.run_dir(Path(recipe_path).stem), recipe)
+    accelerator = _accelerator(recipe, run)
+    par = Parallel.from_accelerator(accelerator)
+    console.quiet = not par.is_main  # one writer: the main process prints
+    resume = _check_run_dir(run, recipe_path, overwrite, resume)
+    if resume is None:  # finished already
+        return run
     # Everything that can fail on bad input (data, tokenizer, model) happens before the run folder
     # is touched, so a mistake never leaves a half-made run behind.
     subs = ({t.name: Run(run.dir / "tasks" / t.name, recipe.task_recipe(t.name), t.name) for t in recipe.tasks}
@@ -158,53 +186,181 @@ def finetune(recipe_path: str | Path, overrides: list[str], data_dir: str | None
         (name, i), = info.items()
         model = build_model(recipe.model, i["num_labels"], lte=i["lte"], pair_cosine=i["pair_cosine"])
         views = {name: model}
+    par.broadcast_module_(model)  # every process starts from the main process's weights
+    if par.rank > 0:
+        set_seed(recipe.train.seed + par.rank)  # dropout differs across processes
     jobs = [TaskJob(name, views[name], build_stages(sub.recipe.train, name, model.num_layers),
                     encode_split(sub.recipe, tokenizer, splits[name][0]), sub.spec.is_regression,
                     sub.recipe.train.smart, sub.recipe.task.pair_loss) for name, sub in subs.items()]
     check_lockstep(jobs)
-    _prepare_run_dir(run, Path(recipe_path), overwrite)
-    console.print(f"[bold]eebench finetune[/] {recipe_path} → {run.dir}")
-    accelerator = Accelerator(mixed_precision=recipe.train.mixed_precision,
-                              cpu=not torch.cuda.is_available())
+    par.barrier()  # every process has checked the run folder before the main process changes it
+    if par.is_main:
+        if not resume:
+            _prepare_run_dir(run, Path(recipe_path), overwrite)
+        _track(accelerator, run)
+    par.barrier()
+    checkpoint = checkpoint_dir(run.dir) if resume else None
+    console.print(f"[bold]eebench finetune[/] {recipe_path} → {run.dir}"
+                  + (f" (resuming from {checkpoint})" if checkpoint else " (no checkpoint yet: from the start)"
+                     if resume else ""))
     devs = {name: (encode_split(subs[name].recipe, tokenizer, dev), dev.labels) for name, (_, dev) in splits.items()
             if dev is not None and dev.labels is not None and recipe.train.eval_each_epoch}
     for name, (train_examples, dev) in splits.items():
         console.print(f"task {name}: {len(train_examples)} train, {len(dev) if dev else 0} dev examples")
+    from eebench.train.loop import global_batch_size
+
     console.print(f"model {recipe.model.name} ({model.num_layers} layers, "
-                  f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters) on {accelerator.device}")
+                  f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters) on {accelerator.device}, "
+                  f"{par.world} process{'es' * (par.world > 1)}, global batch "
+                  f"{global_batch_size(recipe.train, par.world)}, mixed precision {accelerator.mixed_precision}")
     meta = {"task": ",".join(subs), "labels": [] if recipe.is_multitask else list(run.spec.labels or []),
             "model_name": recipe.model.name}
 
     def on_epoch_end(stage: str, epoch: int) -> dict:
-        inner = accelerator.unwrap_model(model)
-        save_model(inner, tokenizer, run.model_dir, {**meta, "stage": stage, "epoch": epoch})
+        if par.is_main:
+            save_model(model, tokenizer, run.model_dir, {**meta, "stage": stage, "epoch": epoch})
         out = {}
         for name, (data, labels) in devs.items():
             spec = subs[name].spec
-            logits = compute_logits(views[name], eval_loader(data, recipe.train.eval_batch_size), accelerator.device)
+            logits = compute_logits(views[name], eval_loader(data, recipe.train.eval_batch_size), accelerator.device,
+                                    par)
             rows = layerwise((spec.primary_metric,), logits, labels, spec.is_regression)
             out[name] = {"dev_metric": spec.primary_metric, "dev_layerwise": [r[spec.primary_metric] for r in rows]}
             warn_collapse(f"{name} dev after {stage} epoch {epoch}", logits, labels, spec)
         return {"tasks": out} if recipe.is_multitask else next(iter(out.values()), {})
 
     started = time.perf_counter()
-    run.mark(state="training", started=time.strftime("%Y-%m-%dT%H:%M:%S"))
-    history = train(model, jobs, recipe.train, accelerator, run.dir / "train_log.jsonl", on_epoch_end)
-    inner = accelerator.unwrap_model(model)
-    if not history:  # zero epochs: still save the (untrained) model so the rest of the path runs
-        save_model(inner, tokenizer, run.model_dir, {**meta, "stage": None, "epoch": 0})
-    _stamp_weights(run)
+    if par.is_main:
+        previous = run_status(run.dir) if resume else {}
+        run.mark(state="training", started=previous.get("started", time.strftime("%Y-%m-%dT%H:%M:%S")),
+                 processes=par.world, **({"resumed": previous.get("resumed", 0) + 1} if checkpoint else {}))
+    try:
+        history = train(model, jobs, recipe.train, accelerator, run.dir / "train_log.jsonl", on_epoch_end,
+                        run_dir=run.dir, resume=resume)
+    except BaseException as err:
+        if par.is_main:
+            run.mark(state="failed", trained=False, error=_describe(err))
+        raise
+    if par.is_main and not history:  # zero epochs: still save the (untrained) model so the rest of the path runs
+        save_model(model, tokenizer, run.model_dir, {**meta, "stage": None, "epoch": 0})
     train_seconds = time.perf_counter() - started
-    run.mark(state="trained", train_seconds=round(train_seconds, 1))
-    console.print(f"trained in {train_seconds:.1f} s; model saved to {run.model_dir}")
-    for name, sub in subs.items():
-        if sub is not run:
-            _prepare_task_run(sub, train_seconds)
-        _after_training(sub, views[name], started)
-    if recipe.is_multitask:
-        run.mark(state="done", total_seconds=round(time.perf_counter() - started, 1))
-        console.print(f"tasks: {', '.join(str(sub.dir) for sub in subs.values())}")
+    if par.is_main:
+        _stamp_weights(run)
+        run.mark(state="trained", trained=True, train_seconds=round(train_seconds, 1))
+        console.print(f"trained in {train_seconds:.1f} s; model saved to {run.model_dir}")
+    for tracker in accelerator.trackers:  # not end_training(): that also ends the process group
+        tracker.finish()
+    par.barrier()
+    try:
+        for name, sub in subs.items():
+            if sub is not run and par.is_main:
+                _prepare_task_run(sub, train_seconds)
+            par.barrier()
+            for split in _splits_after_training(sub):  # every process traces its share
+                ensure_trace(sub, split, views[name], par)
+            if par.is_main:
+                _after_training(sub, views[name], started)
+    except BaseException as err:
+        if par.is_main:
+            run.mark(state="failed", trained=True, error=_describe(err))
+        raise
+    if par.is_main:
+        remove_checkpoint(run.dir)
+        if recipe.is_multitask:
+            run.mark(state="finished", total_seconds=round(time.perf_counter() - started, 1))
+            console.print(f"tasks: {', '.join(str(sub.dir) for sub in subs.values())}")
+    par.barrier()
     return run
+
+
+def _describe(err: BaseException) -> str:
+    if isinstance(err, KeyboardInterrupt):
+        return "interrupted"
+    return f"{type(err).__name__}: {err}"[:500]
+
+
+def _accelerator(recipe: Recipe, run: Run):
+    """The Accelerator of a training run: mixed precision from the recipe, else from the launcher."""
+    import torch
+    from accelerate import Accelerator
+
+    trackers = list(recipe.output.trackers)
+    try:
+        return Accelerator(mixed_precision=recipe.train.mixed_precision, cpu=not torch.cuda.is_available(),
+                           log_with=trackers or None, project_dir=str(run.dir / "tracking"))
+    except (ValueError, ImportError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        what = "output.trackers" if trackers else "train.mixed_precision"
+        raise UserError(f"{what}: {first}") from None
+
+
+def _track(accelerator, run: Run) -> None:
+    """Start the recipe's experiment trackers (no-op without output.trackers)."""
+    if not run.recipe.output.trackers:
+        return
+    flat = {}
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            flat[prefix] = value if isinstance(value, (int, float, str, bool)) else str(value)
+
+    walk("", run.recipe.model_dump(mode="json"))
+    try:
+        accelerator.init_trackers(run.dir.name, config=flat)
+    except (ImportError, ModuleNotFoundError, ValueError) as err:
+        raise UserError(f"output.trackers = {run.recipe.output.trackers}: {err}; install the tracker's package "
+                        f"(e.g. pip install tensorboard) or remove it from the recipe") from None
+
+
+def _check_run_dir(run: Run, recipe_path, overwrite: bool, resume: bool) -> bool | None:
+    """What to do with the run folder: False start afresh, True resume, None nothing (finished)."""
+    if overwrite and resume:
+        raise UserError("give only one of --overwrite (start over) and --resume (continue)")
+    if not (run.dir / "recipe.json").exists():
+        return False  # nothing there: --resume starts the run (so a requeued job can always pass it)
+    if overwrite:
+        return False
+    status = run_status(run.dir)
+    if not training_unfinished(run.dir):
+        if resume:
+            console.print(f"{run.dir} is already trained (status {status.get('state', 'unknown')}); nothing to resume")
+            return None
+        raise UserError(f"{run.dir} already holds a run; pass --overwrite to replace it, or pick "
+                        f"another name with --set output.run_name=NAME")
+    from eebench.train.loop import checkpoint_position
+
+    where = checkpoint_position(run.dir)
+    at = (f"last checkpoint: stage {where.stage + 1}, epoch {where.epoch}, step {where.step}" if where
+          else "no checkpoint yet")
+    if not resume:
+        raise UserError(f"{run.dir} holds an unfinished run (status {status.get('state')}, {at}); continue it with "
+                        f"eebench finetune {recipe_path} --resume, or start over with --overwrite")
+    stored = read_json(run.dir / "recipe.json")
+    now = run.recipe.model_dump(mode="json", exclude={"task"} if run.recipe.is_multitask else None)
+    if stored != now:
+        keys = _differing_keys(stored, now)
+        raise UserError(f"{run.dir}: the recipe differs from the one the run was started with "
+                        f"({', '.join(keys[:5])}); resume with the same recipe and --set values, or start over "
+                        f"with --overwrite")
+    return True
+
+
+def _differing_keys(a, b, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _differing_keys(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else k)
+        return out
+    return [] if a == b else [prefix or "(top level)"]
+
+
+def _splits_after_training(run: Run) -> list[str]:
+    ex, out = run.recipe.exit, run.recipe.output
+    first = [ex.calibrate_split] if out.calibrate and (ex.target_time_pct is not None or ex.max_drop is not None) else []
+    return list(dict.fromkeys(first + list(out.evaluate_splits)))
 
 
 def _check_task_setup(recipe_path, run: Run, dev) -> None:
@@ -219,7 +375,8 @@ def _check_task_setup(recipe_path, run: Run, dev) -> None:
         if spec.num_labels != 2 or _single_sentence(spec):
             raise UserError(f"{recipe_path}: pair_loss = \"cosine\" needs a binary sentence-pair task "
                             f"(e.g. quora, qqp, mrpc); {spec.name} is not one")
-        if any(stage.gradient is not None for stage in build_stages(recipe.train, spec.name, 2)):
+        if any(stage.gradient is not None or stage.parts is not None
+               for stage in build_stages(recipe.train, spec.name, 2)):
             raise UserError(f"{recipe_path}: pair_loss = \"cosine\" works with loss-based strategies; "
                             f"{recipe.train.strategy!r} sets its own gradients")
 
@@ -253,7 +410,7 @@ def _after_training(run: Run, model, started: float) -> None:
         from eebench.report.run_report import report_run
 
         report_run(run)
-    run.mark(state="done", total_seconds=round(time.perf_counter() - started, 1))
+    run.mark(state="finished", total_seconds=round(time.perf_counter() - started, 1))
 
 
 def _prepare_run_dir(run: Run, recipe_path: Path, overwrite: bool) -> None:
@@ -286,9 +443,20 @@ def _stamp_weights(run: Run) -> str:
     return meta["weights_sha256"]
 
 
+def resume(folder: str | Path) -> Run:
+    """Continue the unfinished run in ``folder`` with the recipe it was started with."""
+    folder = Path(folder)
+    if not (folder / "recipe.json").is_file():
+        raise UserError(f"{folder} is not a run folder (no recipe.json); runs are written by "
+                        f"eebench finetune to results/<run-name>/")
+    recipe = validate_recipe(read_json(folder / "recipe.json"), source=str(folder / "recipe.json"))
+    return finetune(folder / "recipe.toml", [], resume=True, recipe=recipe, run_dir=folder)
+
+
 # ----------------------------------------------------------------------------------- trace
-def ensure_trace(run: Run, split: str, model=None) -> Trace:
-    """The stored trace of ``split`` when its key matches, else a fresh one (and say why)."""
+def ensure_trace(run: Run, split: str, model=None, parallel=None) -> Trace:
+    """The stored trace of ``split`` when its key matches, else a fresh one (and say why). With
+    ``parallel`` every process traces its share of the batches and the main process saves the whole."""
     from eebench.data.encode import eval_loader
 
     examples = load_split(run.spec, run.recipe.task, split)
@@ -318,10 +486,11 @@ def ensure_trace(run: Run, split: str, model=None) -> Trace:
     with progress() as bars:
         task = bars.add_task(f"trace {split}", total=len(data), info="")
         signals = compute_signals(model, eval_loader(data, run.recipe.train.eval_batch_size), device,
-                                  bars, task)
+                                  bars, task, parallel=parallel)
     trace = Trace(split, key, np.asarray(examples.ids), signals["logits"], examples.labels,
                   run.spec.is_regression, signals["lte"], signals["cka"], data.lengths())
-    save_trace(path, trace)
+    if parallel is None or parallel.is_main:
+        save_trace(path, trace)
     return trace
 
 

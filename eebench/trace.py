@@ -43,30 +43,46 @@ def trace_key(weights_sha256: str, examples_fingerprint: str, max_length: int, i
 
 @torch.no_grad()
 def compute_signals(model, loader, device: torch.device, progress=None, task_id=None,
-                    with_cka: bool = True) -> dict[str, np.ndarray]:
+                    with_cka: bool = True, parallel=None) -> dict[str, np.ndarray]:
     """Every exit's logits (Shape: [N, L, C]), LTE certainty ([N, L]) when the model has an LTE head,
-    and CKA of consecutive layers ([N, L-1]), in the dataset's order."""
+    and CKA of consecutive layers ([N, L-1]), in the dataset's order.
+
+    With ``parallel`` (eebench.train.parallel.Parallel) each process runs every world-th batch and the
+    rows are gathered by example index on every process: each example is computed once, in the same
+    batch as a single process would put it in, so the result equals a single-process trace."""
     model.eval()
     n = len(loader.dataset)
-    logits = np.zeros((n, model.num_layers, model.num_labels), dtype=np.float32)
-    lte = np.zeros((n, model.num_layers), dtype=np.float32) if model.lte is not None else None
-    cka = np.zeros((n, model.num_layers - 1), dtype=np.float32) if with_cka else None
+    names = ["logits"] + (["lte"] if model.lte is not None else []) + (["cka"] if with_cka else [])
+    widths = {"logits": (model.num_layers, model.num_labels), "lte": (model.num_layers,),
+              "cka": (model.num_layers - 1,)}
+    out_arrays = {name: np.zeros((n, *widths[name]), dtype=np.float32) for name in names}
+    if parallel is not None and parallel.active:
+        from torch.utils.data import DataLoader
+
+        mine = list(loader.batch_sampler)[parallel.rank:: parallel.world]
+        loader = DataLoader(loader.dataset, batch_sampler=mine, collate_fn=loader.collate_fn)
+    rows: list[np.ndarray] = []
     for batch in loader:
         index = batch.pop("index").numpy()
         batch.pop("labels", None)
         out = model(**{k: v.to(device) for k, v in batch.items()}, with_cka=with_cka)
-        logits[index] = out.logits.float().cpu().numpy()
-        if lte is not None:
-            lte[index] = out.lte.float().cpu().numpy()
-        if cka is not None:
-            cka[index] = out.cka.float().cpu().numpy()
+        for name in names:
+            out_arrays[name][index] = getattr(out, name).float().cpu().numpy()
+        rows.append(index)
         if progress is not None:
             progress.advance(task_id, len(index))
-    return {"logits": logits, "lte": lte, "cka": cka}
+    if parallel is not None and parallel.active:
+        index = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+        for part in parallel.all_objects((index, {name: out_arrays[name][index] for name in names})):
+            for name in names:
+                out_arrays[name][part[0]] = part[1][name]
+        if progress is not None:
+            progress.update(task_id, completed=n)
+    return {"logits": out_arrays["logits"], "lte": out_arrays.get("lte"), "cka": out_arrays.get("cka")}
 
 
-def compute_logits(model, loader, device: torch.device) -> np.ndarray:
-    return compute_signals(model, loader, device, with_cka=False)["logits"]
+def compute_logits(model, loader, device: torch.device, parallel=None) -> np.ndarray:
+    return compute_signals(model, loader, device, with_cka=False, parallel=parallel)["logits"]
 
 
 def save_trace(path: Path, trace: Trace) -> None:

@@ -175,7 +175,7 @@ def test_multitask_run_end_to_end(tmp_path, tokenizer_dir):
     assert result.exit_code == 0, result.output
     run = tmp_path / "mt"
     status = json.loads((run / "status.json").read_text())
-    assert status["state"] == "done" and status["train_seconds"] > 0
+    assert status["state"] == "finished" and status["train_seconds"] > 0
     log = [json.loads(line) for line in (run / "train_log.jsonl").read_text().splitlines()]
     summaries = [r["epoch_summary"] for r in log if "epoch_summary" in r]
     # SLF: one focus stage per layer, then the refine stage; dev metrics per task every epoch
@@ -186,7 +186,7 @@ def test_multitask_run_end_to_end(tmp_path, tokenizer_dir):
     assert not any("loss_smart" in r for r in log if r.get("task") == "sst5")
     for task in ("sst5", "quora", "sts"):
         sub = run / "tasks" / task
-        assert json.loads((sub / "status.json").read_text())["state"] == "done"
+        assert json.loads((sub / "status.json").read_text())["state"] == "finished"
         rows = json.loads((sub / "eval/dev/layerwise.json").read_text())
         assert len(rows) == 3
         assert (sub / "eval/dev/warnings.json").is_file()

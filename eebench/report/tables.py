@@ -122,11 +122,10 @@ def run_folder(recipe_path: Path, task: str | None = None) -> Path:
 
 
 def finished(folder: Path) -> bool:
-    """A run folder whose finetune completed (status.json state "done")."""
-    from eebench.io import read_json
+    """A run folder whose finetune completed (status.json state "finished"; "done" in older folders)."""
+    from eebench.runs import FINISHED, run_status
 
-    status = Path(folder) / "status.json"
-    return status.is_file() and read_json(status).get("state") == "done"
+    return run_status(folder).get("state") in FINISHED
 
 
 def _find_run(spec: TableSpec, method: str, column: str, sets: tuple[str, ...]):

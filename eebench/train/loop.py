@@ -1,28 +1,44 @@
-"""One explicit training loop over the strategy's stages, on `accelerate`."""
+"""One explicit training loop over the strategy's stages, on `accelerate`, data-parallel over any
+number of processes (eebench.train.parallel), with resumable checkpoints.
+
+Batch size: ``train.batch_size`` is the *global* batch, the examples of one optimizer step, whatever
+the number of processes and ``train.grad_accum_steps``: each process takes its contiguous share of
+every global batch, cuts it into ``grad_accum_steps`` micro-batches, and the weighted gradients are
+summed across processes, so a run with N processes (or with accumulation) computes the gradients of
+the single-process run up to float rounding. ``train.per_device_batch_size`` gives the other
+convention (examples per process per forward pass; global = that × processes × accumulation)."""
 
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
 import time
-from dataclasses import dataclass, field
+from collections import defaultdict
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
+import numpy as np
 import torch
-from accelerate import Accelerator
+from torch.utils.data import BatchSampler, RandomSampler
 from transformers import get_linear_schedule_with_warmup
 
 from eebench.console import console, progress
-from eebench.data.encode import Encoded, train_loader
+from eebench.data.encode import Encoded
 from eebench.errors import UserError
 from eebench.recipe import SmartConfig, TrainConfig
+from eebench.train.parallel import Parallel
 from eebench.train.smart import smart_regularizer
 from eebench.train.strategies import Stage, StepContext
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
-
-
 HEAD_PREFIXES = ("heads.", "lte.")
+CHECKPOINT = "checkpoint"
+FAULT_ENV = "EEBENCH_FAULT_AFTER_STEP"
+"""Testing hook: the main process kills itself (SIGKILL) after this many optimizer steps of the run,
+as a preempted machine would; the tests use it to check that a killed run resumes exactly."""
 
 
 def param_groups(model, params: list[torch.nn.Parameter], weight_decay: float,
@@ -67,85 +83,249 @@ def check_lockstep(jobs: list[TaskJob]) -> None:
                             f"{[s.name for s in jobs[0].stages]}; give the tasks compatible strategies")
 
 
+def global_batch_size(cfg: TrainConfig, processes: int) -> int:
+    """Examples per optimizer step (see the module docstring)."""
+    if cfg.per_device_batch_size is not None:
+        return cfg.per_device_batch_size * processes * cfg.grad_accum_steps
+    return cfg.batch_size
+
+
+# ------------------------------------------------------------------------------------ position
+@dataclass
+class Position:
+    """Where training stands: the next thing to do is batch ``batch`` of job ``job`` in epoch
+    ``epoch`` of stage ``stage``. Saved with every checkpoint."""
+
+    stage: int = 0
+    epoch: int = 1
+    job: int = 0
+    batch: int = 0
+    step: int = 0  # optimizer steps done in this stage
+    total_steps: int = 0  # optimizer steps done in the run
+    running: float = 0.0  # this epoch's summed step losses so far
+    seen: int = 0  # this epoch's steps so far
+    log_bytes: int = 0  # size of train_log.jsonl at this point
+
+    @property
+    def mid_stage(self) -> bool:
+        return (self.epoch, self.job, self.batch) != (1, 0, 0)
+
+
+class TrainState:
+    """Everything a resumed run needs beyond the RNG states accelerate keeps: the model, the current
+    stage's optimizer and scheduler, the position and the per-epoch histories (Smart Alternating
+    chooses each epoch's objective from them). Registered with ``accelerator.save_state``."""
+
+    def __init__(self, model: torch.nn.Module, jobs: list[TaskJob]):
+        self.model, self.jobs = model, jobs
+        self.optimizer = self.scheduler = None
+        self.position = Position()
+        self.history: list[dict] = []
+        self.loaded: dict | None = None
+
+    def state_dict(self) -> dict:
+        return {"version": 1, "model": self.model.state_dict(),
+                "optimizer": self.optimizer.state_dict() if self.optimizer else None,
+                "scheduler": self.scheduler.state_dict() if self.scheduler else None,
+                "position": asdict(self.position), "history": self.history,
+                "job_histories": {job.name: job.history for job in self.jobs}}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state["model"])
+        self.position = Position(**state["position"])
+        self.history = list(state["history"])
+        for job in self.jobs:
+            job.history[:] = state["job_histories"].get(job.name, [])
+        self.loaded = state
+
+
+class BatchPlan:
+    """The global batches of one job in one stage, epoch after epoch: the same order a shuffling
+    ``DataLoader(generator=Generator().manual_seed(seed))`` gives, reproducible from any epoch."""
+
+    def __init__(self, n: int, batch_size: int, seed: int):
+        self.generator = torch.Generator().manual_seed(seed)
+        self.sampler = BatchSampler(RandomSampler(range(n), generator=self.generator), batch_size, drop_last=False)
+
+    def next_epoch(self) -> list[list[int]]:
+        torch.empty((), dtype=torch.int64).random_(generator=self.generator)  # a DataLoader's base seed
+        return [list(b) for b in self.sampler]
+
+
+# ------------------------------------------------------------------------------------ checkpoints
+def checkpoint_dir(run_dir: Path) -> Path | None:
+    """The run's last complete checkpoint, if any (a swap cut short leaves ``checkpoint.old``)."""
+    for name in (CHECKPOINT, CHECKPOINT + ".old"):
+        folder = Path(run_dir) / name
+        if (folder / "custom_checkpoint_0.pkl").is_file():
+            return folder
+    return None
+
+
+def checkpoint_position(run_dir: Path) -> Position | None:
+    folder = checkpoint_dir(run_dir)
+    if folder is None or not (folder / "position.json").is_file():
+        return None
+    return Position(**json.loads((folder / "position.json").read_text()))
+
+
+def _save_checkpoint(accelerator, par: Parallel, state: TrainState, run_dir: Path) -> None:
+    """accelerate's save_state into ``checkpoint.new``, then swapped in: a kill at any moment leaves
+    the previous complete checkpoint."""
+    folder = run_dir / CHECKPOINT
+    new, old = folder.with_name(CHECKPOINT + ".new"), folder.with_name(CHECKPOINT + ".old")
+    if par.is_main:
+        shutil.rmtree(new, ignore_errors=True)
+    par.barrier()
+    accelerator.save_state(str(new))
+    par.barrier()
+    if par.is_main:
+        (new / "position.json").write_text(json.dumps(asdict(state.position)))
+        if folder.exists():
+            shutil.rmtree(old, ignore_errors=True)
+            folder.rename(old)
+        new.rename(folder)
+        shutil.rmtree(old, ignore_errors=True)
+    par.barrier()
+
+
+def remove_checkpoint(run_dir: Path) -> None:
+    for name in (CHECKPOINT, CHECKPOINT + ".new", CHECKPOINT + ".old"):
+        shutil.rmtree(Path(run_dir) / name, ignore_errors=True)
+
+
+def _fault(total_steps: int, par: Parallel) -> None:
+    at = os.environ.get(FAULT_ENV)
+    if at and par.is_main and total_steps == int(at):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+# ------------------------------------------------------------------------------------ training
 def train(
     model,
     jobs: list[TaskJob],
     cfg: TrainConfig,
-    accelerator: Accelerator,
+    accelerator,
     log_path: Path,
     on_epoch_end: Callable[[str, int], dict] | None = None,
+    run_dir: Path | None = None,
+    resume: bool = False,
 ) -> list[dict]:
     """Train stage by stage; within every epoch the tasks take turns, each over all its batches
     (BERTer's sequential multitask loop; one job = ordinary single-task training). Returns one
-    summary per (stage, epoch) (also appended to ``log_path``).
+    summary per (stage, epoch) (also appended to ``log_path`` by the main process).
 
-    ``on_epoch_end(stage, epoch)`` checkpoints and may return dev metrics to record: for one task
-    {"dev_metric", "dev_layerwise"}, for several {"tasks": {name: {...}}}."""
+    ``on_epoch_end(stage, epoch)`` (called on every process) saves the model and may return dev
+    metrics to record: for one task {"dev_metric", "dev_layerwise"}, for several {"tasks": {...}}.
+    With ``run_dir``, the full training state is checkpointed after every epoch (and every
+    ``cfg.checkpoint_every`` steps); ``resume`` continues from the last checkpoint."""
     check_lockstep(jobs)
+    par = Parallel.from_accelerator(accelerator)
+    model.to(accelerator.device)
+    state = TrainState(model, jobs)
+    accelerator.register_for_checkpointing(state)
+    if resume and run_dir is not None and checkpoint_dir(run_dir) is not None:
+        accelerator.load_state(str(checkpoint_dir(run_dir)))  # model, position, histories, every RNG
+    pos = state.position
+    if resume and par.is_main:
+        _truncate(log_path, pos.log_bytes)
+    global_batch = global_batch_size(cfg, par.world)
     n_stages = len(jobs[0].stages)
-    model = accelerator.prepare(model)
-    inner = accelerator.unwrap_model(model)
-    history = []
     with progress() as bars, open(log_path, "a", encoding="utf-8") as log:
-        for s in range(n_stages):
+        def write_log(record: dict) -> None:
+            if par.is_main:
+                log.write(json.dumps(record) + "\n")
+                log.flush()
+
+        for s in range(pos.stage, n_stages):
             stage0 = jobs[0].stages[s]
+            resuming = s == pos.stage and pos.mid_stage
+            if not resuming:
+                pos.epoch, pos.job, pos.batch, pos.step, pos.running, pos.seen = 1, 0, 0, 0, 0.0, 0
+            pos.stage = s
             if stage0.epochs == 0:
                 continue
-            for p in inner.parameters():
+            for p in model.parameters():
                 p.requires_grad_(False)
             params_of = {job.name: job.stages[s].trains(job.model) for job in jobs}
             params = list({id(p): p for ps in params_of.values() for p in ps}.values())
             for p in params:
                 p.requires_grad_(True)
-            backbone_grad = any(p.requires_grad for p in inner.backbone.parameters())
+            backbone_grad = any(p.requires_grad for p in model.backbone.parameters())
             head_lr = cfg.head_lr if backbone_grad else None
-            optimizer = torch.optim.AdamW(param_groups(inner, params, cfg.weight_decay, head_lr), lr=stage0.lr)
-            loaders = {job.name: accelerator.prepare(train_loader(job.data, job.stages[s].batch_size or cfg.batch_size,
-                                                                  cfg.seed + s)) for job in jobs}
-            total = stage0.epochs * sum(len(loader) for loader in loaders.values())
+            optimizer = torch.optim.AdamW(param_groups(model, params, cfg.weight_decay, head_lr), lr=stage0.lr)
+            plans = {job.name: BatchPlan(len(job.data), job.stages[s].batch_size or global_batch, cfg.seed + s)
+                     for job in jobs}
+            per_epoch = sum(len(plan.sampler) for plan in plans.values())
+            total = stage0.epochs * per_epoch
             scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
-            optimizer, scheduler = accelerator.prepare(optimizer, scheduler)
-            task = bars.add_task(f"{stage0.name}", total=total, info="")
-            step = 0
-            for epoch in range(1, stage0.epochs + 1):
+            state.optimizer, state.scheduler = optimizer, scheduler
+            if resuming and state.loaded is not None:
+                optimizer.load_state_dict(state.loaded["optimizer"])
+                scheduler.load_state_dict(state.loaded["scheduler"])
+                for plan in plans.values():
+                    for _ in range(pos.epoch - 1):
+                        plan.next_epoch()
+            task = bars.add_task(f"{stage0.name}", total=total, completed=pos.step, info="")
+            for epoch in range(pos.epoch, stage0.epochs + 1):
+                pos.epoch = epoch
                 model.train()
-                started, running, seen = time.perf_counter(), 0.0, 0
-                for job in jobs:
+                started = time.perf_counter()
+                epoch_plans = {name: plan.next_epoch() for name, plan in plans.items()}
+                for j in range(pos.job, len(jobs)):
+                    job = jobs[j]
+                    pos.job = j
                     stage, tag = job.stages[s], f"{job.name} " if len(jobs) > 1 else ""
-                    job_params = params_of[job.name]
-                    loader = loaders[job.name]
-                    for b, batch in enumerate(loader):
-                        labels = batch.pop("labels")
-                        batch.pop("index")
-                        ctx = StepContext(job.regression, step, epoch, job.history, job.pair_loss)
-                        loss, parts = _step(model if len(jobs) == 1 else job.model, job, stage, batch, labels,
-                                            ctx, job_params, backbone_grad, accelerator)
+                    batches = epoch_plans[job.name]
+                    for b in range(pos.batch, len(batches)):
+                        ctx = StepContext(job.regression, pos.step, epoch, job.history, job.pair_loss,
+                                          par, cfg.seed, s)
+                        parts = _step(job, stage, batches[b], ctx, params_of[job.name], backbone_grad,
+                                      accelerator, cfg.grad_accum_steps)
+                        scaler = accelerator.scaler
+                        if scaler is not None:
+                            scaler.unscale_(optimizer)
                         if cfg.max_grad_norm:
-                            accelerator.clip_grad_norm_(job_params, cfg.max_grad_norm)
-                        optimizer.step()
+                            torch.nn.utils.clip_grad_norm_(params_of[job.name], cfg.max_grad_norm)
+                        if scaler is not None:
+                            scaler.step(optimizer)
+                            scaler.update()
+                        else:
+                            optimizer.step()
                         scheduler.step()
                         optimizer.zero_grad(set_to_none=True)
-                        step += 1
-                        seen += 1
-                        running += loss
+                        loss = parts["loss"]
+                        pos.step += 1
+                        pos.total_steps += 1
+                        pos.seen += 1
+                        pos.running += loss
+                        pos.batch = b + 1
                         info = f"epoch {epoch}/{stage0.epochs} {tag}loss {loss:.4f}"
                         bars.update(task, advance=1, info=info)
-                        if not console.is_terminal and step % max(1, total // 10) == 0:
-                            console.print(f"  {stage0.name} step {step}/{total} {info}")  # logs, not a live bar
-                        if step % 50 == 0 or step == total or (len(jobs) > 1 and b == len(loader) - 1):
-                            log.write(json.dumps({"stage": stage0.name, "epoch": epoch, "step": step,
-                                                  **({"task": job.name} if len(jobs) > 1 else {}),
-                                                  "lr": scheduler.get_last_lr()[0], "loss": loss, **parts}) + "\n")
-                            log.flush()
+                        if not console.is_terminal and pos.step % max(1, total // 10) == 0:
+                            console.print(f"  {stage0.name} step {pos.step}/{total} {info}")  # logs, not a live bar
+                        if pos.step % 50 == 0 or pos.step == total or (len(jobs) > 1 and b == len(batches) - 1):
+                            record = {"stage": stage0.name, "epoch": epoch, "step": pos.step,
+                                      **({"task": job.name} if len(jobs) > 1 else {}),
+                                      "lr": scheduler.get_last_lr()[0], **parts}
+                            write_log(record)
+                            accelerator.log({f"train/{k}": v for k, v in record.items()
+                                             if isinstance(v, float)}, step=pos.total_steps)
+                        if cfg.checkpoint_every and run_dir is not None and pos.total_steps % cfg.checkpoint_every == 0 \
+                                and not (j == len(jobs) - 1 and b == len(batches) - 1):
+                            pos.log_bytes = log.tell() if par.is_main else 0
+                            _save_checkpoint(accelerator, par, state, run_dir)
+                        _fault(pos.total_steps, par)
+                    pos.batch = 0
                 n_examples = sum(len(job.data) for job in jobs)
-                summary = {"stage": stage0.name, "epoch": epoch, "train_loss": running / max(1, seen),
+                summary = {"stage": stage0.name, "epoch": epoch, "train_loss": pos.running / max(1, pos.seen),
                            "seconds": round(time.perf_counter() - started, 2),
                            "examples_per_s": round(n_examples / (time.perf_counter() - started), 1)}
                 if on_epoch_end is not None:
                     summary.update(on_epoch_end(stage0.name, epoch) or {})
-                log.write(json.dumps({"epoch_summary": summary}) + "\n")
-                log.flush()
-                history.append(summary)
+                write_log({"epoch_summary": summary})
+                _track_epoch(accelerator, summary, pos.total_steps)
+                state.history.append(summary)
                 for job in jobs:
                     per_task = summary.get("tasks", {}).get(job.name, summary if len(jobs) == 1 else {})
                     job.history.append({**summary, **per_task})
@@ -153,28 +333,149 @@ def train(
                         row = " ".join(f"{v:.1f}" for v in per_task["dev_layerwise"])
                         console.print(f"  {stage0.name} epoch {epoch}: {job.name} dev {per_task['dev_metric']} "
                                       f"per exit: {row}")
-    return history
+                pos.job, pos.running, pos.seen = 0, 0.0, 0
+                if epoch == stage0.epochs:
+                    pos.stage, pos.epoch, pos.step = s + 1, 1, 0
+                else:
+                    pos.epoch = epoch + 1
+                if run_dir is not None:
+                    pos.log_bytes = log.tell() if par.is_main else 0
+                    _save_checkpoint(accelerator, par, state, run_dir)
+            state.loaded = None
+    return state.history
 
 
-def _step(model, job: TaskJob, stage: Stage, batch: dict, labels: torch.Tensor, ctx: StepContext,
-          params: list, backbone_grad: bool, accelerator: Accelerator) -> tuple[float, dict]:
-    """One optimisation step's forward and backward (gradients set, not yet applied)."""
-    inner = accelerator.unwrap_model(model)
-    smart = job.smart
-    if stage.gradient is None:
+def _track_epoch(accelerator, summary: dict, step: int) -> None:
+    values = {f"epoch/{k}": v for k, v in summary.items() if isinstance(v, (int, float)) and k != "epoch"}
+    for name, row in [("", summary)] + [(f"{t}/", r) for t, r in summary.get("tasks", {}).items()]:
+        for i, v in enumerate(row.get("dev_layerwise", []), 1):
+            values[f"dev/{name}{row['dev_metric']}_exit{i}"] = v
+    accelerator.log(values, step=step)
+
+
+def _truncate(path: Path, size: int) -> None:
+    """Cut the log back to what it held at the checkpoint (a killed run wrote past it)."""
+    if path.is_file() and path.stat().st_size > size:
+        with open(path, "r+b") as f:
+            f.truncate(size)
+
+
+# ------------------------------------------------------------------------------------ one step
+def _step(job: TaskJob, stage: Stage, rows: list[int], ctx: StepContext, params: list, backbone_grad: bool,
+          accelerator, accum: int) -> dict[str, float]:
+    """One optimisation step's forward and backward passes over the global batch ``rows``: this
+    process's share, in micro-batches, gradients summed over processes. Returns the global batch's
+    logged values (the same on every process)."""
+    par = ctx.parallel
+    n_global = len(rows)
+    model, data = job.model, job.data
+    device = accelerator.device
+    scale = accelerator.scaler.scale if accelerator.scaler is not None else (lambda x: x)
+    logs: dict[str, float] = defaultdict(float)
+
+    def batch_of(index) -> tuple[dict, torch.Tensor, torch.Tensor]:
+        batch = {k: v.to(device) for k, v in data.collate([data[int(i)] for i in index]).items()}
+        return batch, batch.pop("labels"), batch.pop("index")
+
+    if stage.gradient is not None:  # the strategy runs its own passes over the global batch (MAML)
+        batch, labels, _ = batch_of(rows)
+        ctx.backward = lambda loss: scale(loss).backward()
         with accelerator.autocast():
-            out = model(**batch, backbone_grad=backbone_grad)
-            loss, parts = stage.loss(out, labels, ctx)
-            if smart.enabled:
-                reg = smart_regularizer(inner, batch, out.logits, job.regression, smart)
-                loss = loss + smart.lambda_s * reg
-                parts["loss_smart"] = reg.item()
-        accelerator.backward(loss)
-        return loss.item(), parts
-    # the strategy runs the forward and sets the gradients (RomeBERT's GR, MAML)
-    parts = stage.gradient(inner, batch, labels, ctx, params)
-    if smart.enabled:
-        reg = smart_regularizer(inner, batch, inner(**batch).logits, job.regression, smart)
-        accelerator.backward(smart.lambda_s * reg)
-        parts["loss_smart"] = reg.item()
-    return float(parts["loss"]), parts
+            for k, v in stage.gradient(model, batch, labels, ctx, params).items():
+                logs[k] += v
+        if job.smart.enabled:
+            _smart_only(job, batch_of, par.share(rows), n_global, ctx, accelerator, scale, logs)
+        par.sum_grads(params)
+        return par.sum_floats(dict(logs))
+
+    parts_grads: dict[str, list[torch.Tensor]] = {}
+    for mb in np.array_split(np.asarray(par.share(rows), dtype=np.int64), accum):
+        if len(mb) == 0 and not stage.coupled:
+            continue
+        w_local = len(mb) / n_global
+        with accelerator.autocast():
+            if len(mb):
+                batch, labels, index = batch_of(mb)
+                out = model(**batch, backbone_grad=backbone_grad)
+            else:
+                labels = torch.zeros(0, dtype=torch.float32 if job.regression else torch.long, device=device)
+                batch, index, out = None, None, None
+            clean = out.logits if out is not None else None
+            w = w_local
+            if stage.coupled:  # the loss sees the whole global micro-batch (every process's rows)
+                out, labels = _gather_outputs(model, out, labels, par)
+                w = labels.shape[0] / n_global / par.world
+            if stage.parts is not None:
+                losses = stage.parts(out, labels, ctx)
+                loss = sum(losses.values())
+                parts = {f"loss_{k}": v.item() for k, v in losses.items()}
+            else:
+                loss, parts = stage.loss(out, labels, ctx)
+            contribution = loss * (w * par.world if stage.coupled else w)
+            for k, v in {"loss": loss.item(), **parts}.items():
+                logs[k] += v * w
+            if job.smart.enabled and batch is not None:
+                reg = smart_regularizer(model, batch, clean, job.regression, job.smart, index, n_global,
+                                        ctx.noise_key)
+                logs["loss"] += job.smart.lambda_s * reg.item() * w_local
+                logs["loss_smart"] += reg.item() * w_local
+                contribution_smart = job.smart.lambda_s * reg * w_local
+            else:
+                contribution_smart = None
+        if stage.parts is not None:
+            last = list(losses)[-1]
+            for name, part in losses.items():
+                keep = name != last or contribution_smart is not None
+                grads = torch.autograd.grad(scale(part * w), params, retain_graph=keep, allow_unused=True)
+                acc = parts_grads.setdefault(name, [torch.zeros_like(p) for p in params])
+                for a, g in zip(acc, grads):
+                    if g is not None:
+                        a.add_(g)
+            if contribution_smart is not None:
+                scale(contribution_smart).backward()
+        else:
+            total = contribution if contribution_smart is None else contribution + contribution_smart
+            if total.requires_grad:
+                scale(total).backward()
+    if job.smart.enabled and "loss_smart" not in logs:
+        logs["loss_smart"] = 0.0  # every process logs the same keys
+    par.sum_grads(params)
+    logs = par.sum_floats(dict(logs))
+    if stage.parts is not None:
+        for acc in parts_grads.values():
+            par.sum_(acc)
+        grads, extra = stage.combine(model, params, parts_grads)
+        for p, g in zip(params, grads):
+            p.grad = g if p.grad is None else p.grad + g
+        logs.update(extra)
+    return logs
+
+
+def _smart_only(job, batch_of, share, n_global, ctx, accelerator, scale, logs) -> None:
+    """SMART's term for strategies that set their own gradients: on this process's share."""
+    if not len(share):
+        logs["loss_smart"] += 0.0
+        return
+    batch, _, index = batch_of(share)
+    w = len(share) / n_global
+    with accelerator.autocast():
+        clean = job.model(**batch).logits
+        reg = smart_regularizer(job.model, batch, clean, job.regression, job.smart, index, n_global, ctx.noise_key)
+    scale(job.smart.lambda_s * reg * w).backward()
+    logs["loss_smart"] += reg.item() * w
+
+
+def _gather_outputs(model, out, labels: torch.Tensor, par: Parallel):
+    """Every process's rows of the exit outputs and labels (own rows differentiable)."""
+    from eebench.model.multiexit import ExitOutputs
+
+    if out is None:  # this process has no rows in this micro-batch
+        hidden = model.heads[0].dense.in_features
+        n_layers, n_labels = model.num_layers, model.num_labels
+        zeros = lambda *shape: torch.zeros(0, *shape, device=labels.device)  # noqa: E731
+        out = ExitOutputs(logits=zeros(n_layers, n_labels), pooled=zeros(n_layers, hidden),
+                          first_token=zeros(n_layers, hidden),
+                          lte=zeros(n_layers) if model.lte is not None else None)
+    fields = {name: par.gather_rows(getattr(out, name)) for name in ("logits", "pooled", "first_token", "lte")
+              if getattr(out, name) is not None}
+    return ExitOutputs(**fields), par.gather_rows(labels)

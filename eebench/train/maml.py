@@ -54,35 +54,47 @@ def second_order_ready(model) -> None:
         model.backbone.set_attn_implementation("eager")
 
 
-def maml_step_torch_func(model, batch, labels, regression, args) -> dict[str, float]:
+def my_episodes(batch, labels, args, parallel=None) -> tuple[list, int]:
+    """This process's episodes of the global batch (every ``world``-th, from its rank) and the count
+    of all episodes: each episode's query loss is divided by the latter, so the gradients summed over
+    processes are the single-process meta-gradient."""
+    episodes = list(split_episodes(batch, labels, args.meta_batch, args.support_size))
+    if parallel is not None and parallel.active:
+        return episodes[parallel.rank:: parallel.world], len(episodes)
+    return episodes, len(episodes)
+
+
+def maml_step_torch_func(model, batch, labels, regression, args, parallel=None, backward=None) -> dict[str, float]:
     if not args.first_order:
         second_order_ready(model)
+    backward = backward or (lambda loss: loss.backward())
     params = {n: p for n, p in model.named_parameters()}
-    episodes = list(split_episodes(batch, labels, args.meta_batch, args.support_size))
+    mine, count = my_episodes(batch, labels, args, parallel)
     total = 0.0
-    for (s_batch, s_labels), (q_batch, q_labels) in episodes:
+    for (s_batch, s_labels), (q_batch, q_labels) in mine:
         fast = adapt(model, params, s_batch, s_labels, regression, args.inner_lr, args.inner_steps,
                      args.first_order)
-        loss = _task_loss(model, fast, q_batch, q_labels, regression) / len(episodes)
-        loss.backward()
+        loss = _task_loss(model, fast, q_batch, q_labels, regression) / count
+        backward(loss)
         total += loss.item()
     return {"loss": total, "loss_query": total}
 
 
-def maml_step_learn2learn(model, batch, labels, regression, args) -> dict[str, float]:
+def maml_step_learn2learn(model, batch, labels, regression, args, parallel=None, backward=None) -> dict[str, float]:
     import learn2learn as l2l
 
     if not args.first_order:
         second_order_ready(model)
+    backward = backward or (lambda loss: loss.backward())
     maml = l2l.algorithms.MAML(model, lr=args.inner_lr, first_order=args.first_order)
-    episodes = list(split_episodes(batch, labels, args.meta_batch, args.support_size))
+    mine, count = my_episodes(batch, labels, args, parallel)
     total = 0.0
-    for (s_batch, s_labels), (q_batch, q_labels) in episodes:
+    for (s_batch, s_labels), (q_batch, q_labels) in mine:
         learner = maml.clone()
         for _ in range(args.inner_steps):
             learner.adapt(exit_losses(learner(**s_batch).logits, s_labels, regression).sum())
-        loss = exit_losses(learner(**q_batch).logits, q_labels, regression).sum() / len(episodes)
-        loss.backward()
+        loss = exit_losses(learner(**q_batch).logits, q_labels, regression).sum() / count
+        backward(loss)
         total += loss.item()
     return {"loss": total, "loss_query": total}
 

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from eebench.train.csd import csdbert_terms
 from eebench.train.gradients import projection_params, regularized_gradients
 from eebench.train.losses import LAYER_WEIGHTS, distill_losses, exit_losses
+from eebench.train.parallel import Parallel
 
 
 @dataclass
@@ -22,13 +23,28 @@ class StepContext:
     epoch: int  # from 1
     history: list = field(default_factory=list)  # per-epoch summaries so far (dev metrics included)
     pair_loss: str = "cross_entropy"  # or "cosine" (task.pair_loss)
+    parallel: Parallel = field(default_factory=Parallel)  # this process among the data-parallel ones
+    seed: int = 0  # train.seed
+    stage: int = 0  # the stage's index
+    backward: Callable[[torch.Tensor], None] = lambda loss: loss.backward()
+    """How a GradFn back-propagates a loss (scaled under fp16)."""
+
+    @property
+    def noise_key(self) -> tuple[int, int, int]:
+        """Seeds SMART's per-example noise: the same for an example whichever process holds it."""
+        return (self.seed, self.stage, self.step)
 
 
 # (outputs, labels, ctx) → (loss, parts to log)
 LossFn = Callable[[Any, torch.Tensor, StepContext], tuple[torch.Tensor, dict[str, float]]]
-# (model, batch, labels, ctx, params) → parts to log (with "loss"); runs the forward pass and sets
-# p.grad itself (custom gradient rules: RomeBERT's GR, MAML)
+# (model, global batch, labels, ctx, params) → parts to log (with "loss"), this process's share of
+# the global values; runs its own passes over its share of the batch (``ctx.parallel``) and
+# back-propagates with ``ctx.backward`` (MAML's episodes); the loop sums gradients over processes
 GradFn = Callable[[Any, dict, torch.Tensor, StepContext, list], dict[str, float]]
+# (outputs, labels, ctx) → named losses whose gradients a CombineFn joins (RomeBERT's GR)
+PartsFn = Callable[[Any, torch.Tensor, StepContext], dict[str, torch.Tensor]]
+# (model, params, {part name: gradients summed over the global batch}) → (gradients, parts to log)
+CombineFn = Callable[[Any, list, dict[str, list]], tuple[list, dict[str, float]]]
 
 
 @dataclass
@@ -40,6 +56,14 @@ class Stage:
     loss: LossFn
     gradient: GradFn | None = None  # None: backward of ``loss``
     batch_size: int | None = None  # None: train.batch_size
+    parts: PartsFn | None = None
+    """Set with ``combine``: the gradient of each named loss is taken separately over the whole
+    global batch (every process's share summed), then ``combine`` joins them (RomeBERT's projection
+    acts on the averaged g_f and g_s, as a single process would compute them)."""
+    combine: CombineFn | None = None
+    coupled: bool = False
+    """The loss couples a batch's examples (CsdBERT's teacher ranking and contrastive negatives): it
+    is computed over the rows of every process (eebench.train.parallel.Parallel.gather_rows)."""
 
 
 class _Args(BaseModel):
@@ -231,24 +255,17 @@ def romebert_parts(out, labels, ctx, gamma, temperature, kd_reduction="class_mea
     return l_final, l_sd
 
 
-def romebert_gradient(args: RomeBertArgs) -> GradFn:
-    """Two backward passes (g_f of L_final, g_s of L_sd), then g* = Proj(g_f) + g_s."""
+def romebert_combine(args: RomeBertArgs) -> CombineFn:
+    """g* = Proj(g_f) + g_s (g_f of L_final, g_s of L_sd, each over the global batch)."""
     project_final = not (args.role_swap and args.task in ("mnli", "qqp"))
     cache: dict[int, set[str]] = {}
 
-    def gradient(model, batch, labels, ctx, params):
-        l_final, l_sd = romebert_parts(model(**batch), labels, ctx, args.gamma, args.temperature,
-                                        args.kd_reduction)
+    def combine(model, params, grads):
         names = _param_names(model, params)
         project = cache.setdefault(id(model), set(projection_params(model)))
-        g_f = torch.autograd.grad(l_final, params, retain_graph=True, allow_unused=True)
-        g_s = torch.autograd.grad(l_sd, params, allow_unused=True)
-        grads, parts = regularized_gradients(list(g_f), list(g_s), names, project, project_final)
-        for p, g in zip(params, grads):
-            p.grad = g
-        return {"loss": (l_final + l_sd).item(), "loss_final": l_final.item(), "loss_sd": l_sd.item(), **parts}
+        return regularized_gradients(grads["final"], grads["sd"], names, project, project_final)
 
-    return gradient
+    return combine
 
 
 def lte_targets(logits: torch.Tensor, labels: torch.Tensor, regression: bool) -> torch.Tensor:
@@ -335,7 +352,7 @@ def metabert_gradient(args: MetaBertArgs) -> GradFn:
     step = maml_step_learn2learn if use_l2l else maml_step_torch_func
 
     def gradient(model, batch, labels, ctx, params):
-        return step(model, batch, labels, ctx.regression, args)
+        return step(model, batch, labels, ctx.regression, args, ctx.parallel, ctx.backward)
 
     return gradient
 
@@ -372,8 +389,14 @@ def romebert(train, args: RomeBertArgs, n_layers: int | None = None) -> list[Sta
         l_final, l_sd = romebert_parts(out, labels, ctx, args.gamma, args.temperature, args.kd_reduction)
         return l_final + l_sd, {"loss_final": l_final.item(), "loss_sd": l_sd.item()}
 
-    gradient = romebert_gradient(args) if args.gradient_regularization else None
-    return [Stage("romebert", train.epochs, train.lr, _all_params, loss, gradient)]
+    if not args.gradient_regularization:
+        return [Stage("romebert", train.epochs, train.lr, _all_params, loss)]
+
+    def parts(out, labels, ctx):
+        l_final, l_sd = romebert_parts(out, labels, ctx, args.gamma, args.temperature, args.kd_reduction)
+        return {"final": l_final, "sd": l_sd}
+
+    return [Stage("romebert", train.epochs, train.lr, _all_params, loss, parts=parts, combine=romebert_combine(args))]
 
 
 def lte(train, args: LteArgs, n_layers: int | None = None) -> list[Stage]:
@@ -388,7 +411,7 @@ def lte(train, args: LteArgs, n_layers: int | None = None) -> list[Stage]:
 
 
 def csdbert(train, args: CsdBertArgs, n_layers: int | None = None) -> list[Stage]:
-    return [Stage("csdbert", train.epochs, train.lr, _all_params, csdbert_loss(args, n_layers))]
+    return [Stage("csdbert", train.epochs, train.lr, _all_params, csdbert_loss(args, n_layers), coupled=True)]
 
 
 def slf(train, args: SlfArgs, n_layers: int | None = None) -> list[Stage]:
@@ -457,7 +480,7 @@ def with_lte(stages: list[Stage]) -> list[Stage]:
     (RomeBERT's GR, MAML's meta phase) and final-exit-only stages are left as they are."""
     out = []
     for stage in stages:
-        if stage.gradient is None and stage.trains in (_all_params, _early_exits):
+        if stage.gradient is None and stage.parts is None and stage.trains in (_all_params, _early_exits):
             def trains(model, select=stage.trains):
                 return select(model) + list(model.lte.parameters())
 

@@ -1,0 +1,133 @@
+"""Data parallelism without DDP: every process holds the whole model, takes its share of each global
+batch, and the gradients are summed across processes before the optimizer steps.
+
+eebench does not wrap the model in DistributedDataParallel. Its strategies compute gradients in ways
+DDP's backward hooks cannot follow (RomeBERT's two ``autograd.grad`` calls whose results must be
+averaged *before* the projection, MAML's functional calls, SMART's adversarial ascent, multitask
+views of a shared backbone, stages that freeze half the model). Instead each process's loss is
+weighted so that its gradient is its share of the global batch's gradient, and one all-reduce (sum)
+after the backward passes gives every process the gradient a single process would compute on the
+whole batch. ``Parallel`` with one process is a no-op throughout.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+BUCKET = 1 << 24  # elements per all-reduce bucket (64 MB of fp32)
+
+
+@dataclass(frozen=True)
+class Parallel:
+    rank: int = 0
+    world: int = 1
+
+    @classmethod
+    def from_accelerator(cls, accelerator) -> "Parallel":
+        return cls(accelerator.process_index, accelerator.num_processes)
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    # ---------------------------------------------------------------- batches
+    def share(self, indices: list[int]) -> list[int]:
+        """This process's contiguous share of a global batch (sizes differ by at most one; the
+        shares in rank order are the batch in its order)."""
+        return list(np.array_split(np.asarray(indices, dtype=np.int64), self.world)[self.rank])
+
+    # ---------------------------------------------------------------- collectives
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+    def sum_(self, tensors: list[torch.Tensor]) -> None:
+        """Sum ``tensors`` over processes, in place, flattened into buckets of like dtype and device."""
+        if not self.active or not tensors:
+            return
+        groups: dict[tuple, list[torch.Tensor]] = {}
+        for t in tensors:
+            groups.setdefault((t.dtype, t.device), []).append(t)
+        for group in groups.values():
+            bucket: list[torch.Tensor] = []
+            size = 0
+            for t in group + [None]:
+                if t is None or (bucket and size + t.numel() > BUCKET):
+                    flat = torch.cat([b.reshape(-1) for b in bucket])
+                    dist.all_reduce(flat)
+                    offset = 0
+                    for b in bucket:
+                        b.copy_(flat[offset: offset + b.numel()].view_as(b))
+                        offset += b.numel()
+                    bucket, size = [], 0
+                if t is not None:
+                    bucket.append(t)
+                    size += t.numel()
+
+    def sum_grads(self, params: list[torch.nn.Parameter]) -> None:
+        """p.grad summed over processes for every parameter (a missing gradient counts as zeros)."""
+        if not self.active:
+            return
+        for p in params:
+            if p.grad is None:
+                p.grad = torch.zeros_like(p)
+        self.sum_([p.grad for p in params])
+
+    def sum_floats(self, values: dict[str, float]) -> dict[str, float]:
+        """Sum a dict of floats over processes (every process must pass the same keys)."""
+        if not self.active or not values:
+            return values
+        keys = sorted(values)
+        t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+        dist.all_reduce(t)
+        return dict(zip(keys, t.tolist()))
+
+    def all_objects(self, obj: Any) -> list[Any]:
+        """Every process's ``obj``, in rank order."""
+        if not self.active:
+            return [obj]
+        out: list[Any] = [None] * self.world
+        dist.all_gather_object(out, obj)
+        return out
+
+    def from_main(self, obj: Any) -> Any:
+        """The main process's ``obj`` on every process."""
+        if not self.active:
+            return obj
+        box = [obj]
+        dist.broadcast_object_list(box, src=0)
+        return box[0]
+
+    def gather_rows(self, x: torch.Tensor) -> torch.Tensor:
+        """The global batch's rows of ``x`` (this process's share in rank order) on every process, this
+        process's own rows still carrying their gradient. Every process computes the same function of the
+        result, so summing the per-process gradients gives that function's gradient (for batch-coupled
+        losses: CsdBERT's teacher ranking and contrastive negatives)."""
+        if not self.active:
+            return x
+        counts = [int(c) for c in self.all_objects(x.shape[0])]
+        width = max(counts)
+        padded = x.detach()
+        if x.shape[0] < width:
+            padded = torch.cat([padded, padded.new_zeros((width - x.shape[0], *x.shape[1:]))])
+        parts = [torch.empty_like(padded) for _ in range(self.world)]
+        dist.all_gather(parts, padded.contiguous())
+        rows = [p[:c] for p, c in zip(parts, counts)]
+        rows[self.rank] = x
+        return torch.cat(rows)
+
+    def broadcast_module_(self, module: torch.nn.Module) -> None:
+        """Make every process's parameters and buffers equal to the main process's."""
+        if not self.active:
+            return
+        for t in list(module.parameters()) + list(module.buffers()):
+            dist.broadcast(t.data, src=0)
