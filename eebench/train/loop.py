@@ -231,7 +231,7 @@ def train(
         _truncate(log_path, pos.log_bytes)
     global_batch = global_batch_size(cfg, par.world)
     n_stages = len(jobs[0].stages)
-    with progress() as bars, open(log_path, "a", encoding="utf-8") as log:
+    with progress() as bars, open(log_path if par.is_main else os.devnull, "a", encoding="utf-8") as log:
         def write_log(record: dict) -> None:
             if par.is_main:
                 log.write(json.dumps(record) + "\n")
@@ -388,7 +388,7 @@ def _step(job: TaskJob, stage: Stage, rows: list[int], ctx: StepContext, params:
         par.sum_grads(params)
         return par.sum_floats(dict(logs))
 
-    parts_grads: dict[str, list[torch.Tensor]] = {}
+    parts_grads: dict[str, list[torch.Tensor | None]] = {}
     for mb in np.array_split(np.asarray(par.share(rows), dtype=np.int64), accum):
         if len(mb) == 0 and not stage.coupled:
             continue
@@ -427,26 +427,25 @@ def _step(job: TaskJob, stage: Stage, rows: list[int], ctx: StepContext, params:
             for name, part in losses.items():
                 keep = name != last or contribution_smart is not None
                 grads = torch.autograd.grad(scale(part * w), params, retain_graph=keep, allow_unused=True)
-                acc = parts_grads.setdefault(name, [torch.zeros_like(p) for p in params])
-                for a, g in zip(acc, grads):
+                acc = parts_grads.setdefault(name, [None] * len(params))
+                for i, g in enumerate(grads):
                     if g is not None:
-                        a.add_(g)
+                        acc[i] = g if acc[i] is None else acc[i] + g
             if contribution_smart is not None:
                 scale(contribution_smart).backward()
         else:
             total = contribution if contribution_smart is None else contribution + contribution_smart
             if total.requires_grad:
                 scale(total).backward()
-    if job.smart.enabled and "loss_smart" not in logs:
-        logs["loss_smart"] = 0.0  # every process logs the same keys
     par.sum_grads(params)
     logs = par.sum_floats(dict(logs))
     if stage.parts is not None:
-        for acc in parts_grads.values():
-            par.sum_(acc)
+        parts_grads = {name: par.sum_optional(parts_grads.get(name, [None] * len(params)), params)
+                       for name in par.union(parts_grads)}
         grads, extra = stage.combine(model, params, parts_grads)
         for p, g in zip(params, grads):
-            p.grad = g if p.grad is None else p.grad + g
+            if g is not None:
+                p.grad = g if p.grad is None else p.grad + g
         logs.update(extra)
     return logs
 
@@ -454,7 +453,6 @@ def _step(job: TaskJob, stage: Stage, rows: list[int], ctx: StepContext, params:
 def _smart_only(job, batch_of, share, n_global, ctx, accelerator, scale, logs) -> None:
     """SMART's term for strategies that set their own gradients: on this process's share."""
     if not len(share):
-        logs["loss_smart"] += 0.0
         return
     batch, _, index = batch_of(share)
     w = len(share) / n_global

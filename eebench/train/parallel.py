@@ -74,22 +74,38 @@ class Parallel:
                     size += t.numel()
 
     def sum_grads(self, params: list[torch.nn.Parameter]) -> None:
-        """p.grad summed over processes for every parameter (a missing gradient counts as zeros)."""
+        """p.grad summed over processes. A parameter no process computed a gradient for keeps
+        ``grad = None`` (the optimizer skips it, as in a single process); one that some process
+        did not reach counts zeros there."""
+        for p, g in zip(params, self.sum_optional([p.grad for p in params], params)):
+            p.grad = g
+
+    def sum_optional(self, tensors: list[torch.Tensor | None], like: list[torch.Tensor]) -> list[torch.Tensor | None]:
+        """``tensors`` summed over processes, where None means "no gradient here": it stays None when
+        no process has one, and counts as zeros (shaped as ``like``) where another process does."""
         if not self.active:
-            return
-        for p in params:
-            if p.grad is None:
-                p.grad = torch.zeros_like(p)
-        self.sum_([p.grad for p in params])
+            return tensors
+        reached = torch.tensor([t is not None for t in tensors], dtype=torch.int32)
+        dist.all_reduce(reached)
+        out = [t if t is not None or not r else torch.zeros_like(x)
+               for t, r, x in zip(tensors, reached.tolist(), like)]
+        self.sum_([t for t in out if t is not None])
+        return out
 
     def sum_floats(self, values: dict[str, float]) -> dict[str, float]:
-        """Sum a dict of floats over processes (every process must pass the same keys)."""
-        if not self.active or not values:
+        """Sum a dict of floats over processes (a key a process lacks counts 0 there)."""
+        if not self.active:
             return values
-        keys = sorted(values)
-        t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+        keys = self.union(values)
+        t = torch.tensor([values.get(k, 0.0) for k in keys], dtype=torch.float64)
         dist.all_reduce(t)
         return dict(zip(keys, t.tolist()))
+
+    def union(self, keys) -> list[str]:
+        """The sorted union of every process's ``keys``."""
+        if not self.active:
+            return sorted(keys)
+        return sorted(set().union(*self.all_objects(sorted(keys))))
 
     def all_objects(self, obj: Any) -> list[Any]:
         """Every process's ``obj``, in rank order."""

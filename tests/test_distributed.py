@@ -1,0 +1,158 @@
+"""Data-parallel training on CPU (gloo, 2 processes launched with torchrun) against one process, and
+runs killed with SIGKILL then resumed. Marked `multiprocess` (about a minute together): deselect
+with `-m "not multiprocess"` for a quick run; `.ci/run` runs them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import ROOT, quickstart_overrides
+
+sys.path.insert(0, str(Path(__file__).parent))
+from dist_worker import CASES  # noqa: E402
+
+pytestmark = pytest.mark.multiprocess
+QUICKSTART = str(ROOT / "recipes" / "quickstart.toml")
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2"]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", "COLUMNS": "300"}
+
+
+def _run(cmd: list[str], env: dict | None = None, timeout: int = 300) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, capture_output=True, text=True, env={**ENV, **(env or {})}, timeout=timeout,
+                          cwd=ROOT)
+
+
+def _eebench(*args, procs: int = 1, env: dict | None = None) -> subprocess.CompletedProcess:
+    launcher = TORCHRUN if procs == 2 else [sys.executable]
+    return _run([*launcher, "-m", "eebench.cli", *map(str, args)], env)
+
+
+def _sets(overrides: list[str]) -> list[str]:
+    return [x for o in overrides for x in ("--set", o)]
+
+
+# ------------------------------------------------------------------------------ equivalence
+@pytest.fixture(scope="module")
+def weights(tmp_path_factory):
+    out = tmp_path_factory.mktemp("equivalence")
+    worker = str(Path(__file__).parent / "dist_worker.py")
+    for cmd in ([sys.executable, worker, str(out)], [*TORCHRUN, worker, str(out)]):
+        result = _run(cmd)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return out
+
+
+def _max_diff(a: dict, b: dict) -> float:
+    return max((a[k].float() - b[k].float()).abs().max().item() for k in a)
+
+
+@pytest.mark.parametrize("case", [c for c in CASES if not CASES[c].get("single_only")])
+def test_two_processes_reach_the_single_process_weights(weights, case):
+    one, two = torch.load(weights / f"{case}_w1.pt"), torch.load(weights / f"{case}_w2.pt")
+    assert _max_diff(one["state"], one["init"]) > 1e-3  # training moved the weights
+    diff = _max_diff(one["state"], two["state"])
+    print(f"{case}: max |w(1 process, batch 8) - w(2 processes x 4)| = {diff:.2e}")
+    assert diff < 2e-5, f"{case}: 2 processes differ from 1 process by {diff:.2e}"
+    losses = [(a["train_loss"], b["train_loss"]) for a, b in zip(one["history"], two["history"])]
+    assert len(one["history"]) == len(two["history"]) and all(abs(a - b) < 1e-5 for a, b in losses)
+
+
+def test_the_equivalence_check_can_fail(weights):
+    """Negative control: one process on half the global batch is a different run."""
+    half, two = torch.load(weights / "joint-half-batch_w1.pt"), torch.load(weights / "joint_w2.pt")
+    assert _max_diff(half["state"], two["state"]) > 1e-3
+
+
+# ------------------------------------------------------------------------------ one writer
+@pytest.fixture(scope="module")
+def quick_runs(tmp_path_factory):
+    """The shrunk quickstart (DeeBERT two-stage: stage 2 freezes the backbone) with 1 and 2 processes."""
+    tmp = tmp_path_factory.mktemp("quick")
+    outputs = {}
+    for procs in (1, 2):
+        result = _eebench("finetune", QUICKSTART, *_sets(quickstart_overrides(tmp, f"p{procs}")),
+                          "--set", "train.eval_each_epoch=true", procs=procs)
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        outputs[procs] = result.stdout + result.stderr
+    return tmp, outputs
+
+
+def _files(folder: Path) -> list[str]:
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def test_two_process_run_folder_equals_the_single_process_one(quick_runs):
+    tmp, outputs = quick_runs
+    one, two = tmp / "p1", tmp / "p2"
+    assert _files(one) == _files(two)
+    log1 = [json.loads(line) for line in (one / "train_log.jsonl").read_text().splitlines()]
+    log2 = [json.loads(line) for line in (two / "train_log.jsonl").read_text().splitlines()]
+    assert len(log1) == len(log2)  # every line once
+    for a, b in zip(log1, log2):
+        a, b = a.get("epoch_summary", a), b.get("epoch_summary", b)
+        assert a.get("loss", a.get("train_loss")) == pytest.approx(b.get("loss", b.get("train_loss")), abs=1e-5)
+        assert a.get("dev_layerwise") == pytest.approx(b.get("dev_layerwise"), abs=1e-6)
+    for split in ("dev", "test"):
+        l1 = json.loads((one / f"eval/{split}/layerwise.json").read_text())
+        l2 = json.loads((two / f"eval/{split}/layerwise.json").read_text())
+        assert [r["acc"] for r in l1] == pytest.approx([r["acc"] for r in l2])
+    assert json.loads((two / "status.json").read_text())["processes"] == 2
+    assert outputs[2].count("done:") == 1 and outputs[2].count("trained in") == 1
+    assert outputs[2].count("eebench finetune") == 1
+
+
+# ------------------------------------------------------------------------------ resume
+def _resume_case(tmp: Path, procs: int, name: str) -> tuple[Path, Path]:
+    sets = _sets(quickstart_overrides(tmp, name)) + ["--set", "train.checkpoint_every=5"]
+    whole = _eebench("finetune", QUICKSTART, *sets, "--set", f'output.run_name="{name}_whole"', procs=procs)
+    assert whole.returncode == 0, whole.stdout[-2000:] + whole.stderr[-2000:]
+    killed = _eebench("finetune", QUICKSTART, *sets, procs=procs, env={"EEBENCH_FAULT_AFTER_STEP": "17"})
+    assert killed.returncode != 0  # SIGKILL mid-stage 2 (13 steps per stage), after the step-15 checkpoint
+    run = tmp / name
+    assert json.loads((run / "status.json").read_text())["state"] == "training"
+    return run, tmp / f"{name}_whole"
+
+
+def _same_log(a: Path, b: Path) -> None:
+    drop = ("seconds", "examples_per_s")
+    rows = [[{k: v for k, v in json.loads(line).get("epoch_summary", json.loads(line)).items() if k not in drop}
+             for line in (f / "train_log.jsonl").read_text().splitlines()] for f in (a, b)]
+    assert rows[0] == rows[1]
+
+
+def test_a_killed_run_says_so_and_resumes_bitwise(tmp_path):
+    run, whole = _resume_case(tmp_path, 1, "killed")
+    evaluated = _eebench("evaluate", run)
+    assert evaluated.returncode == 2 and "unfinished" in evaluated.stderr and "--resume" in evaluated.stderr
+    again = _eebench("finetune", QUICKSTART, *_sets(quickstart_overrides(tmp_path, "killed")))
+    assert again.returncode == 2 and "--resume" in again.stderr and "Traceback" not in again.stderr
+    resumed = _eebench("resume", run)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert "resuming from" in resumed.stderr
+    sha = [json.loads((f / "model/exits.json").read_text())["weights_sha256"] for f in (run, whole)]
+    assert sha[0] == sha[1]  # bitwise: same weights as the uninterrupted run
+    _same_log(run, whole)
+    assert json.loads((run / "eval/dev/layerwise.json").read_text()) == \
+        json.loads((whole / "eval/dev/layerwise.json").read_text())
+    assert not (run / "checkpoint").exists() and json.loads((run / "status.json").read_text())["state"] == "finished"
+
+
+def test_a_killed_two_process_run_resumes(tmp_path):
+    run, whole = _resume_case(tmp_path, 2, "killed2")
+    sets = _sets(quickstart_overrides(tmp_path, "killed2")) + ["--set", "train.checkpoint_every=5"]
+    resumed = _eebench("finetune", QUICKSTART, *sets, "--resume", procs=2)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    from safetensors.torch import load_file
+
+    a, b = load_file(str(run / "model/model.safetensors")), load_file(str(whole / "model/model.safetensors"))
+    diff = max((a[k] - b[k]).abs().max().item() for k in a)
+    print(f"2 processes, killed and resumed vs uninterrupted: max |dw| = {diff:.2e}")
+    assert diff == 0.0
+    _same_log(run, whole)
