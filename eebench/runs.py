@@ -213,6 +213,8 @@ def finetune(recipe_path: str | Path, overrides: list[str], data_dir: str | None
                   f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters) on {accelerator.device}, "
                   f"{par.world} process{'es' * (par.world > 1)}, global batch "
                   f"{global_batch_size(recipe.train, par.world)}, mixed precision {accelerator.mixed_precision}")
+    if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        console.print("[yellow]note:[/] fp16 autocast needs a GPU; this CPU run computes in fp32 (bf16 works on CPU)")
     meta = {"task": ",".join(subs), "labels": [] if recipe.is_multitask else list(run.spec.labels or []),
             "model_name": recipe.model.name}
 
@@ -233,7 +235,8 @@ def finetune(recipe_path: str | Path, overrides: list[str], data_dir: str | None
     if par.is_main:
         previous = run_status(run.dir) if resume else {}
         run.mark(state="training", started=previous.get("started", time.strftime("%Y-%m-%dT%H:%M:%S")),
-                 processes=par.world, **({"resumed": previous.get("resumed", 0) + 1} if checkpoint else {}))
+                 processes=par.world, mixed_precision=str(accelerator.mixed_precision),
+                 global_batch=global_batch_size(recipe.train, par.world), **({"resumed": previous.get("resumed", 0) + 1} if checkpoint else {}))
     try:
         history = train(model, jobs, recipe.train, accelerator, run.dir / "train_log.jsonl", on_epoch_end,
                         run_dir=run.dir, resume=resume)
@@ -285,6 +288,17 @@ def _accelerator(recipe: Recipe, run: Run):
     from accelerate import Accelerator
 
     trackers = list(recipe.output.trackers)
+    if trackers:
+        from accelerate.tracking import get_available_trackers
+        from accelerate.utils import LoggerType
+
+        known, available = LoggerType.list(), [str(t) for t in get_available_trackers()]
+        for name in trackers:
+            if name not in known:
+                raise UserError(f"output.trackers: unknown tracker {name!r}; choose from {', '.join(known)}")
+            if name not in available:
+                raise UserError(f"output.trackers: {name!r} is not installed; pip install it (e.g. pip install "
+                                f"{'tensorboard' if name == 'tensorboard' else name}) or remove it from the recipe")
     try:
         return Accelerator(mixed_precision=recipe.train.mixed_precision, cpu=not torch.cuda.is_available(),
                            log_with=trackers or None, project_dir=str(run.dir / "tracking"))
