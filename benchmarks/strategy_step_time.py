@@ -2,20 +2,23 @@
 
     python benchmarks/strategy_step_time.py [--model package|random] [--steps 10] [--batch 32] [--length 64]
 
-A step is forward + the strategy's loss/gradient + optimizer step, for each stage of the strategy.
+A step is the training loop's own step (forward, the strategy's loss or gradient rule, backward)
++ the optimizer step, for each stage of the strategy.
 Strategies are interleaved round-robin so machine noise hits all of them alike.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 
+import numpy as np
 import torch
 
+from eebench.data.encode import Encoded
 from eebench.model import MultiExitModel
 from eebench.recipe import SmartConfig, TrainConfig
-from eebench.train.smart import smart_regularizer
 from eebench.train.strategies import STRATEGIES, StepContext, build_stages
 
 
@@ -32,7 +35,19 @@ def build(model_kind: str) -> MultiExitModel:
     return MultiExitModel(backbone, num_labels=2, pooling="mean", lte=True)
 
 
-def step_fn(model, stage, smart=None):
+class _Accelerator:
+    """What the training step reads of an Accelerator: one CPU process, no autocast, no scaler."""
+
+    device, scaler = torch.device("cpu"), None
+
+    def autocast(self):
+        return contextlib.nullcontext()
+
+
+def step_fn(model, stage, data: Encoded, smart=None):
+    """One optimizer step of ``stage`` through the training loop's own step (eebench.train.loop)."""
+    from eebench.train.loop import TaskJob, _step
+
     for p in model.parameters():
         p.requires_grad_(False)
     params = stage.trains(model)
@@ -40,21 +55,14 @@ def step_fn(model, stage, smart=None):
         p.requires_grad_(True)
     backbone_grad = any(p.requires_grad for p in model.backbone.parameters())
     opt = torch.optim.AdamW(params, lr=1e-5)
+    job = TaskJob("sst2", model, [stage], data, False, smart or SmartConfig())
 
-    def run(batch, labels, step):
+    def run(step):
         for p in model.parameters():
             p.requires_grad_(False)
         for p in params:
             p.requires_grad_(True)
-        ctx = StepContext(False, step, 1)
-        if stage.gradient is None:
-            out = model(**batch, backbone_grad=backbone_grad)
-            loss, _ = stage.loss(out, labels, ctx)
-            if smart is not None:
-                loss = loss + smart.lambda_s * smart_regularizer(model, batch, out.logits, False, smart)
-            loss.backward()
-        else:
-            stage.gradient(model, batch, labels, ctx, params)
+        _step(job, stage, list(range(len(data))), StepContext(False, step, 1), params, backbone_grad, _Accelerator(), 1)
         opt.step()
         opt.zero_grad(set_to_none=True)
 
@@ -70,9 +78,9 @@ def main() -> None:
     a = ap.parse_args()
     torch.manual_seed(0)
     model = build(a.model).train()
-    batch = {"input_ids": torch.randint(1000, 20000, (a.batch, a.length)),
-             "attention_mask": torch.ones(a.batch, a.length, dtype=torch.long)}
-    labels = torch.randint(0, 2, (a.batch,))
+    ids = torch.randint(1000, 20000, (a.batch, a.length)).tolist()
+    data = Encoded([{"input_ids": row, "attention_mask": [1] * a.length} for row in ids],
+                   np.random.default_rng(0).integers(0, 2, a.batch), 0)
     runs = {}
     # MetaBERT's episodes are cut from the same batch: meta_batch x (support + query) = 2 x (8 + 8) = 32
     args = {"metabert": {"support_size": a.batch // 4, "query_size": a.batch // 4, "meta_batch": 2}}
@@ -81,16 +89,16 @@ def main() -> None:
                                   n_layers=model.num_layers):
             if name == "slf" and stage.name not in ("focus1", "focus6", "refine"):
                 continue
-            runs[f"{name}:{stage.name}"] = step_fn(model, stage)
+            runs[f"{name}:{stage.name}"] = step_fn(model, stage, data)
     joint_stage = build_stages(TrainConfig(strategy="joint"))[0]
-    runs["joint+smart:joint"] = step_fn(model, joint_stage, SmartConfig(enabled=True))
+    runs["joint+smart:joint"] = step_fn(model, joint_stage, data, SmartConfig(enabled=True))
     times = {k: [] for k in runs}
     for k, run in runs.items():  # warm-up
-        run(batch, labels, 0)
+        run(0)
     for step in range(a.steps):
         for k, run in runs.items():
             t0 = time.perf_counter()
-            run(batch, labels, step)
+            run(step)
             times[k].append(time.perf_counter() - t0)
     base = sorted(times["joint:joint"])[len(times["joint:joint"]) // 2]
     print(f"model={a.model} batch={a.batch} length={a.length} steps={a.steps} threads={torch.get_num_threads()}")
