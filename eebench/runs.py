@@ -14,6 +14,7 @@ Run folder layout (docs/run-folder.md):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import tempfile
@@ -97,9 +98,10 @@ def open_run(path: str | Path, data_dir: str | None = None) -> Run:
     parent = folder.parent.parent if marker.is_file() else folder
     if training_unfinished(parent):
         status = run_status(parent)
-        raise UserError(f"{parent} is an unfinished run (status {status.get('state')}: its training was killed, "
-                        f"failed or is still going); continue it with eebench finetune RECIPE --resume "
-                        f"(or eebench resume {parent})")
+        if owner_running(parent):
+            raise UserError(f"{parent} is still training (another eebench process holds it); wait for it to finish")
+        raise UserError(f"{parent} is an unfinished run (status {status.get('state')}: its training was killed "
+                        f"or failed); continue it with eebench finetune RECIPE --resume (or eebench resume {parent})")
     return Run(folder, recipe, read_json(marker)["task"] if marker.is_file() else None)
 
 
@@ -142,14 +144,7 @@ def finetune(recipe_path: str | Path, overrides: list[str], data_dir: str | None
     Under ``accelerate launch`` / ``torchrun`` every process calls this: they train data-parallel
     (eebench.train.loop), and only the main process writes files, prints and evaluates.
     ``resume`` continues an unfinished run from its last checkpoint (or starts it when there is none)."""
-    import torch
-    from accelerate.utils import set_seed
-
-    from eebench.data.encode import eval_loader
-    from eebench.model.build import build_model, build_multitask_model, build_tokenizer, save_model
-    from eebench.train.loop import TaskJob, check_lockstep, checkpoint_dir, remove_checkpoint, train
     from eebench.train.parallel import Parallel
-    from eebench.train.strategies import build_stages, needs_lte_head
 
     recipe = recipe or load_recipe(recipe_path, overrides)
     if data_dir:
@@ -159,6 +154,63 @@ def finetune(recipe_path: str | Path, overrides: list[str], data_dir: str | None
     accelerator = _accelerator(recipe, run)
     par = Parallel.from_accelerator(accelerator)
     console.quiet = not par.is_main  # one writer: the main process prints
+    with run_lock(run.dir, par):
+        return _finetune(run, recipe_path, accelerator, par, overwrite, resume)
+
+
+@contextlib.contextmanager
+def run_lock(folder: Path, par=None):
+    """Own the run folder for the duration (a lock file beside it, held by the main process): a
+    second eebench writing the same run gets one line instead of two writers in one folder."""
+    from filelock import FileLock, Timeout
+
+    main = par is None or par.is_main
+    lock = FileLock(str(lock_path(folder))) if main else None
+    acquired = True
+    if lock is not None:
+        lock_path(folder).parent.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            acquired = False
+    if par is not None and not par.from_main(acquired) or not acquired:
+        raise UserError(f"{folder} is being written by another eebench process right now; wait for it to "
+                        f"finish, or pick another name with --set output.run_name=NAME")
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def lock_path(folder: Path) -> Path:
+    folder = Path(folder)
+    return folder.parent / f".{folder.name}.lock"
+
+
+def owner_running(folder: Path) -> bool:
+    """Whether some process holds the run folder's lock now (a training run still going)."""
+    from filelock import FileLock, Timeout
+
+    if not lock_path(folder).is_file():
+        return False
+    try:
+        FileLock(str(lock_path(folder))).acquire(timeout=0).lock.release()
+    except Timeout:
+        return True
+    return False
+
+
+def _finetune(run: Run, recipe_path, accelerator, par, overwrite: bool, resume: bool) -> Run:
+    import torch  # noqa: F401
+    from accelerate.utils import set_seed
+
+    from eebench.data.encode import eval_loader
+    from eebench.model.build import build_model, build_multitask_model, build_tokenizer, save_model
+    from eebench.train.loop import TaskJob, check_lockstep, checkpoint_dir, remove_checkpoint, train
+    from eebench.train.strategies import build_stages, needs_lte_head
+
+    recipe = run.recipe
     resume = _check_run_dir(run, recipe_path, overwrite, resume)
     if resume is None:  # finished already
         return run

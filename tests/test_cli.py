@@ -246,3 +246,12 @@ def test_compare_runs_side_by_side(run_dir, tmp_path):
     assert "two_stage" in text and "qs" in text  # the second column of the same strategy is named by folder
     assert (tmp_path / "compare_synthetic_dev.png").is_file()
     _one_line_error(_invoke("compare", run_dir, "no/such/run"), "not a run folder")
+
+
+def test_a_second_writer_of_a_run_gets_one_line_and_changes_nothing(tmp_path):
+    from eebench.runs import run_lock
+
+    with run_lock(tmp_path / "qs"):  # as a finetune still training in another process holds it
+        result = _invoke("finetune", QUICKSTART, *_sets(quickstart_overrides(tmp_path)))
+    assert result.exit_code == 2 and "another eebench process" in result.output
+    assert "Traceback" not in result.output and not (tmp_path / "qs").exists()
