@@ -302,6 +302,7 @@ def _finetune(run: Run, recipe_path, accelerator, par, overwrite: bool, resume: 
     if par.is_main:
         _stamp_weights(run)
         run.mark(state="trained", trained=True, train_seconds=round(train_seconds, 1))
+        remove_checkpoint(run.dir)  # the model is saved: the training state is no longer needed
         console.print(f"trained in {train_seconds:.1f} s; model saved to {run.model_dir}")
     for tracker in accelerator.trackers:  # not end_training(): that also ends the process group
         tracker.finish()
@@ -320,7 +321,6 @@ def _finetune(run: Run, recipe_path, accelerator, par, overwrite: bool, resume: 
             run.mark(state="failed", trained=True, error=_describe(err))
         raise
     if par.is_main:
-        remove_checkpoint(run.dir)
         if recipe.is_multitask:
             run.mark(state="finished", total_seconds=round(time.perf_counter() - started, 1))
             console.print(f"tasks: {', '.join(str(sub.dir) for sub in subs.values())}")
@@ -392,7 +392,10 @@ def _check_run_dir(run: Run, recipe_path, overwrite: bool, resume: bool) -> bool
     status = run_status(run.dir)
     if not training_unfinished(run.dir):
         if resume:
-            console.print(f"{run.dir} is already trained (status {status.get('state', 'unknown')}); nothing to resume")
+            state = status.get("state", "unknown")
+            then = ("" if state in FINISHED else f"; its evaluation did not finish: run eebench evaluate {run.dir} "
+                    f"(and calibrate / report) on it")
+            console.print(f"{run.dir} is already trained (status {state}); nothing to resume{then}")
             return None
         raise UserError(f"{run.dir} already holds a run; pass --overwrite to replace it, or pick "
                         f"another name with --set output.run_name=NAME")

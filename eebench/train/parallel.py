@@ -26,10 +26,12 @@ BUCKET = 1 << 24  # elements per all-reduce bucket (64 MB of fp32)
 class Parallel:
     rank: int = 0
     world: int = 1
+    device: torch.device = torch.device("cpu")
+    """Where collective tensors live (NCCL reduces GPU tensors only)."""
 
     @classmethod
     def from_accelerator(cls, accelerator) -> "Parallel":
-        return cls(accelerator.process_index, accelerator.num_processes)
+        return cls(accelerator.process_index, accelerator.num_processes, accelerator.device)
 
     @property
     def is_main(self) -> bool:
@@ -85,7 +87,7 @@ class Parallel:
         no process has one, and counts as zeros (shaped as ``like``) where another process does."""
         if not self.active:
             return tensors
-        reached = torch.tensor([t is not None for t in tensors], dtype=torch.int32)
+        reached = torch.tensor([t is not None for t in tensors], dtype=torch.int32, device=self.device)
         dist.all_reduce(reached)
         out = [t if t is not None or not r else torch.zeros_like(x)
                for t, r, x in zip(tensors, reached.tolist(), like)]
@@ -97,7 +99,7 @@ class Parallel:
         if not self.active:
             return values
         keys = self.union(values)
-        t = torch.tensor([values.get(k, 0.0) for k in keys], dtype=torch.float64)
+        t = torch.tensor([values.get(k, 0.0) for k in keys], dtype=torch.float64, device=self.device)
         dist.all_reduce(t)
         return dict(zip(keys, t.tolist()))
 
@@ -146,4 +148,9 @@ class Parallel:
         if not self.active:
             return
         for t in list(module.parameters()) + list(module.buffers()):
-            dist.broadcast(t.data, src=0)
+            if t.device == self.device:
+                dist.broadcast(t.data, src=0)
+            else:
+                moved = t.data.to(self.device)
+                dist.broadcast(moved, src=0)
+                t.data.copy_(moved)
