@@ -202,7 +202,6 @@ def owner_running(folder: Path) -> bool:
 
 
 def _finetune(run: Run, recipe_path, accelerator, par, overwrite: bool, resume: bool) -> Run:
-    import torch  # noqa: F401
     from accelerate.utils import set_seed
 
     from eebench.data.encode import eval_loader
