@@ -166,7 +166,7 @@ def report(
     out: Annotated[Path, typer.Option(help="Folder for paper tables.")] = Path("results/tables"),
     run_missing: Annotated[bool, typer.Option("--run-missing", help="First run the recipes of the table's cells "
                                               "not yet run (paper-scale set; --cpu for the CPU-scale set).")] = False,
-    cpu: Annotated[bool, typer.Option("--cpu", help="Use the CPU-scale recipe set (MiniLM-L6, ../shared/data) "
+    cpu: Annotated[bool, typer.Option("--cpu", help="Use the CPU-scale recipe set (MiniLM-L6, local GLUE / CS224N files) "
                                       "for --run-missing and for the table's cells.")] = False,
     scores: Annotated[Optional[Path], typer.Option(help="CSV of scores for unlabelled (test) cells: "
                                                    "row_group,method,task,value.")] = None,

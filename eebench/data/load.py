@@ -50,7 +50,7 @@ def _load_raw(spec: TaskSpec, cfg: TaskConfig, split: str) -> Examples:
 def _local_file(spec: TaskSpec, cfg: TaskConfig, split: str) -> Path:
     folder = Path(cfg.data_dir)
     if not folder.is_dir():
-        example = "../shared/data/cs224n" if spec.cs224n else f"../shared/data/glue/{spec.folder}"
+        example = "path/to/cs224n" if spec.cs224n else f"path/to/glue/{spec.folder}"
         raise UserError(f"task.data_dir {folder} is not a folder; point it (or --data-dir) at the "
                         f"{spec.folder} folder, e.g. {example}")
     default = spec.cs224n.files.get(split, f"{split}.csv") if spec.cs224n else f"{split}.tsv"
@@ -166,7 +166,7 @@ def load_from_hub(spec: TaskSpec, split: str) -> Examples:
         raise UserError(
             f"task {spec.name}: could not load {'/'.join(spec.hub)} split {hub_split!r} from the hub "
             f"({reason}); set task.data_dir (or --data-dir) to a folder of GLUE TSV files, "
-            f"e.g. ../shared/data/glue/{spec.folder}") from None
+            f"e.g. path/to/glue/{spec.folder}") from None
     a, b = spec.hub_fields
     labels = np.asarray(ds["label"])
     has_labels = not (labels.size and (labels < 0).all())  # GLUE test splits carry label -1

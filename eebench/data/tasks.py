@@ -87,7 +87,7 @@ TASKS: dict[str, TaskSpec] = {
               TsvLayout("sentence1", "sentence2", "label")),
         _glue("wnli", "WNLI", ("not_entailment", "entailment"), ("acc",), ("sentence1", "sentence2"),
               TsvLayout("sentence1", "sentence2", "label")),
-        # CS224N minBERT tasks (BERTer): ../shared/data/cs224n, or the hub copies of the same data.
+        # CS224N minBERT tasks (BERTer): a local cs224n data folder, or the hub copies of the same data.
         TaskSpec("sst5", ("negative", "somewhat negative", "neutral", "somewhat positive", "positive"),
                  ("acc",), ("SetFit/sst5", None), ("text", None), folder="cs224n",
                  cs224n=Cs224nLayout("sentence", None, "sentiment", _cs224n_files("ids-sst"))),

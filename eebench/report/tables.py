@@ -29,7 +29,7 @@ from eebench.recipe import _Strict, describe_validation_error, load_recipe
 from eebench.report.paper import ALIASES, reference_numbers
 
 SETS = ("paper", "cpu")
-"""Recipe sets: ``paper`` = the papers' settings (BERT-base, GPU), ``cpu`` = MiniLM-L6 on ../shared/data."""
+"""Recipe sets: ``paper`` = the papers' settings (BERT-base, GPU), ``cpu`` = MiniLM-L6 on local data files."""
 
 
 class Rule(_Strict):
