@@ -29,7 +29,8 @@ from eebench.data.load import load_split
 from eebench.engine import EarlyExitEngine
 from eebench.model.build import load_model
 from eebench.policies import get_policy
-from eebench.runs import encode_split, ensure_trace, open_run
+from eebench.pipeline.evaluate import encode_split, ensure_trace
+from eebench.rundir import open_run
 from eebench.speed import batched_times, length_batches, single_batches, stream_times, timed
 
 

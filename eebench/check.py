@@ -18,15 +18,12 @@ DEFAULT_TOL = {"metric": 2.0, "time_pct": 5.0}
 def collect(run) -> dict[str, float]:
     """The numbers a check compares: every exit's metrics and every operating point, per split."""
     numbers: dict[str, float] = {}
-    for split_dir in sorted((run.dir / "eval").glob("*")):
-        split = split_dir.name
-        lw = split_dir / "layerwise.json"
-        if lw.is_file():
-            for row in read_json(lw):
-                for m in run.spec.metrics:
-                    numbers[f"{split}/layer{row['layer']}/{m}"] = float(row[m])
-        for op in sorted(split_dir.glob("operating_*.json")):
-            point = read_json(op)
+    for split in run.evaluated_splits():
+        for row in run.layerwise(split) or []:
+            for m in run.spec.metrics:
+                numbers[f"{split}/layer{row['layer']}/{m}"] = float(row[m])
+        for op in run.operating_points(split):
+            point = op.dump()
             for key in (*run.spec.metrics, "time_pct"):
                 if key in point:
                     numbers[f"{split}/{point['policy']}/{key}"] = float(point[key])
@@ -48,8 +45,12 @@ def compare(run, path: Path) -> list[dict]:
     """One row per reference number: reference, measured, difference, tolerance, ok."""
     if not Path(path).is_file():
         raise UserError(f"reference file {path} not found; record one with eebench check RUN --record {path}")
-    ref = read_json(path)
-    if "numbers" not in ref:
+    try:
+        ref = read_json(path)
+    except ValueError as err:
+        raise UserError(f"{path} is unreadable ({str(err).splitlines()[0]}); record it again with "
+                        f"eebench check RUN --record {path}") from None
+    if not isinstance(ref, dict) or "numbers" not in ref:
         raise UserError(f"{path}: no 'numbers' key; expected a file written by eebench check --record")
     measured = collect(run)
     rows = []

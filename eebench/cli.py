@@ -65,7 +65,7 @@ def finetune(
 
     Several processes: `accelerate launch --multi_gpu --num_processes N $(which eebench) finetune ...` or
     `torchrun --nproc_per_node N $(which eebench) finetune ...` (train.batch_size stays the global batch)."""
-    from eebench.runs import finetune as run_finetune
+    from eebench.pipeline.finetune import finetune as run_finetune
 
     for recipe in recipes:
         run = run_finetune(recipe, set_, data_dir, overwrite, resume)
@@ -77,7 +77,7 @@ def finetune(
 def resume_(run: RunArg) -> None:
     """Continue an unfinished (killed, preempted) run from its last checkpoint, with the recipe it was
     started with; same as `eebench finetune RECIPE --resume` with that recipe's --set values."""
-    from eebench.runs import resume as run_resume
+    from eebench.pipeline.finetune import resume as run_resume
 
     done = run_resume(run)
     console.print(f"[green]done:[/] {done.dir}")
@@ -92,7 +92,8 @@ def evaluate(
 ) -> None:
     """Run the model once over a split with all exits (or reuse its stored trace when nothing changed);
     write layer-wise metrics, the threshold sweep, and every saved calibration applied to the split."""
-    from eebench.runs import evaluate as run_evaluate, open_run
+    from eebench.pipeline.evaluate import evaluate as run_evaluate
+    from eebench.rundir import open_run
 
     run_evaluate(open_run(run, data_dir), split)
 
@@ -114,7 +115,8 @@ def calibrate(
 ) -> None:
     """Choose an exit policy's setting on one split to meet a time% target or a maximum metric drop, save it
     to calibration/<policy>.json; `evaluate` then applies it to any other split."""
-    from eebench.runs import calibrate as run_calibrate, open_run
+    from eebench.pipeline.evaluate import calibrate as run_calibrate
+    from eebench.rundir import open_run
 
     if target_time_pct is not None and max_drop is not None:
         raise UserError("give only one of --target-time-pct and --max-drop")
@@ -141,7 +143,8 @@ def speed(
     against the full model: wall-clock per example at batch size 1 (p50/p95), per batch with row
     compaction, measured vs ideal speed-up, and its exits against the trace; writes
     eval/<split>/speed_<policy>.json, which `eebench report` shows."""
-    from eebench.runs import open_run, speed as run_speed
+    from eebench.pipeline.speed import speed as run_speed
+    from eebench.rundir import open_run
 
     for name, value, least in (("--batch-size", batch_size, 2), ("--limit", limit, 1), ("--rounds", rounds, 1)):
         if value is not None and value < least:
@@ -176,7 +179,7 @@ def report(
     from eebench.report.render import markdown
     from eebench.report.run_report import report_run
     from eebench.report.tables import load_spec, mismatches, render
-    from eebench.runs import open_run
+    from eebench.rundir import open_run
 
     if not run and not table:
         raise UserError("nothing to report: give --run RUN_FOLDER and/or --table ID (e.g. --table glue-test)")
@@ -206,7 +209,7 @@ def compare(
     """Put runs side by side: the layer-wise metric of every exit, one column per run (stored results only)."""
     from eebench.report.compare import compare_runs
     from eebench.report.render import markdown
-    from eebench.runs import open_run
+    from eebench.rundir import open_run
 
     frame, paths = compare_runs([open_run(f) for f in runs], out, split)
     print(markdown(frame, 1))
@@ -225,7 +228,7 @@ def check(
     from rich.table import Table
 
     from eebench.check import compare, record as record_numbers
-    from eebench.runs import open_run
+    from eebench.rundir import open_run
 
     r = open_run(run)
     if record is not None:

@@ -3,3 +3,7 @@
 
 class UserError(Exception):
     """A problem with the user's input (recipe, data, CLI argument, model): never a traceback."""
+
+
+class MissingData(UserError):
+    """A split's data is not there (no file, no hub copy): sometimes only a warning (per-epoch dev)."""

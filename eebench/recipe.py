@@ -257,7 +257,7 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     try:
         value = tomllib.loads(f"v = {raw}")["v"]
     except tomllib.TOMLDecodeError:
-        value = raw
+        value = raw.strip()  # a bare word: a string, without the spaces around "="
     return path, value
 
 
@@ -276,28 +276,45 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
 
 def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
     path = Path(path)
+    if path.is_dir():
+        raise UserError(f"recipe {path} is a folder, not a recipe file; give one of its .toml files "
+                        f"(e.g. {path / 'quickstart.toml'}) or list them with `eebench recipes`")
     if not path.is_file():
-        hint = "; shipped recipes are in recipes/ (e.g. recipes/quickstart.toml)"
-        raise UserError(f"recipe {path} not found{hint}")
+        raise UserError(f"recipe {path} not found; list the shipped recipes with `eebench recipes` "
+                        f"(e.g. recipes/quickstart.toml)")
+    raw = path.read_bytes()
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise UserError(f"recipe {path} is not a UTF-8 text file (byte {err.start}, line {line}); "
+                        f"a recipe is a TOML file such as recipes/quickstart.toml") from None
+    try:
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as err:
         raise UserError(f"{path}: not valid TOML ({err}); fix the syntax at that line") from None
+    if not data:
+        raise UserError(f"recipe {path} is empty; a recipe names at least its task and model (see "
+                        f"recipes/quickstart.toml and docs/recipes.md)")
     data = apply_overrides(data, overrides or [])
-    return validate_recipe(data, source=str(path))
+    return validate_recipe(data, source=str(path), overrides=overrides)
 
 
-def validate_recipe(data: dict[str, Any], source: str = "<recipe>") -> Recipe:
+def validate_recipe(data: dict[str, Any], source: str = "<recipe>", overrides: list[str] | None = None) -> Recipe:
     try:
         return Recipe.model_validate(data)
     except ValidationError as err:
-        raise UserError(describe_validation_error(err, source)) from None
+        raise UserError(describe_validation_error(err, source, overrides)) from None
 
 
-def describe_validation_error(err: ValidationError, source: str) -> str:
-    """One line: file, dotted key, what is wrong and how to fix it."""
+def describe_validation_error(err: ValidationError, source: str, overrides: list[str] | None = None) -> str:
+    """One line: file (or the --set that caused it), dotted key, what is wrong and how to fix it."""
     first = err.errors()[0]
     key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    for text in overrides or []:
+        path = ".".join(parse_override(text)[0])
+        if key == path or key.startswith(path + "."):
+            source = f"--set {text} (on {source})"
     kind, msg = first["type"], first["msg"]
     if kind == "extra_forbidden":
         section = _section_model(first["loc"][:-1])

@@ -42,7 +42,9 @@ def needed_splits(spec: TableSpec, set_name: str) -> list[tuple[Path, str]]:
 
 def run_missing(spec: TableSpec, set_name: str, data_dir: str | None = None) -> None:
     """Finetune every missing cell's recipe in turn (one progress line per cell), then trace."""
-    from eebench.runs import evaluate, finetune, open_run, training_unfinished
+    from eebench.pipeline.evaluate import evaluate
+    from eebench.pipeline.finetune import finetune
+    from eebench.rundir import open_run, training_unfinished
 
     todo, no_recipe = missing_recipes(spec, set_name)
     if no_recipe:

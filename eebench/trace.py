@@ -5,13 +5,16 @@ stored trace whose key differs is never reused (it is recomputed, and the user i
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from eebench.errors import UserError
 from eebench.io import atomic_write
 
 TRACE_VERSION = 2  # 2: CKA similarities stored
@@ -102,7 +105,7 @@ def save_trace(path: Path, trace: Trace) -> None:
 
 
 def load_trace(path: Path) -> Trace:
-    with np.load(path, allow_pickle=False) as z:
+    with _open(path) as z:
         return Trace(
             split=str(z["split"]),
             key=str(z["key"]),
@@ -119,5 +122,20 @@ def load_trace(path: Path) -> Trace:
 def stored_key(path: Path) -> str | None:
     if not path.is_file():
         return None
-    with np.load(path, allow_pickle=False) as z:
+    with _open(path) as z:
         return str(z["key"])
+
+
+@contextlib.contextmanager
+def _open(path: Path):
+    """The npz archive; a truncated or corrupt file is one user error naming the command that redoes it."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            yield z  # members load lazily: read them inside this block
+    except (zipfile.BadZipFile, ValueError, KeyError, EOFError, OSError) as err:
+        if isinstance(err, FileNotFoundError):
+            raise
+        raise UserError(f"{path} is unreadable (truncated or corrupt: {str(err) or type(err).__name__}); "
+                        f"recompute it with eebench evaluate {path.parent.parent} --split {path.stem} --retrace") from None
+

@@ -1,6 +1,7 @@
 """End to end through the CLI on a shrunken quickstart recipe, and every user-error path."""
 
 
+import os
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -125,7 +126,7 @@ def test_trace_matches_a_fresh_forward_pass(run_dir):
     from eebench.data.encode import encode
     from eebench.data.load import load_split
     from eebench.model.build import load_model
-    from eebench.runs import open_run
+    from eebench.rundir import open_run
     from eebench.trace import load_trace
 
     run = open_run(run_dir)
@@ -249,9 +250,9 @@ def test_compare_runs_side_by_side(run_dir, tmp_path):
 
 
 def test_a_second_writer_of_a_run_gets_one_line_and_changes_nothing(tmp_path):
-    from eebench.runs import run_lock
+    from eebench.rundir import owned as run_lock
 
     with run_lock(tmp_path / "qs"):  # as a finetune still training in another process holds it
         result = _invoke("finetune", QUICKSTART, *_sets(quickstart_overrides(tmp_path)))
-    assert result.exit_code == 2 and "another eebench process" in result.output
+    assert result.exit_code == 2 and f"being written by eebench pid {os.getpid()}" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "qs").exists()

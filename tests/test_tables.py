@@ -99,7 +99,7 @@ def _ref(groups=("base", "1")) -> pd.DataFrame:
 
 
 def test_measured_cells_come_from_the_traces(runs, monkeypatch):
-    from eebench.runs import open_run
+    from eebench.rundir import open_run
     from eebench.trace import load_trace
 
     monkeypatch.setattr(tables, "reference_numbers", lambda: _ref())
@@ -159,7 +159,7 @@ def test_score_files_fill_unlabelled_cells_and_bad_files_fail(runs, tmp_path, mo
 def test_submission_file_format(runs):
     from eebench.data.tasks import get_task
     from eebench.report.submission import submission_text
-    from eebench.runs import open_run
+    from eebench.rundir import open_run
     from eebench.trace import load_trace
 
     trace = load_trace(open_run(runs / "t_two_stage").trace_path("test"))

@@ -8,7 +8,7 @@ import numpy as np
 
 from eebench.data.examples import Examples, random_subset
 from eebench.data.tasks import HUB_SPLITS, TaskSpec
-from eebench.errors import UserError
+from eebench.errors import MissingData, UserError
 from eebench.recipe import TaskConfig
 
 
@@ -41,10 +41,24 @@ def _load_raw(spec: TaskSpec, cfg: TaskConfig, split: str) -> Examples:
 
         return generate(cfg.synthetic, split)
     if cfg.data_dir:
-        if spec.cs224n is not None:
-            return read_cs224n(spec, _local_file(spec, cfg, split), split)
-        return read_glue_tsv(spec, _local_file(spec, cfg, split), split)
+        path = _local_file(spec, cfg, split)
+        examples = (read_cs224n if spec.cs224n is not None else read_glue_tsv)(spec, path, split)
+        if not len(examples):
+            raise UserError(f"{path}: no examples (only a header, or every row malformed); "
+                            f"split {split!r} of task {spec.name} needs at least one row")
+        return examples
     return load_from_hub(spec, split)
+
+
+def read_text(path: Path) -> str:
+    """A data file's text (UTF-8, optional BOM); a decoding error names the byte and line."""
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text (byte {err.start}: {raw[err.start:err.start + 1]!r}); "
+                        f"re-save the file as UTF-8") from None
 
 
 def _local_file(spec: TaskSpec, cfg: TaskConfig, split: str) -> Path:
@@ -56,7 +70,7 @@ def _local_file(spec: TaskSpec, cfg: TaskConfig, split: str) -> Path:
     default = spec.cs224n.files.get(split, f"{split}.csv") if spec.cs224n else f"{split}.tsv"
     path = folder / cfg.files.get(split, default)
     if not path.is_file():
-        raise UserError(f"{path} not found for split {split!r} of task {spec.name}; "
+        raise MissingData(f"{path} not found for split {split!r} of task {spec.name}; "
                         f"name the file with task.files.{split} = \"...\" or add it to {folder}")
     return path
 
@@ -67,7 +81,7 @@ def read_glue_tsv(spec: TaskSpec, path: Path, split: str) -> Examples:
     Rows with the wrong number of fields are skipped (the GLUE processors skip them too)."""
     layout = spec.tsv
     assert layout is not None, spec.name
-    lines = path.read_text(encoding="utf-8-sig").splitlines()
+    lines = read_text(path).splitlines()
     if split in layout.headerless_splits:
         columns, rows, n_fields = dict(layout.no_header), lines, None
     else:
@@ -104,10 +118,11 @@ def read_cs224n(spec: TaskSpec, path: Path, split: str) -> Examples:
     Rows of a labelled file whose label is empty are skipped (quora-dev has two), as the course's
     loader skips them."""
     import csv
+    import io
 
     layout = spec.cs224n
     assert layout is not None, spec.name
-    with open(path, encoding="utf-8-sig", newline="") as f:
+    with io.StringIO(read_text(path), newline="") as f:
         reader = csv.DictReader(f, delimiter="\t")
         columns = reader.fieldnames or []
         for col in (layout.text_a, layout.text_b):
@@ -163,7 +178,7 @@ def load_from_hub(spec: TaskSpec, split: str) -> Examples:
         ds = load_dataset(*spec.hub, split=hub_split)
     except Exception as err:  # network, auth and cache errors all mean: no hub copy here
         reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
-        raise UserError(
+        raise MissingData(
             f"task {spec.name}: could not load {'/'.join(spec.hub)} split {hub_split!r} from the hub "
             f"({reason}); set task.data_dir (or --data-dir) to a folder of GLUE TSV files, "
             f"e.g. path/to/glue/{spec.folder}") from None

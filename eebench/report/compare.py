@@ -7,7 +7,6 @@ from pathlib import Path
 import pandas as pd
 
 from eebench.errors import UserError
-from eebench.io import read_json
 from eebench.report.render import save_figure, write_table
 
 
@@ -24,7 +23,7 @@ def compare_runs(runs, out_dir: Path, split: str = "dev") -> tuple[pd.DataFrame,
         label = run.recipe.train.strategy
         if label in columns:
             label = run.dir.name
-        columns[label] = [row[metric] for row in read_json(path)]
+        columns[label] = [row[metric] for row in run.layerwise(split)]
     frame = pd.DataFrame(columns)
     frame.insert(0, "layer", range(1, len(frame) + 1))
     stem = Path(out_dir) / f"compare_{task}_{split}"

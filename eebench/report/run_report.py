@@ -10,13 +10,13 @@ import pandas as pd
 
 from eebench.console import console
 from eebench.errors import UserError
-from eebench.io import read_json, write_text
+from eebench.io import write_text
 from eebench.calibrate import row_setting
 from eebench.policies import get_policy, setting_label
 from eebench.report.pareto import area_under_curves, pareto_front, policy_curves
 from eebench.report.render import markdown, save_figure, write_table
-from eebench.runs import with_setting
-from eebench.trace import load_trace
+from eebench.rundir import Calibration, Layerwise, OperatingPoint, Speed
+from eebench.trace import load_trace, stored_key
 
 
 def _plt():
@@ -31,16 +31,15 @@ def _plt():
 def report_run(run) -> Path:
     out = run.dir / "report"
     spec, metric = run.spec, run.spec.primary_metric
-    splits = sorted(p.name for p in (run.dir / "eval").glob("*") if p.is_dir())
+    splits = run.evaluated_splits()
     if not splits:
         raise UserError(f"{run.dir} has no evaluation results; run eebench evaluate {run.dir} --split dev")
-    sections = [f"# eebench report: {run.dir.name}\n",
+    sections = [f"# eebench report: {run.name}\n",
                 f"task {spec.name}, model {run.recipe.model.name}, strategy {run.recipe.train.strategy}; "
                 f"metrics in percent; time% = 100·mean(exit layer)/L, speed-up = L/mean(exit layer).\n"]
     written: list[Path] = []
 
-    layer_frames = {s: pd.DataFrame(read_json(run.eval_dir(s) / "layerwise.json"))
-                    for s in splits if (run.eval_dir(s) / "layerwise.json").is_file()}
+    layer_frames = {s: pd.DataFrame(rows) for s in splits if (rows := _layerwise(run, s)) is not None}
     if layer_frames:
         wide = None
         for s, f in layer_frames.items():
@@ -52,7 +51,7 @@ def report_run(run) -> Path:
         sections.append("![layer-wise](layerwise.png)\n")
 
     for s in splits:
-        for path in sorted(run.eval_dir(s).glob("sweep_*.csv")):
+        for path in sorted((run.dir / "eval" / s).glob("sweep_*.csv")):
             policy = path.stem.removeprefix("sweep_")
             table = pd.read_csv(path)
             shown = table.drop(columns=["histogram"])
@@ -67,7 +66,7 @@ def report_run(run) -> Path:
             sections.append(f"![histogram](exit_hist_{s}_{policy}.png)\n")
 
     for s in splits:
-        trace_path = run.trace_path(s)
+        trace_path = run.dir / "traces" / f"{s}.npz"
         if not trace_path.is_file():
             continue
         trace = load_trace(trace_path)
@@ -84,20 +83,21 @@ def report_run(run) -> Path:
         written += _policies_figure(curves, front, metric, out / f"policies_{s}", s)
         sections.append(f"![policies](policies_{s}.png)\n")
 
-    points = [dict(split=s, **with_setting(read_json(p))) for s in splits
-              for p in sorted(run.eval_dir(s).glob("operating_*.json"))]
+    points = [dict(split=s, **p.dump(), note=_staleness(run, s, p)) for s in splits for p in _points(run, s)]
     if points:
         frame = pd.DataFrame(points)
         frame["setting"] = frame["setting"].map(setting_label)
         cols = ["split", "policy", "setting", "calibrated_on", *[m for m in spec.metrics if m in frame],
                 "time_pct", "speedup", "mean_exit_layer"]
+        if frame["note"].astype(bool).any():
+            cols.append("note")
         if "flops" in frame:
             frame["GFLOPs"] = frame["flops"] / 1e9
             frame["MACs saved %"] = 100 * frame["macs_saved_fraction"]
             cols += ["GFLOPs", "MACs saved %"]
         written += write_table(frame[cols], out / "operating_points", "Calibrated operating points")
         sections += ["## Calibrated operating points\n", markdown(frame[cols]), "\n"]
-    speeds = [read_json(p) for s in splits for p in sorted(run.eval_dir(s).glob("speed_*.json"))]
+    speeds = [r.dump() for s in splits for r in _records(run, s, Speed, "speed_*.json")]
     if speeds:
         frame = speed_frame(speeds)
         written += write_table(frame, out / "measured_speed", "Measured wall-clock of the real early-exit "
@@ -131,12 +131,41 @@ def speed_frame(records: list[dict]) -> pd.DataFrame:
 
 def _operating_point(run, split: str, policy: str, table: pd.DataFrame) -> dict:
     """The calibrated point when there is one, else the swept setting closest to 50% time."""
-    path = run.eval_dir(split) / f"operating_{policy}.json"
+    path = run.dir / "eval" / split / f"operating_{policy}.json"
     if path.is_file():
-        return with_setting(read_json(path))
+        return OperatingPoint.load(path, run.dir, split).dump()
     row = table.iloc[(table["time_pct"] - 50).abs().argmin()]
     return {"setting": row_setting(row, get_policy(policy)), "time_pct": float(row["time_pct"]),
             "histogram": json.loads(row["histogram"])}
+
+
+def _records(run, split: str, kind, pattern: str) -> list:
+    """The records of one evaluated split folder (``dev``, or ``dev@other`` for other data)."""
+    return [kind.load(p, run.dir, split) for p in sorted((run.dir / "eval" / split).glob(pattern))]
+
+
+def _points(run, split: str) -> list[OperatingPoint]:
+    return _records(run, split, OperatingPoint, "operating_*.json")
+
+
+def _layerwise(run, split: str) -> list[dict] | None:
+    path = run.dir / "eval" / split / "layerwise.json"
+    return Layerwise.load(path, run.dir, split).root if path.is_file() else None
+
+
+def _staleness(run, split: str, point: OperatingPoint) -> str:
+    """Why an operating point may not describe the run's current model or data ("" when it does)."""
+    if point.stale:
+        return f"stale: {point.stale}"
+    trace = run.dir / "traces" / f"{split}.npz"
+    if point.trace_key and trace.is_file() and stored_key(trace) != point.trace_key:
+        return f"stale: computed on an older trace of {split} (re-run eebench evaluate)"
+    cal_path = run.dir / "calibration" / f"{point.policy}.json"
+    if point.calibration_key and cal_path.is_file():
+        cal = Calibration.load(cal_path, run.dir)
+        if cal.trace_key and cal.trace_key != point.calibration_key:
+            return "stale: the calibration was refitted since (re-run eebench evaluate)"
+    return ""
 
 
 def _layer_figure(frames: dict, metric: str, stem: Path) -> list[Path]:

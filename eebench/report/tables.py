@@ -123,14 +123,14 @@ def run_folder(recipe_path: Path, task: str | None = None) -> Path:
 
 def finished(folder: Path) -> bool:
     """A run folder whose finetune completed (status.json state "finished"; "done" in older folders)."""
-    from eebench.runs import FINISHED, run_status
+    from eebench.rundir import run_status
 
-    return run_status(folder).get("state") in FINISHED
+    return run_status(folder).finished
 
 
 def _find_run(spec: TableSpec, method: str, column: str, sets: tuple[str, ...]):
     """The first finished run (by set order) that fills this cell: (run, set name) or (None, reason)."""
-    from eebench.runs import open_run
+    from eebench.rundir import open_run
 
     reason = "no recipe"
     for set_name in sets:
@@ -292,9 +292,10 @@ def measure(spec: TableSpec, sets: tuple[str, ...] = SETS, scores: pd.DataFrame 
 
 
 def _train_seconds(folder: Path) -> float:
-    from eebench.io import read_json
+    from eebench.rundir import run_status
 
-    return float(read_json(Path(folder) / "status.json").get("train_seconds", np.nan))
+    seconds = run_status(folder).train_seconds
+    return np.nan if seconds is None else float(seconds)
 
 
 def clock(seconds: float) -> str:
@@ -428,7 +429,7 @@ def write_submissions(spec: TableSpec, frame: pd.DataFrame, out_dir: Path) -> li
     """GLUE submission files for every measured cell on an unlabelled split, one folder per
     (recipe set, row group, method): ``<id>_submission/<set>/<group>_<method>/<Task>.tsv``."""
     from eebench.report.submission import write_submission
-    from eebench.runs import open_run
+    from eebench.rundir import open_run
 
     cache, paths = _Measured(), []
     for _, r in frame[(frame["policy"] != "") & frame["note"].str.contains("unlabelled", na=False)].iterrows():
@@ -465,7 +466,7 @@ def table_figures(spec: TableSpec, frame: pd.DataFrame, out_dir: Path) -> list[P
     """Across methods, per task column: layer-wise metric of every exit, and the exit-layer histogram
     at the measured operating point (RomeBERT Fig. 2-6, MetaBERT Fig. 2). Only measured cells."""
     from eebench.report.render import save_figure
-    from eebench.runs import open_run
+    from eebench.rundir import open_run
 
     measured = frame[frame["ours"].notna() & (frame["run"] != "") & frame["task"].isin(spec.columns)]
     if measured.empty:

@@ -1,0 +1,1 @@
+"""The steps over a run folder: finetune, evaluate (trace, calibrate), speed."""

@@ -1,0 +1,223 @@
+"""Finetune: train a recipe's multi-exit model into a run folder, then evaluate, calibrate and report.
+
+Under ``accelerate launch`` / ``torchrun`` every process runs this: they train data-parallel
+(eebench.train.loop), and only the main process writes files, prints and evaluates. The run folder
+is owned (eebench.rundir.owned) for the whole finetune; an --overwrite builds the new run beside the
+old one and swaps it in only when it finished."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from pathlib import Path
+
+from eebench.console import console
+from eebench.data.load import load_split
+from eebench.errors import UserError
+from eebench.io import write_json
+from eebench.metrics import layerwise
+from eebench.pipeline.evaluate import calibrate, encode_split, ensure_trace, evaluate, stamp_weights, warn_collapse
+from eebench.pipeline.setup import (accelerator_for, build_dir, check_run_dir, check_splits, check_task_setup,
+                                    describe, maybe_dev, prepare_run_dir, splits_after_training, track)
+from eebench.recipe import Recipe, load_recipe
+from eebench.trace import compute_logits
+from eebench.rundir import (MULTITASK_MARKER, Run, Status, owned, read_recipe, run_status, staging_dir, swap_in,
+                            training_unfinished)
+
+
+def finetune(recipe_path: str | Path, overrides: list[str], data_dir: str | None = None,
+             overwrite: bool = False, resume: bool = False, recipe: Recipe | None = None,
+             run_dir: Path | None = None) -> Run:
+    """Train the recipe's model and evaluate it. A multitask recipe trains one shared model and
+    leaves one run folder per task under ``<run>/tasks/<task>/`` (the returned run is the parent).
+    ``resume`` continues an unfinished run from its last checkpoint (or starts it when there is none)."""
+    from eebench.train.parallel import Parallel
+
+    recipe = recipe or load_recipe(recipe_path, overrides)
+    if data_dir:
+        for entry in recipe.tasks or [recipe.task]:
+            entry.data_dir = str(data_dir)
+    target = Path(run_dir) if run_dir else recipe.run_dir(Path(recipe_path).stem)
+    build = build_dir(target, overwrite, resume)
+    run = Run(build, recipe, final=target if build != target else None)
+    accelerator = accelerator_for(recipe, run)
+    par = Parallel.from_accelerator(accelerator)
+    console.quiet = not par.is_main  # one writer: the main process prints
+    with owned(target, par, "finetune"):
+        if build_dir(target, overwrite, resume) != build:  # changed while we waited for the folder
+            raise UserError(f"{target} changed while this finetune started; run the command again")
+        return _finetune(run, recipe_path, accelerator, par, overwrite, resume)
+
+
+def _finetune(run: Run, recipe_path, accelerator, par, overwrite: bool, resume: bool) -> Run:
+    """Train, then evaluate; ``run.dir`` is the build folder (``run.final`` when it replaces a run)."""
+    from accelerate.utils import set_seed
+
+    from eebench.data.encode import eval_loader
+    from eebench.model.build import build_model, build_multitask_model, build_tokenizer, save_model
+    from eebench.train.loop import TaskJob, check_lockstep, checkpoint_dir, remove_checkpoint, train
+    from eebench.train.strategies import build_stages, needs_lte_head
+
+    recipe = run.recipe
+    resume = check_run_dir(run, recipe_path, overwrite, resume)
+    if resume is None:  # finished already
+        return run
+    # Everything that can fail on bad input (data, tokenizer, model) happens before the run folder
+    # is touched, so a mistake never leaves a half-made run behind.
+    subs = ({t.name: Run(run.dir / "tasks" / t.name, recipe.task_recipe(t.name), t.name) for t in recipe.tasks}
+            if recipe.is_multitask else {recipe.task.name: run})
+    splits = {name: (load_split(sub.spec, sub.recipe.task, "train"), maybe_dev(sub)) for name, sub in subs.items()}
+    for name, sub in subs.items():
+        check_task_setup(recipe_path, sub, splits[name][1])
+        check_splits(sub)
+    set_seed(recipe.train.seed)
+    with tempfile.TemporaryDirectory() as tmp:
+        task_tokenizer = None
+        if "synthetic" in subs:
+            from eebench.data.synthetic import build_tokenizer as synthetic_tokenizer
+
+            task_tokenizer = synthetic_tokenizer(Path(tmp))
+        tokenizer = build_tokenizer(recipe.model, task_tokenizer)
+    info = {name: {"num_labels": sub.spec.num_labels, "lte": needs_lte_head(sub.recipe.train),
+                   "pair_cosine": sub.recipe.task.pair_loss == "cosine"} for name, sub in subs.items()}
+    if recipe.is_multitask:
+        model = build_multitask_model(recipe.model, info)
+        views = {name: model.task(name) for name in subs}
+    else:
+        (name, i), = info.items()
+        model = build_model(recipe.model, i["num_labels"], lte=i["lte"], pair_cosine=i["pair_cosine"])
+        views = {name: model}
+    par.broadcast_module_(model)  # every process starts from the main process's weights
+    if par.rank > 0:
+        set_seed(recipe.train.seed + par.rank)  # dropout differs across processes
+    jobs = [TaskJob(name, views[name], build_stages(sub.recipe.train, name, model.num_layers),
+                    encode_split(sub.recipe, tokenizer, splits[name][0]), sub.spec.is_regression,
+                    sub.recipe.train.smart, sub.recipe.task.pair_loss) for name, sub in subs.items()]
+    check_lockstep(jobs)
+    par.barrier()  # every process has checked the run folder before the main process changes it
+    if par.is_main:
+        if not resume:
+            prepare_run_dir(run, Path(recipe_path))
+        track(accelerator, run)
+    par.barrier()
+    checkpoint = checkpoint_dir(run.dir) if resume else None
+    console.print(f"[bold]eebench finetune[/] {recipe_path} → {run.dir}"
+                  + (f" (resuming from {checkpoint})" if checkpoint else " (no checkpoint yet: from the start)"
+                     if resume else ""))
+    devs = {name: (encode_split(subs[name].recipe, tokenizer, dev), dev.labels) for name, (_, dev) in splits.items()
+            if dev is not None and dev.labels is not None and recipe.train.eval_each_epoch}
+    for name, (train_examples, dev) in splits.items():
+        console.print(f"task {name}: {len(train_examples)} train, {len(dev) if dev else 0} dev examples")
+    from eebench.train.loop import global_batch_size
+
+    console.print(f"model {recipe.model.name} ({model.num_layers} layers, "
+                  f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters) on {accelerator.device}, "
+                  f"{par.world} process{'es' * (par.world > 1)}, global batch "
+                  f"{global_batch_size(recipe.train, par.world)}, mixed precision {accelerator.mixed_precision}")
+    if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
+        console.print("[yellow]note:[/] fp16 autocast needs a GPU; this CPU run computes in fp32 (bf16 works on CPU)")
+    meta = {"task": ",".join(subs), "labels": [] if recipe.is_multitask else list(run.spec.labels or []),
+            "model_name": recipe.model.name}
+
+    def on_epoch_end(stage: str, epoch: int) -> dict:
+        if par.is_main:
+            save_model(model, tokenizer, run.model_dir, {**meta, "stage": stage, "epoch": epoch})
+        out = {}
+        for name, (data, labels) in devs.items():
+            spec = subs[name].spec
+            logits = compute_logits(views[name], eval_loader(data, recipe.train.eval_batch_size), accelerator.device,
+                                    par)
+            rows = layerwise((spec.primary_metric,), logits, labels, spec.is_regression)
+            out[name] = {"dev_metric": spec.primary_metric, "dev_layerwise": [r[spec.primary_metric] for r in rows]}
+            warn_collapse(f"{name} dev after {stage} epoch {epoch}", logits, labels, spec)
+        return {"tasks": out} if recipe.is_multitask else next(iter(out.values()), {})
+
+    started = time.perf_counter()
+    if par.is_main:
+        previous = run_status(run.dir) if resume else Status()
+        run.mark(state="training", started=previous.started or time.strftime("%Y-%m-%dT%H:%M:%S"),
+                 processes=par.world, mixed_precision=str(accelerator.mixed_precision),
+                 global_batch=global_batch_size(recipe.train, par.world), **({"resumed": (getattr(previous, "resumed", None) or 0) + 1} if checkpoint else {}))
+    try:
+        history = train(model, jobs, recipe.train, accelerator, run.dir / "train_log.jsonl", on_epoch_end,
+                        run_dir=run.dir, resume=resume)
+    except BaseException as err:
+        if par.is_main:
+            run.mark(state="failed", trained=False, error=describe(err))
+        raise
+    if par.is_main and not history:  # zero epochs: still save the (untrained) model so the rest of the path runs
+        save_model(model, tokenizer, run.model_dir, {**meta, "stage": None, "epoch": 0})
+    train_seconds = time.perf_counter() - started
+    if par.is_main:
+        stamp_weights(run)
+        run.mark(state="trained", trained=True, train_seconds=round(train_seconds, 1))
+        remove_checkpoint(run.dir)  # the model is saved: the training state is no longer needed
+        console.print(f"trained in {train_seconds:.1f} s; model saved to {run.model_dir}")
+    for tracker in accelerator.trackers:  # not end_training(): that also ends the process group
+        tracker.finish()
+    par.barrier()
+    try:
+        for name, sub in subs.items():
+            if sub is not run and par.is_main:
+                _prepare_task_run(sub, train_seconds)
+            par.barrier()
+            for split in splits_after_training(sub):  # every process traces its share
+                ensure_trace(sub, split, views[name], par)
+            if par.is_main:
+                _after_training(sub, views[name], started)
+    except BaseException as err:
+        if par.is_main:
+            run.mark(state="failed", trained=True, error=describe(err))
+        raise
+    if par.is_main:
+        if recipe.is_multitask:
+            run.mark(state="finished", total_seconds=round(time.perf_counter() - started, 1))
+            console.print(f"tasks: {', '.join(str(sub.dir) for sub in subs.values())}")
+    par.barrier()
+    if run.final is not None:
+        if par.is_main:
+            swap_in(run.dir, run.final)
+            console.print(f"replaced the old run in {run.final}")
+        par.barrier()
+        return Run(run.final, run.recipe)
+    return run
+
+
+
+
+def _prepare_task_run(sub: Run, train_seconds: float) -> None:
+    """The run folder of one task of a multitask run: its single-task recipe and a marker pointing
+    at the shared model."""
+    sub.dir.mkdir(parents=True, exist_ok=True)
+    write_json(sub.dir / "recipe.json", sub.recipe.model_dump(mode="json"))
+    write_json(sub.dir / MULTITASK_MARKER, {"task": sub.model_task, "model": "../../model"})
+    sub.mark(state="trained", train_seconds=round(train_seconds, 1), multitask=True)
+
+
+def _after_training(run: Run, model, started: float) -> None:
+    """Calibrate when the recipe sets a target, evaluate its splits, write its report."""
+    ex = run.recipe.exit
+    splits = list(run.recipe.output.evaluate_splits)
+    if run.recipe.output.calibrate and (ex.target_time_pct is not None or ex.max_drop is not None):
+        # calibrate first, so evaluating the other splits applies the new setting
+        evaluate(run, ex.calibrate_split, model=model)
+        calibrate(run, ex.policy, ex.calibrate_split, ex.target_time_pct, ex.max_drop, model=model)
+        splits = [s for s in splits if s != ex.calibrate_split]
+    for split in splits:
+        evaluate(run, split, model=model)
+    if run.recipe.output.report:
+        from eebench.report.run_report import report_run
+
+        report_run(run)
+    run.mark(state="finished", total_seconds=round(time.perf_counter() - started, 1))
+
+
+def resume(folder: str | Path) -> Run:
+    """Continue the unfinished run in ``folder`` with the recipe it was started with."""
+    folder = Path(folder)
+    if folder.name.startswith(".") and folder.name.endswith(".overwrite"):
+        folder = folder.with_name(folder.name[1:].removesuffix(".overwrite"))
+    staging = staging_dir(folder)
+    source = staging if (staging / "recipe.json").is_file() and training_unfinished(staging) else folder
+    return finetune(source / "recipe.toml", [], resume=True, recipe=read_recipe(source), run_dir=folder)
+

@@ -1,0 +1,186 @@
+"""Everything a finetune checks and sets up before it touches a run folder: the accelerator and its
+trackers, what to do with an existing folder (start, resume, overwrite beside it), and the data of
+every split the run will read."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from rich.markup import escape
+
+from eebench.console import console
+from eebench.data.load import load_split
+from eebench.data.tasks import TaskSpec
+from eebench.errors import MissingData, UserError
+from eebench.io import read_json, write_json
+from eebench.recipe import Recipe
+from eebench.rundir import FINISHED, Run, run_status, staging_dir, training_unfinished
+
+
+def describe(err: BaseException) -> str:
+    if isinstance(err, KeyboardInterrupt):
+        return "interrupted"
+    return f"{type(err).__name__}: {err}"[:500]
+
+
+def accelerator_for(recipe: Recipe, run: Run):
+    """The Accelerator of a training run: mixed precision from the recipe, else from the launcher."""
+    import torch
+    from accelerate import Accelerator
+
+    trackers = list(recipe.output.trackers)
+    if trackers:
+        from accelerate.tracking import get_available_trackers
+        from accelerate.utils import LoggerType
+
+        known, available = LoggerType.list(), [str(t) for t in get_available_trackers()]
+        for name in trackers:
+            if name not in known:
+                raise UserError(f"output.trackers: unknown tracker {name!r}; choose from {', '.join(known)}")
+            if name not in available:
+                raise UserError(f"output.trackers: {name!r} is not installed; pip install it (e.g. pip install "
+                                f"{'tensorboard' if name == 'tensorboard' else name}) or remove it from the recipe")
+    try:
+        return Accelerator(mixed_precision=recipe.train.mixed_precision, cpu=not torch.cuda.is_available(),
+                           log_with=trackers or None, project_dir=str(run.dir / "tracking"))
+    except (ValueError, ImportError, RuntimeError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        what = "output.trackers" if trackers else "train.mixed_precision"
+        raise UserError(f"{what}: {first}") from None
+
+
+def track(accelerator, run: Run) -> None:
+    """Start the recipe's experiment trackers (no-op without output.trackers)."""
+    if not run.recipe.output.trackers:
+        return
+    flat = {}
+
+    def walk(prefix: str, value) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else k, v)
+        else:
+            flat[prefix] = value if isinstance(value, (int, float, str, bool)) else str(value)
+
+    walk("", run.recipe.model_dump(mode="json"))
+    try:
+        accelerator.init_trackers(run.dir.name, config=flat)
+    except (ImportError, ModuleNotFoundError, ValueError) as err:
+        raise UserError(f"output.trackers = {run.recipe.output.trackers}: {err}; install the tracker's package "
+                        f"(e.g. pip install tensorboard) or remove it from the recipe") from None
+
+
+def build_dir(target: Path, overwrite: bool, resume: bool) -> Path:
+    """Where the run is built: in place, or beside the old run when --overwrite replaces a run
+    (``.<run>.overwrite``, swapped in when it finishes, so a failed or killed overwrite loses nothing)."""
+    if overwrite and resume:
+        raise UserError("give only one of --overwrite (start over) and --resume (continue)")
+    staging = staging_dir(target)
+    if overwrite and (target / "recipe.json").exists():
+        return staging
+    if resume and (staging / "recipe.json").is_file() and training_unfinished(staging):
+        return staging  # an interrupted --overwrite continues beside the old run
+    return target
+
+
+def check_run_dir(run: Run, recipe_path, overwrite: bool, resume: bool) -> bool | None:
+    """What to do with the run folder: False start afresh, True resume, None nothing (finished)."""
+    if not (run.dir / "recipe.json").exists():
+        return False  # nothing there: --resume starts the run (so a requeued job can always pass it)
+    if overwrite:
+        return False
+    status = run_status(run.dir)
+    if not training_unfinished(run.dir):
+        if resume:
+            state = status.state or "unknown"
+            then = ("" if state in FINISHED else f"; its evaluation did not finish: run eebench evaluate {run.dir} "
+                    f"(and calibrate / report) on it")
+            console.print(f"{run.dir} is already trained (status {state}); nothing to resume{then}")
+            return None
+        raise UserError(f"{run.dir} already holds a run; pass --overwrite to replace it, or pick "
+                        f"another name with --set output.run_name=NAME")
+    from eebench.train.loop import checkpoint_position
+
+    where = checkpoint_position(run.dir)
+    at = (f"last checkpoint: stage {where.stage + 1}, epoch {where.epoch}, step {where.step}" if where
+          else "no checkpoint yet")
+    if not resume:
+        raise UserError(f"{run.dir} holds an unfinished run (status {status.state}, {at}); continue it with "
+                        f"eebench finetune {recipe_path} --resume, or start over with --overwrite")
+    stored = read_json(run.dir / "recipe.json")
+    now = run.recipe.model_dump(mode="json", exclude={"task"} if run.recipe.is_multitask else None)
+    if stored != now:
+        keys = _differing_keys(stored, now)
+        raise UserError(f"{run.dir}: the recipe differs from the one the run was started with "
+                        f"({', '.join(keys[:5])}); resume with the same recipe and --set values, or start over "
+                        f"with --overwrite")
+    return True
+
+
+def _differing_keys(a, b, prefix: str = "") -> list[str]:
+    if isinstance(a, dict) and isinstance(b, dict):
+        out = []
+        for k in sorted(set(a) | set(b)):
+            out += _differing_keys(a.get(k), b.get(k), f"{prefix}.{k}" if prefix else k)
+        return out
+    return [] if a == b else [prefix or "(top level)"]
+
+
+def splits_after_training(run: Run) -> list[str]:
+    ex, out = run.recipe.exit, run.recipe.output
+    first = [ex.calibrate_split] if out.calibrate and (ex.target_time_pct is not None or ex.max_drop is not None) else []
+    return list(dict.fromkeys(first + list(out.evaluate_splits)))
+
+
+def check_task_setup(recipe_path, run: Run, dev) -> None:
+    from eebench.train.strategies import build_stages, needs_dev_metrics
+
+    recipe, spec = run.recipe, run.spec
+    if needs_dev_metrics(recipe.train) and (dev is None or dev.labels is None):
+        raise UserError(f"{recipe_path}: train.strategy = {recipe.train.strategy!r} chooses each epoch's "
+                        f"objective from dev metrics; keep train.eval_each_epoch = true and a labelled dev "
+                        f"split for task {spec.name}")
+    if recipe.task.pair_loss == "cosine":
+        if spec.num_labels != 2 or _single_sentence(spec):
+            raise UserError(f"{recipe_path}: pair_loss = \"cosine\" needs a binary sentence-pair task "
+                            f"(e.g. quora, qqp, mrpc); {spec.name} is not one")
+        if any(stage.gradient is not None or stage.parts is not None
+               for stage in build_stages(recipe.train, spec.name, 2)):
+            raise UserError(f"{recipe_path}: pair_loss = \"cosine\" works with loss-based strategies; "
+                            f"{recipe.train.strategy!r} sets its own gradients")
+
+
+def _single_sentence(spec: TaskSpec) -> bool:
+    layout = spec.cs224n or spec.tsv
+    return layout is None or layout.text_b is None
+
+
+
+
+def check_splits(run: Run) -> None:
+    """Load every split the run will evaluate after training (files, columns, labels), so a bad data
+    file stops the run before training, not after it."""
+    for split in splits_after_training(run):
+        load_split(run.spec, run.recipe.task, split)
+
+
+def maybe_dev(run: Run):
+    """The dev split for per-epoch metrics; a missing dev file only costs those metrics (a warning),
+    a broken one is an error."""
+    if not run.recipe.train.eval_each_epoch or "dev" not in run.spec.splits:
+        return None
+    try:
+        return load_split(run.spec, run.recipe.task, "dev")
+    except MissingData as err:
+        console.print(f"[yellow]no per-epoch dev metrics:[/] {escape(str(err))}")
+        return None
+
+
+def prepare_run_dir(run: Run, recipe_path: Path) -> None:
+    """A fresh run folder (the build folder of an --overwrite is emptied; the old run is not touched)."""
+    if run.final is not None:
+        shutil.rmtree(run.dir, ignore_errors=True)
+    run.dir.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(recipe_path, run.dir / "recipe.toml")
+    write_json(run.dir / "recipe.json", run.recipe.model_dump(mode="json", exclude={"task"} if run.recipe.is_multitask else None))

@@ -1,0 +1,447 @@
+"""The run folder: its layout, its typed records, and who may write it.
+
+Layout (docs/run-folder.md):
+    recipe.toml, recipe.json   the recipe as given and as resolved (after --set)
+    status.json                Status: training / trained / finished / failed, timings, the error
+    train_log.jsonl            step losses and per-epoch summaries
+    checkpoint/                training state while training (removed once the model is saved)
+    model/                     weights (safetensors), backbone config, tokenizer, exits.json
+    traces/<split>.npz         all exits' logits per example, keyed (see eebench.trace)
+    eval/<split>/              layerwise.{json,csv} (Layerwise), sweep_<policy>.csv, exits_<policy>.csv,
+                               operating_<policy>.json (OperatingPoint), speed_<policy>.json (Speed)
+    calibration/<policy>.json  Calibration: the chosen setting, its target, split and trace key
+    report/                    tables (md, tex, csv) and figures (png, pdf)
+
+Every record loads and validates itself, upgrades the files older eebench versions wrote, and turns
+an unreadable file into one UserError naming the file and the command that writes it again.
+A run folder has one writer at a time: ``owned`` holds a lock file beside it (``.<run>.lock``) and
+an owner note (``.<run>.owner``: host, pid, command) that a second writer is shown.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, RootModel, ValidationError
+
+from eebench.data.tasks import TaskSpec, get_task
+from eebench.errors import UserError
+from eebench.io import read_json, write_json
+from eebench.recipe import Recipe, validate_recipe
+
+MULTITASK_MARKER = "multitask.json"
+FINISHED = ("finished", "done")  # "done": run folders written before resumable training
+
+
+# ----------------------------------------------------------------------------------- records
+class Record(BaseModel):
+    """A JSON file of the run folder. Subclasses name the command that writes them (``fix``)."""
+
+    model_config = ConfigDict(extra="allow")
+    fix: ClassVar[str] = "re-run the eebench command that wrote it"
+
+    @classmethod
+    def upgrade(cls, data: Any) -> Any:
+        """The record as this version stores it, from what an older version wrote."""
+        return data
+
+    @classmethod
+    def load(cls, path: Path, run: str | Path | None = None, split: str | None = None):
+        return _load_record(cls, path, run, split)
+
+    def save(self, path: Path) -> Path:
+        return write_json(path, self.dump())
+
+    def dump(self) -> Any:
+        return self.model_dump(mode="json")
+
+
+def _load_record(cls, path: Path, run, split):
+    path = Path(path)
+    policy = path.stem.removeprefix("operating_").removeprefix("speed_")
+    fix = cls.fix.format(run=run if run is not None else path.parent, split=split or path.parent.name, policy=policy)
+    try:
+        data = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        raise
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"{path} is unreadable ({_reason(err)}); {fix}") from None
+    except OSError as err:
+        raise UserError(f"{path} cannot be read ({err.strerror}); {fix}") from None
+    try:
+        return cls.model_validate(cls.upgrade(data))
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+        raise UserError(f"{path}: {key}: {first['msg']}; {fix}") from None
+
+
+def _reason(err: Exception) -> str:
+    if isinstance(err, json.JSONDecodeError):
+        return f"not JSON: {err.msg} at line {err.lineno}, column {err.colno}"
+    if isinstance(err, UnicodeDecodeError):
+        return f"not UTF-8 text at byte {err.start}"
+    return str(err)
+
+
+def _with_setting(data: Any) -> Any:
+    """Calibration / operating-point records of early runs stored a bare ``threshold``."""
+    if isinstance(data, dict) and "setting" not in data and "threshold" in data:
+        data = {**data, "setting": {"threshold": data["threshold"]}}
+    return data
+
+
+class Status(Record):
+    fix: ClassVar[str] = "the run's state is unknown: start it again with eebench finetune RECIPE --overwrite"
+    state: Literal["training", "trained", "finished", "failed"] | None = None
+    started: str | None = None
+    trained: bool | None = None
+    train_seconds: float | None = None
+    total_seconds: float | None = None
+    error: str | None = None
+
+    @classmethod
+    def upgrade(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("state") == "done":
+            data = {**data, "state": "finished"}
+        return data
+
+    @property
+    def finished(self) -> bool:
+        return self.state == "finished"
+
+    @property
+    def training_unfinished(self) -> bool:
+        """Training started and never completed (killed, failed, or still running)."""
+        return self.state == "training" or (self.state == "failed" and not self.trained)
+
+
+class Calibration(Record):
+    fix: ClassVar[str] = "re-run eebench calibrate {run} --policy {policy} (with your target)"
+    policy: str
+    setting: dict[str, Any]
+    split: str
+    target_time_pct: float | None = None
+    max_drop: float | None = None
+    metric: str | None = None
+    last_exit_metric: float | None = None
+    trace_key: str | None = None
+    """The key of the trace it was fitted on; another key means the model or data changed since."""
+
+    @classmethod
+    def upgrade(cls, data: Any) -> Any:
+        return _with_setting(data)
+
+
+class OperatingPoint(Record):
+    fix: ClassVar[str] = "re-run eebench evaluate {run} --split {split}"
+    policy: str
+    setting: dict[str, Any]
+    calibrated_on: str | None = None
+    time_pct: float
+    speedup: float
+    mean_exit_layer: float | None = None
+    histogram: list[float] = []
+    trace_key: str | None = None
+    """Key of the trace of this split the point was computed on."""
+    calibration_key: str | None = None
+    """Key of the trace the calibration was fitted on."""
+    stale: str | None = None
+    """Why the point may not describe the current model (e.g. its calibration was fitted on an older trace)."""
+
+    @classmethod
+    def upgrade(cls, data: Any) -> Any:
+        return _with_setting(data)
+
+
+class Speed(Record):
+    fix: ClassVar[str] = "re-run eebench speed {run} --split {split} --policy {policy}"
+    policy: str
+    setting: dict[str, Any]
+    split: str
+    time_pct: float
+    ideal_speedup: float
+
+
+class Layerwise(RootModel[list[dict[str, int | float]]]):
+    """One row per exit: ``layer`` and every metric of the task, in percent."""
+
+    fix: ClassVar[str] = "re-run eebench evaluate {run} --split {split}"
+
+    @classmethod
+    def upgrade(cls, data: Any) -> Any:
+        return data
+
+    @classmethod
+    def load(cls, path: Path, run: str | Path | None = None, split: str | None = None) -> "Layerwise":
+        return _load_record(cls, path, run, split)
+
+    def save(self, path: Path) -> Path:
+        return write_json(path, self.model_dump(mode="json"))
+
+
+# ----------------------------------------------------------------------------------- the run
+@dataclass
+class Run:
+    dir: Path
+    recipe: Recipe
+    model_task: str | None = None
+    """Set for one task of a multitask run (``<run>/tasks/<task>/``): the model is the shared one in
+    ``<run>/model``, seen through this task's heads."""
+    final: Path | None = field(default=None, repr=False)
+    """Where the run folder goes when it is built elsewhere first (an --overwrite builds beside the
+    old run and swaps it in at the end)."""
+    data_name: str | None = None
+    """An evaluation on other data than the recipe's (``evaluate --data-dir``): its traces, results and
+    calibrations are stored as ``<split>@<data_name>`` beside the run's own, never over them."""
+
+    @property
+    def name(self) -> str:
+        return (self.final or self.dir).name
+
+    @property
+    def spec(self) -> TaskSpec:
+        return get_task(self.recipe.task.name)
+
+    @property
+    def model_dir(self) -> Path:
+        return self.dir.parent.parent / "model" if self.model_task else self.dir / "model"
+
+    @property
+    def owner_dir(self) -> Path:
+        """The folder whose lock covers this run (a multitask run's parent for its tasks)."""
+        return self.dir.parent.parent if self.model_task else self.dir
+
+    def split_name(self, split: str) -> str:
+        return f"{split}@{self.data_name}" if self.data_name else split
+
+    def trace_path(self, split: str) -> Path:
+        return self.dir / "traces" / f"{self.split_name(split)}.npz"
+
+    def eval_dir(self, split: str) -> Path:
+        return self.dir / "eval" / self.split_name(split)
+
+    def calibration_path(self, policy: str) -> Path:
+        return self.dir / "calibration" / f"{self.split_name(policy)}.json"
+
+    def calibrations(self) -> list[Calibration]:
+        """The run's calibrations; on other data, one calibrated on that data replaces the run's own."""
+        found = {}
+        for path in sorted((self.dir / "calibration").glob("*.json")):
+            policy, _, data = path.stem.partition("@")
+            if data in ("", self.data_name):
+                found[(policy, bool(data))] = Calibration.load(path, self.dir)
+        return [found.get((p, True)) or found[(p, False)] for p in dict.fromkeys(p for p, _ in found)]
+
+    def calibration(self, policy: str) -> Calibration | None:
+        path = self.calibration_path(policy)
+        return Calibration.load(path, self.dir) if path.is_file() else None
+
+    def evaluated_splits(self) -> list[str]:
+        return sorted(p.name for p in (self.dir / "eval").glob("*") if p.is_dir())
+
+    def layerwise(self, split: str) -> list[dict] | None:
+        path = self.eval_dir(split) / "layerwise.json"
+        return Layerwise.load(path, self.dir, split).root if path.is_file() else None
+
+    def operating_points(self, split: str) -> list[OperatingPoint]:
+        return [OperatingPoint.load(p, self.dir, split) for p in sorted(self.eval_dir(split).glob("operating_*.json"))]
+
+    def speeds(self, split: str) -> list[Speed]:
+        return [Speed.load(p, self.dir, split) for p in sorted(self.eval_dir(split).glob("speed_*.json"))]
+
+    def status(self) -> Status:
+        return run_status(self.dir)
+
+    def mark(self, **fields) -> None:
+        status = run_status(self.dir)
+        Status.model_validate({**status.dump(), **fields}).save(self.dir / "status.json")
+
+
+def run_status(folder: Path) -> Status:
+    path = Path(folder) / "status.json"
+    return Status.load(path, folder) if path.is_file() else Status()
+
+
+def training_unfinished(folder: Path) -> bool:
+    return run_status(folder).training_unfinished
+
+
+def read_recipe(folder: Path) -> Recipe:
+    """The resolved recipe a run folder was written with."""
+    path = Path(folder) / "recipe.json"
+    if not path.is_file():
+        raise UserError(f"{folder} is not a run folder (no recipe.json); runs are written by "
+                        f"eebench finetune to results/<run-name>/")
+    try:
+        data = read_json(path)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise UserError(f"{path} is unreadable ({_reason(err)}); its recipe.toml is beside it: "
+                        f"run eebench finetune {Path(folder) / 'recipe.toml'} --overwrite to redo the run") from None
+    return validate_recipe(data, source=str(path))
+
+
+def open_run(path: str | Path, data_dir: str | None = None, data_name: str | None = None) -> Run:
+    """A finished (trained) run folder, ready for evaluate / calibrate / speed / report. With
+    ``data_dir`` (other data than the recipe's) results are stored under ``<split>@<data_name>``
+    (default: the data folder's name)."""
+    folder = Path(path)
+    recipe = read_recipe(folder)
+    if recipe.is_multitask:
+        tasks = ", ".join(str(folder / "tasks" / t.name) for t in recipe.tasks)
+        raise UserError(f"{folder} is a multitask run; each task is a run folder of its own: {tasks}")
+    if data_dir and str(Path(data_dir)) != str(Path(recipe.task.data_dir or "")):
+        recipe.task.data_dir = data_dir
+        data_name = data_name or Path(data_dir).resolve().name
+        if not data_name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise UserError(f"--as {data_name!r}: use letters, digits, '-', '_' or '.' for the evaluation name")
+    else:
+        data_name = None
+    marker = folder / MULTITASK_MARKER
+    parent = folder.parent.parent if marker.is_file() else folder
+    status = run_status(parent)
+    if status.training_unfinished:
+        if owner(parent) is not None:
+            raise UserError(f"{parent} is still training ({describe_owner(owner(parent))}); wait for it to finish")
+        raise UserError(f"{parent} is an unfinished run (status {status.state}: its training was killed "
+                        f"or failed); continue it with eebench finetune RECIPE --resume (or eebench resume {parent})")
+    return Run(folder, recipe, read_json(marker)["task"] if marker.is_file() else None, data_name=data_name)
+
+
+def task_runs(folder: str | Path) -> list[Path]:
+    """The run folders under ``folder``: itself, or for a multitask run its tasks' folders."""
+    folder = Path(folder)
+    recipe = read_json(folder / "recipe.json") if (folder / "recipe.json").is_file() else {}
+    return [folder / "tasks" / t["name"] for t in recipe.get("tasks", [])] or [folder]
+
+
+# ----------------------------------------------------------------------------------- ownership
+def lock_path(folder: Path) -> Path:
+    folder = Path(folder)
+    return folder.parent / f".{folder.name}.lock"
+
+
+def owner_path(folder: Path) -> Path:
+    folder = Path(folder)
+    return folder.parent / f".{folder.name}.owner"
+
+
+def staging_dir(folder: Path) -> Path:
+    """Where an --overwrite builds the new run while the old one stays in place."""
+    folder = Path(folder)
+    return folder.parent / f".{folder.name}.overwrite"
+
+
+@contextlib.contextmanager
+def owned(folder: Path, par=None, what: str = "write"):
+    """Own the run folder for the duration. A second eebench writing the same run gets one line naming
+    the owner (host, pid, command) and changes nothing. Under several processes only the main one
+    takes the lock; the others learn the outcome from it."""
+    from filelock import FileLock, Timeout
+
+    folder = Path(folder)
+    main = par is None or par.is_main
+    lock = FileLock(str(lock_path(folder))) if main else None
+    acquired, previous = True, None
+    if lock is not None:
+        try:
+            lock_path(folder).parent.mkdir(parents=True, exist_ok=True)
+        except (FileExistsError, NotADirectoryError):
+            raise UserError(f"{folder.parent} is not a folder (a file is in the way); set output.root to a "
+                            f"folder") from None
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            acquired, previous = False, owner_note(folder)
+    if par is not None and not par.from_main(acquired) or not acquired:
+        who = describe_owner(previous) if previous else "another eebench process"
+        raise UserError(f"{folder} is being written by {who}; wait for it to finish, or pick another name "
+                        f"with --set output.run_name=NAME")
+    stale = None
+    if lock is not None:
+        stale = owner_note(folder)  # the lock was free, yet a note is left: its writer died
+        write_json(owner_path(folder), {"host": socket.gethostname(), "pid": os.getpid(),
+                                        "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                        "command": " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:])[:300],
+                                        "doing": what})
+        if stale:
+            from eebench.console import console
+
+            console.print(f"[yellow]note:[/] the previous writer of {folder} ({describe_owner(stale)}) ended "
+                          f"without releasing it (killed?); taking it over")
+        _recover_swap(folder)
+        remove_orphans(folder)
+    try:
+        yield stale
+    finally:
+        if lock is not None:
+            owner_path(folder).unlink(missing_ok=True)
+            lock.release()
+
+
+def owner_note(folder: Path) -> dict | None:
+    try:
+        return read_json(owner_path(folder))
+    except (OSError, ValueError):
+        return None
+
+
+def owner(folder: Path) -> dict | None:
+    """The note of the process that holds the run folder now, or None when nobody does."""
+    from filelock import FileLock, Timeout
+
+    if not lock_path(folder).is_file():
+        return None
+    try:
+        FileLock(str(lock_path(folder))).acquire(timeout=0).lock.release()
+    except Timeout:
+        return owner_note(folder) or {}
+    return None
+
+
+def describe_owner(note: dict | None) -> str:
+    if not note:
+        return "another eebench process"
+    return (f"eebench pid {note.get('pid')} on {note.get('host')} since {note.get('since')} "
+            f"({note.get('command', '')})")
+
+
+def remove_orphans(folder: Path) -> int:
+    """Temporary files a killed writer left (eebench.io writes ``.<name>.*.tmp`` then renames)."""
+    folder = Path(folder)
+    count = 0
+    for base in (folder, staging_dir(folder)):
+        if base.is_dir():
+            for tmp in base.rglob(".*.tmp"):
+                tmp.unlink(missing_ok=True)
+                count += 1
+    return count
+
+
+def swap_in(staging: Path, folder: Path) -> None:
+    """Replace ``folder`` by ``staging``: two renames, the old run removed only afterwards. A kill
+    between the renames leaves ``.<run>.replaced``, which the next owner moves back or removes."""
+    old = folder.parent / f".{folder.name}.replaced"
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(staging, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _recover_swap(folder: Path) -> None:
+    old = folder.parent / f".{folder.name}.replaced"
+    if old.exists():
+        if folder.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(old, folder)
