@@ -34,11 +34,42 @@ def user_errors(fn):
         except UserError as err:
             console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(2) from None
+        except OSError as err:
+            line = os_error_line(err)
+            if line is None:
+                raise
+            console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
+        except Exception as err:  # libraries that wrap a full disk in their own error (safetensors, torch)
+            if "No space left on device" not in str(err):
+                raise
+            console.print("[bold red]error:[/] no space left on the device while writing; free some space (or set "
+                          "output.root on another disk) and run the command again", highlight=False)
+            raise typer.Exit(2) from None
         except KeyboardInterrupt:
             console.print("[yellow]interrupted[/]; files already written are complete (written atomically)")
             raise typer.Exit(130) from None
 
     return wrapper
+
+
+def os_error_line(err: OSError) -> str | None:
+    """One line for the faults of the machine rather than of eebench: a full disk, a read-only or
+    unwritable folder, a file where a folder should be. None for anything else (a real bug)."""
+    import errno
+
+    where = err.filename or "a file eebench was writing"
+    fixes = {
+        errno.ENOSPC: "no space left on the device; free some space (or set output.root on another disk) and "
+                      "run the command again: files already written are complete",
+        errno.EDQUOT: "disk quota exceeded; free some space and run the command again",
+        errno.EROFS: "read-only file system; set output.root to a writable folder",
+        errno.EACCES: "permission denied; set output.root to a folder you can write",
+        errno.ENOTDIR: "a file is in the way where a folder should be; move it or set output.root elsewhere",
+        errno.EISDIR: "a folder is in the way where a file should be; move it",
+    }
+    fix = fixes.get(err.errno)
+    return None if fix is None else f"{where}: {fix}"
 
 
 @app.callback()
@@ -89,13 +120,22 @@ def evaluate(
     run: RunArg,
     split: Annotated[str, typer.Option(help="Split to evaluate: train, dev, test (MNLI: dev_matched, ...).")] = "dev",
     data_dir: DataDirOpt = None,
+    as_: Annotated[Optional[str], typer.Option("--as", help="With --data-dir: the evaluation's name; results go to "
+                                               "eval/<split>@<name>/ (default: the data folder's name), never over "
+                                               "the run's own.")] = None,
+    retrace: Annotated[bool, typer.Option(help="Recompute the split's trace even when a stored one matches "
+                                          "(e.g. a damaged traces/<split>.npz).")] = False,
 ) -> None:
     """Run the model once over a split with all exits (or reuse its stored trace when nothing changed);
     write layer-wise metrics, the threshold sweep, and every saved calibration applied to the split."""
     from eebench.pipeline.evaluate import evaluate as run_evaluate
-    from eebench.rundir import open_run
+    from eebench.rundir import open_run, owned
 
-    run_evaluate(open_run(run, data_dir), split)
+    if as_ and not data_dir:
+        raise UserError("--as names an evaluation on other data: give it with --data-dir")
+    r = open_run(run, data_dir, as_)
+    with owned(r.owner_dir, what="evaluate"):
+        run_evaluate(r, split, retrace=retrace)
 
 
 @app.command()
@@ -122,10 +162,13 @@ def calibrate(
         raise UserError("give only one of --target-time-pct and --max-drop")
     if target_time_pct is not None and not 0 < target_time_pct <= 100:
         raise UserError(f"--target-time-pct {target_time_pct:g}: must be in (0, 100]")
+    from eebench.rundir import owned
+
     r = open_run(run, data_dir)
     if target_time_pct is None and max_drop is None:
         target_time_pct, max_drop = r.recipe.exit.target_time_pct, r.recipe.exit.max_drop
-    run_calibrate(r, policy, split, target_time_pct, max_drop, _parse_grid(grid))
+    with owned(r.owner_dir, what="calibrate"):
+        run_calibrate(r, policy, split, target_time_pct, max_drop, _parse_grid(grid))
 
 
 @app.command()
@@ -149,7 +192,11 @@ def speed(
     for name, value, least in (("--batch-size", batch_size, 2), ("--limit", limit, 1), ("--rounds", rounds, 1)):
         if value is not None and value < least:
             raise UserError(f"{name} {value}: must be at least {least}")
-    run_speed(open_run(run, data_dir), policy, split, batch_size, limit, rounds)
+    from eebench.rundir import owned
+
+    r = open_run(run, data_dir)
+    with owned(r.owner_dir, what="speed"):
+        run_speed(r, policy, split, batch_size, limit, rounds)
 
 
 def _parse_grid(text: str | None) -> list[float] | None:
@@ -184,8 +231,12 @@ def report(
     if not run and not table:
         raise UserError("nothing to report: give --run RUN_FOLDER and/or --table ID (e.g. --table glue-test)")
     specs = [load_spec(t) for t in table]  # every id checked before anything runs
+    from eebench.rundir import owned
+
     for folder in run:
-        report_run(open_run(folder))
+        r = open_run(folder)
+        with owned(r.owner_dir, what="report"):
+            report_run(r)
     set_name = "cpu" if cpu else "paper"
     for spec in specs:
         if run_missing:

@@ -80,7 +80,7 @@ class SmartConfig(_Strict):
 class TrainConfig(_Strict):
     strategy: str = "two_stage"
     args: dict[str, Any] = Field(default_factory=dict)
-    """Strategy arguments, validated by the strategy (see docs/strategies.md)."""
+    """Strategy arguments, validated by the strategy (see docs/methods.md)."""
     epochs: int = Field(3, ge=0)
     lr: float = Field(2e-5, gt=0)
     head_lr: float | None = Field(None, gt=0)

@@ -299,7 +299,7 @@ def open_run(path: str | Path, data_dir: str | None = None, data_name: str | Non
     if recipe.is_multitask:
         tasks = ", ".join(str(folder / "tasks" / t.name) for t in recipe.tasks)
         raise UserError(f"{folder} is a multitask run; each task is a run folder of its own: {tasks}")
-    if data_dir and str(Path(data_dir)) != str(Path(recipe.task.data_dir or "")):
+    if data_dir and Path(data_dir).resolve() != Path(recipe.task.data_dir or "/nonexistent").resolve():
         recipe.task.data_dir = data_dir
         data_name = data_name or Path(data_dir).resolve().name
         if not data_name.replace("-", "").replace("_", "").replace(".", "").isalnum():
@@ -367,19 +367,23 @@ def owned(folder: Path, par=None, what: str = "write"):
         raise UserError(f"{folder} is being written by {who}; wait for it to finish, or pick another name "
                         f"with --set output.run_name=NAME")
     stale = None
-    if lock is not None:
-        stale = owner_note(folder)  # the lock was free, yet a note is left: its writer died
-        write_json(owner_path(folder), {"host": socket.gethostname(), "pid": os.getpid(),
-                                        "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
-                                        "command": " ".join(Path(sys.argv[0]).name.split() + sys.argv[1:])[:300],
-                                        "doing": what})
-        if stale:
-            from eebench.console import console
+    try:
+        if lock is not None:
+            stale = owner_note(folder)  # the lock was free, yet a note is left: its writer died
+            write_json(owner_path(folder), {"host": socket.gethostname(), "pid": os.getpid(),
+                                            "since": time.strftime("%Y-%m-%dT%H:%M:%S"),
+                                            "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]])[:300],
+                                            "doing": what})
+            if stale:
+                from eebench.console import console
 
-            console.print(f"[yellow]note:[/] the previous writer of {folder} ({describe_owner(stale)}) ended "
-                          f"without releasing it (killed?); taking it over")
-        _recover_swap(folder)
-        remove_orphans(folder)
+                console.print(f"[yellow]note:[/] the previous writer of {folder} ({describe_owner(stale)}) ended "
+                              f"without releasing it (killed?); taking it over")
+            _recover_swap(folder)
+            remove_orphans(folder)
+    except BaseException:
+        lock.release()
+        raise
     try:
         yield stale
     finally:

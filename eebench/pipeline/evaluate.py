@@ -106,6 +106,7 @@ def evaluate(run: Run, split: str, model=None, retrace: bool = False) -> dict:
     """Trace ``split`` (or reuse its trace), write layer-wise metrics, the recipe policy's sweep and
     every saved calibration applied to this split (refitted first when the model or data changed
     since it was fitted and its split is at hand)."""
+    calibrations = run.calibrations()  # read (and checked) before anything is written
     trace = ensure_trace(run, split, model, retrace=retrace)
     spec, out = run.spec, run.eval_dir(split)
     result: dict = {"split": run.split_name(split), "n": len(trace.ids)}
@@ -123,7 +124,7 @@ def evaluate(run: Run, split: str, model=None, retrace: bool = False) -> dict:
     if not policy.needs or getattr(trace, policy.needs) is not None:
         table = sweep(trace, spec, policy, _grid(run, policy, trace))
         write_csv(out / f"sweep_{policy.name}.csv", table)
-    for cal in run.calibrations():
+    for cal in calibrations:
         cal, stale = _fresh(run, cal, split, trace, model)
         result[cal.policy] = apply_calibration(run, trace, cal, stale).dump()
     return result
@@ -134,6 +135,12 @@ def _fresh(run: Run, cal: Calibration, split: str, trace: Trace, model) -> tuple
     when that split's data is not at hand, the old one and why it is stale."""
     if cal.trace_key is None:
         return cal, None
+    if run.data_name and not run.calibration_path(cal.policy).is_file():
+        # the run's own calibration applied to other data: check it against the run's own trace
+        own = run.dir / "traces" / f"{cal.split}.npz"
+        key = stored_key(own) if own.is_file() else None
+        return cal, (None if key in (None, cal.trace_key) else
+                     f"fitted on an older trace of {cal.split}; re-run eebench evaluate {run.dir} --split {cal.split}")
     if cal.split == split:
         fitted_on = trace
     else:

@@ -66,10 +66,11 @@ def _finetune(run: Run, recipe_path, accelerator, par, overwrite: bool, resume: 
     # is touched, so a mistake never leaves a half-made run behind.
     subs = ({t.name: Run(run.dir / "tasks" / t.name, recipe.task_recipe(t.name), t.name) for t in recipe.tasks}
             if recipe.is_multitask else {recipe.task.name: run})
+    for sub in subs.values():
+        check_splits(sub)  # every split evaluated after training: bad files stop the run now
     splits = {name: (load_split(sub.spec, sub.recipe.task, "train"), maybe_dev(sub)) for name, sub in subs.items()}
     for name, sub in subs.items():
         check_task_setup(recipe_path, sub, splits[name][1])
-        check_splits(sub)
     set_seed(recipe.train.seed)
     with tempfile.TemporaryDirectory() as tmp:
         task_tokenizer = None

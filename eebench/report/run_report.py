@@ -38,8 +38,14 @@ def report_run(run) -> Path:
                 f"task {spec.name}, model {run.recipe.model.name}, strategy {run.recipe.train.strategy}; "
                 f"metrics in percent; time% = 100·mean(exit layer)/L, speed-up = L/mean(exit layer).\n"]
     written: list[Path] = []
-
+    # every record is read (and checked) before anything is written
     layer_frames = {s: pd.DataFrame(rows) for s in splits if (rows := _layerwise(run, s)) is not None}
+    points = [dict(split=s, **p.dump(), note=_staleness(run, s, p)) for s in splits for p in _points(run, s)]
+    speeds = [r.dump() for s in splits for r in _records(run, s, Speed, "speed_*.json")]
+    for s in splits:
+        if (run.dir / "traces" / f"{s}.npz").is_file():
+            stored_key(run.dir / "traces" / f"{s}.npz")
+
     if layer_frames:
         wide = None
         for s, f in layer_frames.items():
@@ -83,7 +89,6 @@ def report_run(run) -> Path:
         written += _policies_figure(curves, front, metric, out / f"policies_{s}", s)
         sections.append(f"![policies](policies_{s}.png)\n")
 
-    points = [dict(split=s, **p.dump(), note=_staleness(run, s, p)) for s in splits for p in _points(run, s)]
     if points:
         frame = pd.DataFrame(points)
         frame["setting"] = frame["setting"].map(setting_label)
@@ -97,7 +102,6 @@ def report_run(run) -> Path:
             cols += ["GFLOPs", "MACs saved %"]
         written += write_table(frame[cols], out / "operating_points", "Calibrated operating points")
         sections += ["## Calibrated operating points\n", markdown(frame[cols]), "\n"]
-    speeds = [r.dump() for s in splits for r in _records(run, s, Speed, "speed_*.json")]
     if speeds:
         frame = speed_frame(speeds)
         written += write_table(frame, out / "measured_speed", "Measured wall-clock of the real early-exit "
