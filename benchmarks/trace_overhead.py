@@ -1,6 +1,6 @@
 """Cost of trace extraction (all exits' logits + CKA similarities) against one plain forward pass.
 
-    python benchmarks/trace_overhead.py [--model package|random] [--data ../shared/data/glue/SST-2/dev.tsv]
+    python benchmarks/trace_overhead.py [--model package|random] [--data path/to/glue/SST-2/dev.tsv]
                                         [--batch 64] [--length 64] [--repeat 5]
 
 Plain forward: the backbone and the final exit's head only (an ordinary fine-tuned classifier).
@@ -11,6 +11,7 @@ Both run over the same batches, interleaved, best of --repeat; prints the ratio 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def plain_forward(model, loader) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", choices=["package", "random"], default="package")
-    ap.add_argument("--data", default="../shared/data/glue/SST-2/dev.tsv")
+    ap.add_argument("--data", default=str(Path(os.environ.get("EEBENCH_DATA", "data")) / "SST-2" / "dev.tsv"))
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--length", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=5)

@@ -21,7 +21,11 @@ app = typer.Typer(
 
 RunArg = Annotated[Path, typer.Argument(help="A run folder written by `eebench finetune`, e.g. results/quickstart.")]
 DataDirOpt = Annotated[Optional[str], typer.Option(
-    "--data-dir", help="Folder of the task's GLUE-format TSV files; overrides task.data_dir.")]
+    "--data-dir", help="Folder of the task's files (GLUE TSV / CS224N); overrides task.data_dir.")]
+DataRootOpt = Annotated[Optional[Path], typer.Option(
+    "--data-root", envvar="EEBENCH_DATA", show_envvar=True,
+    help="Data root searched before the hub for recipes that name only their task: DIR/<TASK>/ "
+         "(e.g. DIR/SST-2/dev.tsv; also DIR/glue/<TASK>/, CS224N files in DIR/cs224n/).")]
 
 
 def user_errors(fn):
@@ -90,16 +94,32 @@ def finetune(
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run folder of the same name.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue an unfinished (killed) run from its last checkpoint; "
                                          "starts the run when there is none yet, does nothing when it finished.")] = False,
+    if_missing: Annotated[bool, typer.Option("--if-missing", help="A job step: skip a finished run, resume an "
+                                             "interrupted one, redo a failed one, leave one another process is "
+                                             "running alone (exit 0).")] = False,
+    data_root: DataRootOpt = None,
 ) -> None:
     """Train a multi-exit model from a recipe into results/<run-name>/, then (by the recipe's output
     switches) trace and evaluate its splits, calibrate the exit policy and write the report.
 
     Several processes: `accelerate launch --multi_gpu --num_processes N $(which eebench) finetune ...` or
     `torchrun --nproc_per_node N $(which eebench) finetune ...` (train.batch_size stays the global batch)."""
+    from eebench.paths import set_data_root
     from eebench.pipeline.finetune import finetune as run_finetune
 
+    from eebench.errors import Busy
+
+    set_data_root(data_root)
+    if if_missing and (overwrite or resume):
+        raise UserError("--if-missing decides by itself whether to resume or start over; drop --overwrite / --resume")
     for recipe in recipes:
-        run = run_finetune(recipe, set_, data_dir, overwrite, resume)
+        try:
+            run = run_finetune(recipe, set_, data_dir, overwrite, resume, if_missing=if_missing)
+        except Busy as err:
+            if not if_missing:
+                raise
+            console.print(f"skipped: {escape(str(err).split(';')[0])}")
+            continue
         console.print(f"[green]done:[/] {run.dir}")
 
 
@@ -125,12 +145,15 @@ def evaluate(
                                                "the run's own.")] = None,
     retrace: Annotated[bool, typer.Option(help="Recompute the split's trace even when a stored one matches "
                                           "(e.g. a damaged traces/<split>.npz).")] = False,
+    data_root: DataRootOpt = None,
 ) -> None:
     """Run the model once over a split with all exits (or reuse its stored trace when nothing changed);
     write layer-wise metrics, the threshold sweep, and every saved calibration applied to the split."""
+    from eebench.paths import set_data_root
     from eebench.pipeline.evaluate import evaluate as run_evaluate
     from eebench.rundir import open_run, owned
 
+    set_data_root(data_root)
     if as_ and not data_dir:
         raise UserError("--as names an evaluation on other data: give it with --data-dir")
     r = open_run(run, data_dir, as_)
@@ -220,6 +243,18 @@ def report(
                                       "for --run-missing and for the table's cells.")] = False,
     scores: Annotated[Optional[Path], typer.Option(help="CSV of scores for unlabelled (test) cells: "
                                                    "row_group,method,task,value.")] = None,
+    launcher: Annotated[str, typer.Option(help="Where --run-missing runs the cells: local (a pool of --jobs "
+                                          "worker processes), slurm (one job per cell via submitit), ray.")] = "local",
+    jobs: Annotated[Optional[int], typer.Option(help="Local workers (default: one per visible GPU, else 1); "
+                                                "each worker gets one GPU, or its share of the CPU cores.")] = None,
+    launcher_config: Annotated[Optional[Path], typer.Option(help="TOML file with a [launcher] section: partition, "
+                                                            "gpus, cpus, time_min, mem_gb, account, qos, setup, ...")] = None,
+    partition: Annotated[Optional[str], typer.Option(help="Slurm partition.")] = None,
+    gpus: Annotated[Optional[int], typer.Option(help="GPUs per Slurm / Ray job (default 1).")] = None,
+    time_min: Annotated[Optional[int], typer.Option(help="Slurm time limit per job, minutes.")] = None,
+    mem_gb: Annotated[Optional[int], typer.Option(help="Slurm memory per job, GB.")] = None,
+    logs: Annotated[Path, typer.Option(help="Folder of the cells' logs (one per cell).")] = Path("results/logs"),
+    data_root: DataRootOpt = None,
 ) -> None:
     """Write Markdown, LaTeX and CSV tables and PNG/PDF figures from stored results; paper tables show
     the paper's numbers beside ours (--run-missing runs the missing cells first)."""
@@ -228,9 +263,19 @@ def report(
     from eebench.report.tables import load_spec, mismatches, render
     from eebench.rundir import open_run
 
+    from eebench.jobs import LAUNCHERS, load_launcher_config
+    from eebench.paths import set_data_root
+
     if not run and not table:
         raise UserError("nothing to report: give --run RUN_FOLDER and/or --table ID (e.g. --table glue-test)")
+    if launcher not in LAUNCHERS:
+        raise UserError(f"--launcher {launcher!r}: choose one of {', '.join(LAUNCHERS)}")
+    if jobs is not None and jobs < 1:
+        raise UserError(f"--jobs {jobs}: must be at least 1")
+    config = load_launcher_config(launcher_config, partition=partition, gpus=gpus, time_min=time_min, mem_gb=mem_gb)
+    set_data_root(data_root)
     specs = [load_spec(t) for t in table]  # every id checked before anything runs
+    failed = 0
     from eebench.rundir import owned
 
     for folder in run:
@@ -242,12 +287,52 @@ def report(
         if run_missing:
             from eebench.reproduce import run_missing as fill
 
-            fill(spec, set_name)
+            failed += len(fill(spec, set_name, launcher, jobs, config, logs).failed)
         frame, shown, paths = render(spec.id, out, (set_name,) if run_missing or cpu else ("paper", "cpu"), scores)
         print(markdown(shown, spec.digits))
         for line in mismatches(frame):
             console.print(f"[yellow]paper inconsistency:[/] {line}")
         console.print(f"wrote {len(paths)} files under {out} ({spec.id}.md, .tex, .csv, {spec.id}_cells.csv, ...)")
+    if failed:
+        console.print(f"[bold red]{failed} cell(s) failed[/] (their logs are named above); run the same command "
+                      f"again to retry them (finished cells are kept)")
+        raise typer.Exit(1)
+
+
+@app.command()
+@user_errors
+def recipes(
+    table: Annotated[Optional[str], typer.Option("--table", help="List this paper table's cells and recipes.")] = None,
+    cpu: Annotated[bool, typer.Option("--cpu", help="The CPU-scale recipe set (default: the paper-scale set).")] = False,
+    paths_only: Annotated[bool, typer.Option("--paths", help="Only the recipe files, one per line (for a job array "
+                                             "of your own: each line is one `eebench finetune FILE --if-missing`).")] = False,
+) -> None:
+    """List the shipped recipes (they travel with eebench; `recipes/...` works from any folder), or a
+    paper table's cells with the recipe that fills each and whether its run is finished."""
+    from eebench.paths import display_recipe, recipes_root
+
+    if table is None:
+        for path in sorted(recipes_root().rglob("*.toml")):
+            print(path if paths_only else display_recipe(path))
+        return
+    from rich.table import Table
+
+    from eebench.report.tables import finished, load_spec, run_folder
+    from eebench.reproduce import table_recipes
+
+    spec = load_spec(table)
+    set_name = "cpu" if cpu else "paper"
+    found, no_recipe = table_recipes(spec, set_name)
+    if paths_only:
+        for path in found:
+            print(path)
+        return
+    view = Table("cells", "recipe", "run folder", "state", title=f"{spec.id}: {set_name} recipe set "
+                 f"({len(found)} recipes; {len(no_recipe)} cells keep the paper's number)", title_justify="left")
+    for path, cells in found.items():
+        folder = run_folder(path)
+        view.add_row(", ".join(cells), display_recipe(path), str(folder), "finished" if finished(folder) else "")
+    console.print(view)
 
 
 @app.command()

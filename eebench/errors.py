@@ -7,3 +7,7 @@ class UserError(Exception):
 
 class MissingData(UserError):
     """A split's data is not there (no file, no hub copy): sometimes only a warning (per-epoch dev)."""
+
+
+class Busy(UserError):
+    """Another process owns the run folder right now."""

@@ -1,17 +1,19 @@
-"""Fill a paper table's missing cells: run the recipes of the cells not yet run, then trace the splits
-the table reads (``eebench report --table ID --run-missing``)."""
+"""Fill a paper table's missing cells: run the recipes of the cells not yet finished as jobs
+(eebench.jobs: a local pool, Slurm, Ray), then trace the splits the table reads
+(``eebench report --table ID --run-missing``)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from eebench.console import console
+from eebench.jobs import Cell, LauncherConfig, Outcome, run_local, run_ray, run_slurm
 from eebench.report.tables import TableSpec, finished, run_folder
 
 
-def missing_recipes(spec: TableSpec, set_name: str) -> tuple[list[tuple[Path, list[str]]], list[str]]:
-    """Recipes (with the cells each fills) whose runs are not finished, and cells without a recipe."""
-    todo: dict[Path, list[str]] = {}
+def table_recipes(spec: TableSpec, set_name: str) -> tuple[dict[Path, list[str]], list[str]]:
+    """Every recipe of the set (with the cells each fills), and the cells without a recipe."""
+    recipes: dict[Path, list[str]] = {}
     no_recipe = []
     for method in spec.methods:
         for column in spec.columns:
@@ -19,10 +21,14 @@ def missing_recipes(spec: TableSpec, set_name: str) -> tuple[list[tuple[Path, li
             if path is None or not path.is_file():
                 no_recipe.append(f"{method} / {column}")
                 continue
-            if finished(run_folder(path)):
-                continue
-            todo.setdefault(path, []).append(f"{method} / {column}")
-    return list(todo.items()), no_recipe
+            recipes.setdefault(path, []).append(f"{method} / {column}")
+    return recipes, no_recipe
+
+
+def missing_recipes(spec: TableSpec, set_name: str) -> tuple[list[tuple[Path, list[str]]], list[str]]:
+    """Recipes (with the cells each fills) whose runs are not finished, and cells without a recipe."""
+    recipes, no_recipe = table_recipes(spec, set_name)
+    return [(path, cells) for path, cells in recipes.items() if not finished(run_folder(path))], no_recipe
 
 
 def needed_splits(spec: TableSpec, set_name: str) -> list[tuple[Path, str]]:
@@ -40,23 +46,42 @@ def needed_splits(spec: TableSpec, set_name: str) -> list[tuple[Path, str]]:
     return pairs
 
 
-def run_missing(spec: TableSpec, set_name: str, data_dir: str | None = None) -> None:
-    """Finetune every missing cell's recipe in turn (one progress line per cell), then trace."""
+def run_missing(spec: TableSpec, set_name: str, launcher: str = "local", jobs: int | None = None,
+                config: LauncherConfig | None = None, log_dir: Path = Path("results/logs"),
+                executor=None) -> Outcome:
+    """Run every unfinished cell's recipe as a job, wait for them all (a failed cell does not stop
+    the others), then trace the splits the table reads."""
+    from eebench.errors import UserError
     from eebench.pipeline.evaluate import evaluate
-    from eebench.pipeline.finetune import finetune
-    from eebench.rundir import open_run, training_unfinished
+    from eebench.rundir import open_run, owned
 
     todo, no_recipe = missing_recipes(spec, set_name)
     if no_recipe:
         console.print(f"[dim]{len(no_recipe)} cell(s) have no {set_name} recipe and keep the paper's number[/]")
-    for k, (path, cells) in enumerate(todo, 1):
-        console.rule(f"[bold]{spec.id}[/] cell {k}/{len(todo)}: {', '.join(cells)} ← {path}")
-        unfinished = training_unfinished(run_folder(path))  # an interrupted cell continues
-        finetune(path, [], data_dir=data_dir, overwrite=not unfinished, resume=unfinished)
+    cells = [Cell(path, names) for path, names in todo]
+    outcome = Outcome(cells)
+    log_dir = Path(log_dir) / spec.id
+    if cells:
+        config = config or LauncherConfig()
+        if launcher == "local":
+            outcome = run_local(cells, jobs, log_dir)
+        elif launcher == "slurm":
+            outcome = run_slurm(cells, config, log_dir, executor)
+        else:
+            outcome = run_ray(cells, config, log_dir)
+    else:
+        console.print(f"every {set_name} cell of {spec.id} has a finished run")
     for folder, split in needed_splits(spec, set_name):
-        if not (folder / "status.json").is_file():
+        if not finished(folder.parent.parent if (folder / "multitask.json").is_file() else folder):
             continue
         console.print(f"tracing {split} of {folder}")
-        evaluate(open_run(folder, data_dir), split)
-    if not todo:
-        console.print(f"every {set_name} cell of {spec.id} has a finished run")
+        run = open_run(folder)
+        try:
+            with owned(run.owner_dir, what="evaluate"):
+                evaluate(run, split)
+        except UserError as err:  # another process is at it, or the split's data is missing
+            console.print(f"[yellow]not traced:[/] {err}")
+    for cell in outcome.failed:
+        console.print(f"[bold red]cell failed:[/] {', '.join(cell.cells)} ({cell.recipe}): "
+                      f"{cell.detail or 'see its log'}" + (f"; log {cell.log}" if cell.log else ""), soft_wrap=True)
+    return outcome

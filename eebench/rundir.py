@@ -34,7 +34,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import BaseModel, ConfigDict, RootModel, ValidationError
 
 from eebench.data.tasks import TaskSpec, get_task
-from eebench.errors import UserError
+from eebench.errors import Busy, UserError
 from eebench.io import read_json, write_json
 from eebench.recipe import Recipe, validate_recipe
 
@@ -364,8 +364,8 @@ def owned(folder: Path, par=None, what: str = "write"):
             acquired, previous = False, owner_note(folder)
     if par is not None and not par.from_main(acquired) or not acquired:
         who = describe_owner(previous) if previous else "another eebench process"
-        raise UserError(f"{folder} is being written by {who}; wait for it to finish, or pick another name "
-                        f"with --set output.run_name=NAME")
+        raise Busy(f"{folder} is being written by {who}; wait for it to finish, or pick another name "
+                   f"with --set output.run_name=NAME")
     stale = None
     try:
         if lock is not None:

@@ -86,7 +86,7 @@ def test_unreachable_hub_is_a_user_error(monkeypatch):
         raise ConnectionError("Couldn't reach 'nyu-mll/glue' on the Hub")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(UserError, match="could not load nyu-mll/glue.*set task.data_dir"):
+    with pytest.raises(UserError, match="could not load nyu-mll/glue.*--data-root DIR.*task.data_dir"):
         load_split(get_task("rte"), TaskConfig(name="rte"), "dev")
 
 
@@ -94,3 +94,17 @@ def test_test_split_without_labels(tmp_path):
     d = _folder(tmp_path, "SST-2", {"test.tsv": "index\tsentence\n0\tgreat\n1\tbad\n"})
     ex = read_glue_tsv(get_task("sst2"), d / "test.tsv", "test")
     assert ex.labels is None and ex.text_a == ["great", "bad"]
+
+
+def test_data_root_is_searched_before_the_hub(tmp_path, monkeypatch):
+    from eebench.errors import MissingData
+
+    (tmp_path / "glue" / "SST-2").mkdir(parents=True)
+    (tmp_path / "glue" / "SST-2" / "dev.tsv").write_text("sentence\tlabel\ngood film\t1\nbad film\t0\n")
+    monkeypatch.setenv("EEBENCH_DATA", str(tmp_path))
+    ex = load_split(get_task("sst2"), TaskConfig(name="sst2"), "dev")
+    assert list(ex.labels) == [1, 0]
+    with pytest.raises(MissingData) as err:  # RTE is under neither the data root nor (offline) the hub
+        load_split(get_task("rte"), TaskConfig(name="rte"), "dev")
+    text = str(err.value)
+    assert str(tmp_path / "RTE") in text and str(tmp_path / "glue" / "RTE") in text and "hub" in text

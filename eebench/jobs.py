@@ -1,0 +1,304 @@
+"""A paper table's missing cells as jobs: a local pool of worker processes, Slurm through submitit
+(its local executor runs the same jobs without a cluster), or Ray.
+
+Every job is the same idempotent step, ``eebench finetune RECIPE --if-missing``: it skips a finished
+run, resumes an interrupted one, redoes a failed one, and leaves a run another process owns alone
+(run folders have one writer; eebench.rundir.owned). So two launches of the same table never run a
+cell twice and never touch a finished cell, and re-running a launch picks up what is left."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+import tomllib
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from eebench.console import console
+from eebench.errors import UserError
+from eebench.paths import DATA_ENV, display_recipe
+
+LAUNCHERS = ("local", "slurm", "ray")
+
+
+class LauncherConfig(BaseModel):
+    """The ``[launcher]`` section of a small TOML file (``--launcher-config``); the command line's
+    options win over it."""
+
+    model_config = ConfigDict(extra="forbid")
+    partition: str | None = None
+    gpus: int = Field(1, ge=0)
+    cpus: int = Field(8, ge=1)
+    time_min: int = Field(24 * 60, ge=1)
+    mem_gb: int = Field(32, ge=1)
+    account: str | None = None
+    qos: str | None = None
+    constraint: str | None = None
+    array_parallelism: int = Field(64, ge=1)
+    setup: list[str] = Field(default_factory=list)
+    """Shell lines run before each job (e.g. ["module load cuda", "source venv/bin/activate"])."""
+
+
+def load_launcher_config(path: Path | None, **cli) -> LauncherConfig:
+    data: dict = {}
+    if path is not None:
+        if not Path(path).is_file():
+            raise UserError(f"--launcher-config {path}: file not found; a TOML file with a [launcher] section")
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8")).get("launcher", {})
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+            raise UserError(f"{path}: not valid TOML ({err}); fix the syntax at that line") from None
+    data.update({k: v for k, v in cli.items() if v is not None})
+    try:
+        return LauncherConfig.model_validate(data)
+    except ValidationError as err:
+        first = err.errors()[0]
+        key = ".".join(str(p) for p in first["loc"])
+        raise UserError(f"{path or 'launcher options'}: launcher.{key}: {first['msg']} "
+                        f"(allowed: {', '.join(LauncherConfig.model_fields)})") from None
+
+
+@dataclass
+class Cell:
+    recipe: Path
+    cells: list[str]
+    state: str = "queued"  # queued / running / finished / failed / elsewhere
+    log: Path | None = None
+    detail: str = ""
+    seconds: float = 0.0
+
+
+@dataclass
+class Outcome:
+    cells: list[Cell] = field(default_factory=list)
+
+    @property
+    def failed(self) -> list[Cell]:
+        return [c for c in self.cells if c.state == "failed"]
+
+
+def job_command(recipe: Path) -> list[str]:
+    return [sys.executable, "-m", "eebench.cli", "finetune", str(recipe), "--if-missing"]
+
+
+def _slug(cell: Cell) -> str:
+    return display_recipe(cell.recipe).removeprefix("recipes/").removesuffix(".toml").replace("/", "__")
+
+
+def _finish(cell: Cell, code: int, started: float) -> None:
+    cell.seconds = time.perf_counter() - started
+    text = cell.log.read_text(errors="replace") if cell.log and cell.log.is_file() else ""
+    if code == 0 and "is being written by" in text:
+        cell.state = "elsewhere"
+    else:
+        cell.state = "finished" if code == 0 else "failed"
+    errors = [line for line in text.splitlines() if line.startswith("error:")]
+    cell.detail = errors[-1][:200] if errors else ("" if code == 0 else f"exit code {code}")
+
+
+# ----------------------------------------------------------------------------------- local
+def run_local(cells: list[Cell], jobs: int | None, log_dir: Path) -> Outcome:
+    """A pool of ``jobs`` worker processes on this machine: one per visible GPU by default, each
+    pinned to its GPU with CUDA_VISIBLE_DEVICES; on CPU the cores are divided among the workers."""
+    import torch
+
+    gpus = torch.cuda.device_count()
+    jobs = jobs or max(1, gpus)
+    if jobs < 1:
+        raise UserError(f"--jobs {jobs}: must be at least 1")
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    free = list(range(jobs))
+    log_dir.mkdir(parents=True, exist_ok=True)
+    console.print(f"running {len(cells)} cell(s) on {jobs} local worker(s)"
+                  + (f", one GPU each (of {gpus})" if gpus else f", {threads} CPU thread(s) each")
+                  + f"; logs in {log_dir}")
+
+    def work(cell: Cell) -> None:
+        slot = free.pop()
+        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        if gpus:
+            env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+        cell.log, cell.state, started = log_dir / f"{_slug(cell)}.log", "running", time.perf_counter()
+        try:
+            with open(cell.log, "w") as log:
+                code = subprocess.call(job_command(cell.recipe), stdout=log, stderr=subprocess.STDOUT, env=env)
+        finally:
+            free.append(slot)
+        _finish(cell, code, started)
+
+    with _progress(cells) as refresh, ThreadPoolExecutor(jobs) as pool:
+        futures = [pool.submit(work, cell) for cell in cells]
+        while not all(f.done() for f in futures):
+            refresh()
+            time.sleep(0.5)
+        for f in futures:
+            f.result()
+        refresh()
+    return Outcome(cells)
+
+
+# ----------------------------------------------------------------------------------- slurm
+class CellJob:
+    """What a Slurm job runs: the cell's finetune in its own process; on preemption or timeout
+    submitit requeues it, and the requeued job resumes from the run's last checkpoint."""
+
+    def __init__(self, recipe: str, data_root: str | None, setup: list[str] | None = None):
+        self.recipe, self.data_root, self.setup = recipe, data_root, setup or []
+
+    def __call__(self) -> str:
+        env = {**os.environ, **({DATA_ENV: self.data_root} if self.data_root else {})}
+        command = " ".join(_quote(c) for c in job_command(Path(self.recipe)))
+        script = "\n".join([*self.setup, command])
+        done = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
+        sys.stdout.write(done.stdout)
+        sys.stderr.write(done.stderr)
+        if done.returncode != 0:
+            errors = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("error:")]
+            raise RuntimeError(errors[-1] if errors else f"eebench finetune exited with {done.returncode}")
+        return "elsewhere" if "is being written by" in done.stdout + done.stderr else "finished"
+
+    def checkpoint(self):
+        import submitit
+
+        return submitit.helpers.DelayedSubmission(CellJob(self.recipe, self.data_root, self.setup))
+
+
+def _quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(text)
+
+
+def run_slurm(cells: list[Cell], config: LauncherConfig, log_dir: Path, executor=None) -> Outcome:
+    """One Slurm job per cell (a job array) through submitit; ``executor`` (tests: submitit's
+    LocalExecutor) replaces the cluster."""
+    try:
+        import submitit
+    except ImportError:
+        raise UserError("--launcher slurm needs submitit: pip install 'eebench[cluster]' (or pip install submitit)") from None
+    if executor is None:
+        executor = submitit.AutoExecutor(folder=str(log_dir / "%j"))
+        if executor.cluster != "slurm":
+            raise UserError("--launcher slurm: no Slurm here (sbatch not found); use --launcher local, or run on "
+                            "the cluster's login node")
+        extra = {k: v for k, v in (("account", config.account), ("qos", config.qos),
+                                   ("constraint", config.constraint)) if v}
+        executor.update_parameters(slurm_partition=config.partition, gpus_per_node=config.gpus,
+                                   cpus_per_task=config.cpus, timeout_min=config.time_min, mem_gb=config.mem_gb,
+                                   slurm_array_parallelism=config.array_parallelism,
+                                   slurm_additional_parameters=extra, name="eebench")
+    root = os.environ.get(DATA_ENV)
+    jobs_of = {}
+    with executor.batch():
+        for cell in cells:
+            jobs_of[id(cell)] = executor.submit(CellJob(str(Path(cell.recipe).resolve()), root, config.setup))
+    for cell in cells:
+        job = jobs_of[id(cell)]
+        cell.log = Path(str(job.paths.stdout))
+    console.print(f"submitted {len(cells)} job(s): {', '.join(str(jobs_of[id(c)].job_id) for c in cells[:8])}"
+                  f"{' ...' if len(cells) > 8 else ''}; logs in {log_dir}")
+    started = time.perf_counter()
+    with _progress(cells) as refresh:
+        while True:
+            for cell in cells:
+                job = jobs_of[id(cell)]
+                if cell.state in ("finished", "failed", "elsewhere"):
+                    continue
+                if job.done():
+                    try:
+                        cell.state = job.result()
+                    except Exception as err:  # the job's own error, one line
+                        cell.state, cell.detail = "failed", str(err).strip().splitlines()[-1][:200]
+                    cell.seconds = time.perf_counter() - started
+                else:
+                    cell.state = "running" if job.state in ("RUNNING", "COMPLETING") else "queued"
+            refresh()
+            if all(c.state in ("finished", "failed", "elsewhere") for c in cells):
+                break
+            time.sleep(1.0)
+    return Outcome(cells)
+
+
+# ----------------------------------------------------------------------------------- ray
+def run_ray(cells: list[Cell], config: LauncherConfig, log_dir: Path) -> Outcome:
+    """One Ray task per cell on the cluster ``ray.init()`` connects to (RAY_ADDRESS), each asking
+    for ``gpus`` GPUs and ``cpus`` CPUs."""
+    try:
+        import ray
+    except ImportError:
+        raise UserError("--launcher ray needs ray: pip install 'ray[default]'") from None
+    ray.init(ignore_reinit_error=True, log_to_driver=False)
+    remote = ray.remote(num_gpus=config.gpus, num_cpus=config.cpus)(
+        lambda recipe, root, setup: CellJob(recipe, root, setup)())
+    root = os.environ.get(DATA_ENV)
+    refs = {id(c): remote.remote(str(Path(c.recipe).resolve()), root, config.setup) for c in cells}
+    started = time.perf_counter()
+    with _progress(cells) as refresh:
+        pending = dict(refs)
+        for cell in cells:
+            cell.state = "running"
+        while pending:
+            done, _ = ray.wait(list(pending.values()), timeout=1.0)
+            for cell in cells:
+                if id(cell) in pending and pending[id(cell)] in done:
+                    try:
+                        cell.state = ray.get(pending.pop(id(cell)))
+                    except Exception as err:
+                        cell.state, cell.detail = "failed", str(err).strip().splitlines()[-1][:200]
+                    cell.seconds = time.perf_counter() - started
+            refresh()
+    return Outcome(cells)
+
+
+# ----------------------------------------------------------------------------------- progress
+class _progress:
+    """A live table of the cells (state, time, log) while the jobs run; plain lines when the output
+    is not a terminal."""
+
+    COLORS = {"queued": "dim", "running": "cyan", "finished": "green", "failed": "red", "elsewhere": "yellow"}
+
+    def __init__(self, cells: list[Cell]):
+        self.cells = cells
+        self.seen: dict[int, str] = {}
+
+    def _table(self):
+        from rich.table import Table
+
+        counts = {s: sum(c.state == s for c in self.cells) for s in self.COLORS}
+        table = Table(title=" · ".join(f"{n} {s}" for s, n in counts.items() if n), title_justify="left")
+        for name in ("cell", "recipe", "state", "time", "log / error"):
+            table.add_column(name)
+        for c in self.cells:
+            table.add_row(", ".join(c.cells)[:60], display_recipe(c.recipe), f"[{self.COLORS[c.state]}]{c.state}[/]",
+                          f"{c.seconds:.0f} s" if c.seconds else "", c.detail or (str(c.log) if c.log else ""))
+        return table
+
+    def __enter__(self):
+        from rich.live import Live
+
+        self.live = Live(self._table(), console=console, refresh_per_second=2) if console.is_terminal else None
+        if self.live:
+            self.live.__enter__()
+        return self.refresh
+
+    def refresh(self) -> None:
+        if self.live:
+            self.live.update(self._table())
+            return
+        for i, c in enumerate(self.cells):
+            if self.seen.get(i) != c.state:
+                self.seen[i] = c.state
+                if c.state != "queued":
+                    tail = f" ({c.seconds:.0f} s)" if c.seconds else ""
+                    console.print(f"cell {', '.join(c.cells)}: {c.state}{tail}"
+                                  + (f" — {c.detail}" if c.detail else "") + (f" — log {c.log}" if c.log else ""),
+                                  soft_wrap=True)
+
+    def __exit__(self, *exc):
+        if self.live:
+            self.live.__exit__(*exc)

@@ -1,0 +1,55 @@
+"""Where eebench finds what it ships and what the user has: the recipes root and the data root.
+
+Recipes ship inside the package (``eebench/_recipes``: the repository's ``recipes/`` folder in a
+checkout, a copy of it in an installed wheel), so ``recipes/...`` paths in table specs and on the
+command line work from any folder. ``EEBENCH_RECIPES`` points at another recipes folder.
+Data: a recipe names its task; ``task.data_dir`` (or ``--data-dir``) names a folder outright,
+otherwise the data root (``--data-root DIR`` / ``EEBENCH_DATA``) is searched in the GLUE layout
+``DIR/<TASK>/`` (also ``DIR/glue/<TASK>/``; CS224N files in ``DIR/cs224n/``) before the hub."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+RECIPES_ENV = "EEBENCH_RECIPES"
+DATA_ENV = "EEBENCH_DATA"
+
+
+def recipes_root() -> Path:
+    env = os.environ.get(RECIPES_ENV)
+    return Path(env) if env else Path(__file__).resolve().parent / "_recipes"
+
+
+def resolve_recipe(path: str | Path) -> Path:
+    """A recipe path as given when it exists, else ``recipes/<rest>`` under the recipes root."""
+    path = Path(path)
+    if path.exists() or path.is_absolute() or not path.parts or path.parts[0] != "recipes":
+        return path
+    shipped = recipes_root().joinpath(*path.parts[1:])
+    return shipped if shipped.exists() else path
+
+
+def display_recipe(path: Path) -> str:
+    """``recipes/...`` for a shipped recipe (what a user types), else the path."""
+    try:
+        return str(Path("recipes") / Path(path).resolve().relative_to(recipes_root().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def data_root() -> Path | None:
+    env = os.environ.get(DATA_ENV)
+    return Path(env).expanduser() if env else None
+
+
+def set_data_root(folder: str | Path | None) -> None:
+    if folder is not None:
+        os.environ[DATA_ENV] = str(Path(folder).expanduser().resolve())
+
+
+def data_candidates(root: Path, folder: str, family: str) -> list[Path]:
+    """Folders under the data root that may hold a task's files, most specific first."""
+    if family == "cs224n":
+        return [root / "cs224n", root]
+    return [root / folder, root / family / folder]
