@@ -1,12 +1,14 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the hub
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("EEBENCH_CACHE", tempfile.mkdtemp(prefix="eebench-test-cache-"))  # tokenized splits
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("EEBENCH_SHARED_DATA", ROOT.parent / "shared" / "data"))

@@ -108,3 +108,31 @@ def test_data_root_is_searched_before_the_hub(tmp_path, monkeypatch):
         load_split(get_task("rte"), TaskConfig(name="rte"), "dev")
     text = str(err.value)
     assert str(tmp_path / "RTE") in text and str(tmp_path / "glue" / "RTE") in text and "hub" in text
+
+
+def test_tokenized_splits_are_cached_in_arrow_and_equal_to_lists(tmp_path, monkeypatch):
+    import eebench.data.encode as enc
+    from eebench.data.synthetic import build_tokenizer, generate
+    from eebench.recipe import SyntheticConfig
+
+    monkeypatch.setenv("EEBENCH_CACHE", str(tmp_path / "cache"))
+    tokenizer = build_tokenizer(tmp_path)
+    examples = generate(SyntheticConfig(n_dev=300), "dev")
+    first = enc.encode(tokenizer, examples, 32)
+    lists = enc.encode_in_memory(tokenizer, examples, 32)
+    assert isinstance(first.features, enc.ArrowRows) and len(first) == len(lists) == 300
+    assert [first.features[i] for i in range(300)] == list(lists.features)
+    assert (first.lengths() == lists.lengths()).all()
+    index = [5, 0, 299]
+    a, b = first.collate(first.__getitems__(index)), lists.collate(lists.__getitems__(index))
+    assert all((a[k] == b[k]).all() for k in b)
+    assert len(list((tmp_path / "cache" / "tokenized").glob("*.arrow"))) == 1
+
+    def no_tokenizing(*args, **kwargs):
+        raise AssertionError("tokenized again")
+
+    monkeypatch.setattr(enc, "_encode_rows", no_tokenizing)
+    again = enc.encode(tokenizer, examples, 32)  # same tokenizer, examples, settings: from the cache
+    assert again.features[7] == lists.features[7]
+    with pytest.raises(AssertionError, match="tokenized again"):
+        enc.encode(tokenizer, examples, 16)  # another max_length: another key

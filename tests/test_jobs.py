@@ -183,3 +183,24 @@ def test_two_launches_at_once_never_run_a_cell_twice(outside):
         assert sum(t.count("trained in") for t in texts) == 1, texts  # one launch trained it, the other skipped
         starts = [json.loads(line) for line in (folder / "train_log.jsonl").read_text().splitlines()]
         assert starts, "train_log is empty"
+
+
+def test_ray_path_on_a_local_ray(outside):
+    pytest.importorskip("ray", reason="ray absent (optional launcher): pip install 'ray[default]'")
+    from eebench.jobs import LauncherConfig
+    from eebench.report.tables import load_spec
+    from eebench.reproduce import run_missing
+
+    work, tmp, env = outside
+    write_recipes(tmp / "recipes", ("sst2",))
+    write_data(tmp / "data", ("sst2",))
+    os.environ.update({"EEBENCH_RECIPES": env["EEBENCH_RECIPES"], "EEBENCH_DATA": str(tmp / "data")})
+    try:
+        outcome = run_missing(load_spec("romebert-glue-dev"), "cpu", "ray", config=LauncherConfig(gpus=0, cpus=1),
+                              log_dir=work / "ray")
+    finally:
+        os.environ.pop("EEBENCH_RECIPES"), os.environ.pop("EEBENCH_DATA")
+        import ray
+
+        ray.shutdown()
+    assert [c.state for c in outcome.cells] == ["finished"] * 3, [(c.state, c.detail) for c in outcome.cells]
