@@ -39,7 +39,6 @@ from eebench.io import read_json, write_json
 from eebench.recipe import Recipe, validate_recipe
 
 MULTITASK_MARKER = "multitask.json"
-FINISHED = ("finished", "done")  # "done": run folders written before resumable training
 
 
 # ----------------------------------------------------------------------------------- records
@@ -242,10 +241,6 @@ class Run:
                 found[(policy, bool(data))] = Calibration.load(path, self.dir)
         return [found.get((p, True)) or found[(p, False)] for p in dict.fromkeys(p for p, _ in found)]
 
-    def calibration(self, policy: str) -> Calibration | None:
-        path = self.calibration_path(policy)
-        return Calibration.load(path, self.dir) if path.is_file() else None
-
     def evaluated_splits(self) -> list[str]:
         return sorted(p.name for p in (self.dir / "eval").glob("*") if p.is_dir())
 
@@ -258,9 +253,6 @@ class Run:
 
     def speeds(self, split: str) -> list[Speed]:
         return [Speed.load(p, self.dir, split) for p in sorted(self.eval_dir(split).glob("speed_*.json"))]
-
-    def status(self) -> Status:
-        return run_status(self.dir)
 
     def mark(self, **fields) -> None:
         status = run_status(self.dir)

@@ -15,7 +15,7 @@ from eebench.data.tasks import TaskSpec
 from eebench.errors import MissingData, UserError
 from eebench.io import read_json, write_json
 from eebench.recipe import Recipe
-from eebench.rundir import FINISHED, Run, run_status, staging_dir, training_unfinished
+from eebench.rundir import Run, run_status, staging_dir, training_unfinished
 
 
 def describe(err: BaseException) -> str:
@@ -91,10 +91,10 @@ def check_run_dir(run: Run, recipe_path, overwrite: bool, resume: bool) -> bool 
     if overwrite:
         return False
     status = run_status(run.dir)
-    if not training_unfinished(run.dir):
+    if not status.training_unfinished:
         if resume:
             state = status.state or "unknown"
-            then = ("" if state in FINISHED else f"; its evaluation did not finish: run eebench evaluate {run.dir} "
+            then = ("" if status.finished else f"; its evaluation did not finish: run eebench evaluate {run.dir} "
                     f"(and calibrate / report) on it")
             console.print(f"{run.dir} is already trained (status {state}); nothing to resume{then}")
             return None

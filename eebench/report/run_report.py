@@ -15,7 +15,7 @@ from eebench.calibrate import row_setting
 from eebench.policies import get_policy, setting_label
 from eebench.report.pareto import area_under_curves, pareto_front, policy_curves
 from eebench.report.render import markdown, save_figure, write_table
-from eebench.rundir import Calibration, Layerwise, OperatingPoint, Speed
+from eebench.rundir import Calibration, OperatingPoint
 from eebench.trace import load_trace, stored_key
 
 
@@ -39,12 +39,12 @@ def report_run(run) -> Path:
                 f"metrics in percent; time% = 100·mean(exit layer)/L, speed-up = L/mean(exit layer).\n"]
     written: list[Path] = []
     # every record is read (and checked) before anything is written
-    layer_frames = {s: pd.DataFrame(rows) for s in splits if (rows := _layerwise(run, s)) is not None}
-    points = [dict(split=s, **p.dump(), note=_staleness(run, s, p)) for s in splits for p in _points(run, s)]
-    speeds = [r.dump() for s in splits for r in _records(run, s, Speed, "speed_*.json")]
+    layer_frames = {s: pd.DataFrame(rows) for s in splits if (rows := run.layerwise(s)) is not None}
+    points = [dict(split=s, **p.dump(), note=_staleness(run, s, p)) for s in splits for p in run.operating_points(s)]
+    speeds = [r.dump() for s in splits for r in run.speeds(s)]
     for s in splits:
-        if (run.dir / "traces" / f"{s}.npz").is_file():
-            stored_key(run.dir / "traces" / f"{s}.npz")
+        if run.trace_path(s).is_file():
+            stored_key(run.trace_path(s))
 
     if layer_frames:
         wide = None
@@ -57,14 +57,14 @@ def report_run(run) -> Path:
         sections.append("![layer-wise](layerwise.png)\n")
 
     for s in splits:
-        for path in sorted((run.dir / "eval" / s).glob("sweep_*.csv")):
+        for path in sorted(run.eval_dir(s).glob("sweep_*.csv")):
             policy = path.stem.removeprefix("sweep_")
             table = pd.read_csv(path)
             shown = table.drop(columns=["histogram"])
             stem = out / f"sweep_{s}_{policy}"
             written += write_table(shown, stem, f"{policy} sweep on {s}", digits=3)
             sections += [f"## {policy} sweep on {s}\n", markdown(shown, 3), "\n"]
-            point = _operating_point(run, s, policy, table)
+            point = _operating_point(points, s, policy, table)
             if metric in table:
                 written += _curve_figure(table, metric, point, out / f"curve_{s}_{policy}", f"{s}, {policy}")
                 sections.append(f"![curve](curve_{s}_{policy}.png)\n")
@@ -72,7 +72,7 @@ def report_run(run) -> Path:
             sections.append(f"![histogram](exit_hist_{s}_{policy}.png)\n")
 
     for s in splits:
-        trace_path = run.dir / "traces" / f"{s}.npz"
+        trace_path = run.trace_path(s)
         if not trace_path.is_file():
             continue
         trace = load_trace(trace_path)
@@ -133,38 +133,24 @@ def speed_frame(records: list[dict]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _operating_point(run, split: str, policy: str, table: pd.DataFrame) -> dict:
+def _operating_point(points: list[dict], split: str, policy: str, table: pd.DataFrame) -> dict:
     """The calibrated point when there is one, else the swept setting closest to 50% time."""
-    path = run.dir / "eval" / split / f"operating_{policy}.json"
-    if path.is_file():
-        return OperatingPoint.load(path, run.dir, split).dump()
+    for point in points:
+        if point["split"] == split and point["policy"] == policy:
+            return point
     row = table.iloc[(table["time_pct"] - 50).abs().argmin()]
     return {"setting": row_setting(row, get_policy(policy)), "time_pct": float(row["time_pct"]),
             "histogram": json.loads(row["histogram"])}
-
-
-def _records(run, split: str, kind, pattern: str) -> list:
-    """The records of one evaluated split folder (``dev``, or ``dev@other`` for other data)."""
-    return [kind.load(p, run.dir, split) for p in sorted((run.dir / "eval" / split).glob(pattern))]
-
-
-def _points(run, split: str) -> list[OperatingPoint]:
-    return _records(run, split, OperatingPoint, "operating_*.json")
-
-
-def _layerwise(run, split: str) -> list[dict] | None:
-    path = run.dir / "eval" / split / "layerwise.json"
-    return Layerwise.load(path, run.dir, split).root if path.is_file() else None
 
 
 def _staleness(run, split: str, point: OperatingPoint) -> str:
     """Why an operating point may not describe the run's current model or data ("" when it does)."""
     if point.stale:
         return f"stale: {point.stale}"
-    trace = run.dir / "traces" / f"{split}.npz"
+    trace = run.trace_path(split)
     if point.trace_key and trace.is_file() and stored_key(trace) != point.trace_key:
         return f"stale: computed on an older trace of {split} (re-run eebench evaluate)"
-    cal_path = run.dir / "calibration" / f"{point.policy}.json"
+    cal_path = run.calibration_path(point.policy)
     if point.calibration_key and cal_path.is_file():
         cal = Calibration.load(cal_path, run.dir)
         if cal.trace_key and cal.trace_key != point.calibration_key:
