@@ -98,6 +98,9 @@ def finetune(
                                              "interrupted one, redo a failed one, leave one another process is "
                                              "running alone (exit 0).")] = False,
     data_root: DataRootOpt = None,
+    seeds: Annotated[Optional[int], typer.Option(min=1, help="Train each recipe this many times, with train.seed, "
+                                                  "train.seed+1, ... into <run>-seed<S>/ (eebench compare pools them: "
+                                                  "mean ± std).")] = None,
 ) -> None:
     """Train a multi-exit model from a recipe into results/<run-name>/, then (by the recipe's output
     switches) trace and evaluate its splits, calibrate the exit policy and write the report.
@@ -112,9 +115,17 @@ def finetune(
     set_data_root(data_root)
     if if_missing and (overwrite or resume):
         raise UserError("--if-missing decides by itself whether to resume or start over; drop --overwrite / --resume")
-    for recipe in recipes:
+    jobs = [(recipe, set_) for recipe in recipes]
+    if seeds is not None:
+        from eebench.paths import resolve_recipe
+        from eebench.recipe import load_recipe
+        from eebench.seeds import seed_overrides
+
+        jobs = [(recipe, [*set_, *extra]) for recipe in recipes
+                for extra in seed_overrides(load_recipe(resolve_recipe(recipe), set_), Path(recipe).stem, seeds)]
+    for recipe, overrides in jobs:
         try:
-            run = run_finetune(recipe, set_, data_dir, overwrite, resume, if_missing=if_missing)
+            run = run_finetune(recipe, overrides, data_dir, overwrite, resume, if_missing=if_missing)
         except Busy as err:
             if not if_missing:
                 raise
@@ -341,13 +352,22 @@ def compare(
     runs: Annotated[list[Path], typer.Argument(help="Run folders of one task, e.g. results/cmp_sst2_*.")],
     split: Annotated[str, typer.Option(help="Split whose layer-wise results to compare.")] = "dev",
     out: Annotated[Path, typer.Option(help="Folder for the comparison table and figure.")] = Path("results/tables"),
+    policy: Annotated[list[str], typer.Option(help="Also sweep this exit policy over each run's trace (repeatable), "
+                                              "e.g. --policy entropy --policy cka.")] = [],
+    time_pct: Annotated[list[float], typer.Option(help="With --policy: the best metric at time% ≤ this (repeatable).")] = [],
+    at_metric: Annotated[list[float], typer.Option(help="With --policy: the least time% reaching this metric "
+                                                   "(repeatable).")] = [],
 ) -> None:
-    """Put runs side by side: the layer-wise metric of every exit, one column per run (stored results only)."""
+    """Put runs side by side: the layer-wise metric of every exit, one column per setting (stored results
+    only). Runs of one recipe with different seeds (finetune --seeds) pool into mean ± std."""
     from eebench.report.compare import compare_runs
     from eebench.report.render import markdown
     from eebench.rundir import open_run
 
-    frame, paths = compare_runs([open_run(f) for f in runs], out, split)
+    if (time_pct or at_metric) and not policy:
+        raise UserError("--time-pct / --at-metric need an exit policy to sweep: add --policy entropy (or another)")
+    frame, paths = compare_runs([open_run(f) for f in runs], out, split, tuple(policy), tuple(time_pct),
+                                tuple(at_metric))
     print(markdown(frame, 1))
     console.print(f"wrote {', '.join(str(p) for p in paths)}")
 

@@ -1,45 +1,114 @@
-"""Runs side by side: the layer-wise metric of every exit, one column per run (from stored results)."""
+"""Runs side by side (stored results only): the layer-wise metric of every exit, one column per
+setting, seeds of one recipe pooled as mean ± std; optionally the metric an exit policy reaches at a
+time budget and the time it needs for a metric (each run's dense sweep over its own trace)."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from eebench.errors import UserError
 from eebench.report.render import save_figure, write_table
+from eebench.seeds import fmt, group_runs
 
 
-def compare_runs(runs, out_dir: Path, split: str = "dev") -> tuple[pd.DataFrame, list[Path]]:
-    columns, metric, task = {}, None, None
-    for run in runs:
-        path = run.eval_dir(split) / "layerwise.json"
-        if not path.is_file():
-            raise UserError(f"{run.dir} has no {split} results ({path} missing); run eebench evaluate "
-                            f"{run.dir} --split {split}")
-        if task is not None and run.spec.name != task:
-            raise UserError(f"{run.dir} is task {run.spec.name}, the others {task}; compare runs of one task")
-        task, metric = run.spec.name, run.spec.primary_metric
-        label = run.recipe.train.strategy
-        if label in columns:
-            label = run.dir.name
-        columns[label] = [row[metric] for row in run.layerwise(split)]
-    frame = pd.DataFrame(columns)
-    frame.insert(0, "layer", range(1, len(frame) + 1))
+def _layerwise(run, split: str, metric: str) -> list[float]:
+    path = run.eval_dir(split) / "layerwise.json"
+    if not path.is_file():
+        raise UserError(f"{run.dir} has no {split} results ({path} missing); run eebench evaluate "
+                        f"{run.dir} --split {split}")
+    return [row[metric] for row in run.layerwise(split)]
+
+
+def _sweep(run, split: str, policy_name: str) -> pd.DataFrame:
+    from eebench.calibrate import sweep
+    from eebench.policies import get_policy
+    from eebench.trace import load_trace
+
+    path = run.trace_path(split)
+    if not path.is_file():
+        raise UserError(f"{run.dir} has no {split} trace ({path} missing); run eebench evaluate "
+                        f"{run.dir} --split {split}")
+    trace = load_trace(path)
+    policy = get_policy(policy_name)
+    try:
+        return sweep(trace, run.spec, policy, policy.fine_grid(trace))
+    except ValueError as err:
+        raise UserError(f"{run.dir}: policy {policy_name!r} cannot run on this trace ({err})") from None
+
+
+def metric_at_time(table: pd.DataFrame, metric: str, time_pct: float) -> float:
+    """The best metric among settings with time% ≤ time_pct (NaN when none is that fast)."""
+    ok = table[table["time_pct"] <= time_pct + 1e-9]
+    return float(ok[metric].max()) if len(ok) else float("nan")
+
+
+def time_at_metric(table: pd.DataFrame, metric: str, value: float) -> float:
+    """The least time% among settings whose metric ≥ value (NaN when none reaches it)."""
+    ok = table[table[metric] >= value - 1e-9]
+    return float(ok["time_pct"].min()) if len(ok) else float("nan")
+
+
+def compare_runs(runs, out_dir: Path, split: str = "dev", policies: tuple[str, ...] = (),
+                 time_pct: tuple[float, ...] = (), at_metric: tuple[float, ...] = ()) -> tuple[pd.DataFrame, list[Path]]:
+    """One column per setting (runs differing only in train.seed pooled: mean ± std over seeds).
+    Rows: each exit's metric, the mean of the early exits (1..L-1), then per policy the metric at
+    each time% budget and the time% each metric needs."""
+    if not runs:
+        raise UserError("no runs given; e.g. eebench compare results/cmp_sst2_*")
+    tasks = {run.spec.name for run in runs}
+    if len(tasks) > 1:
+        raise UserError(f"the runs are of tasks {', '.join(sorted(tasks))}; compare runs of one task")
+    task, metric = runs[0].spec.name, runs[0].spec.primary_metric
+    groups = group_runs(runs)
+    values: dict[str, dict[str, list[float]]] = {}
+    for label, members in groups.items():
+        per_run = [_layerwise(run, split, metric) for run in members]
+        n_layers = len(per_run[0])
+        col = {f"exit {i + 1}": [r[i] for r in per_run] for i in range(n_layers)}
+        col["early exits (mean)"] = [float(np.mean(r[:-1])) for r in per_run]
+        for name in policies:
+            sweeps = [_sweep(run, split, name) for run in members]
+            for t in time_pct:
+                col[f"{name}: {metric} at time% ≤ {t:g}"] = [metric_at_time(s, metric, t) for s in sweeps]
+            for m in at_metric:
+                col[f"{name}: time% for {metric} ≥ {m:g}"] = [time_at_metric(s, metric, m) for s in sweeps]
+        values[_header(label, len(members))] = col
+    rows = list(dict.fromkeys(r for col in values.values() for r in col))
+    frame = pd.DataFrame({"row": rows, **{h: [fmt(col.get(r, [])) for r in rows] for h, col in values.items()}})
     stem = Path(out_dir) / f"compare_{task}_{split}"
-    paths = write_table(frame, stem, f"{task} {split} {metric} of every exit, by training strategy", digits=1)
+    n_seeds = sorted({len(m) for m in groups.values()})
+    caption = (f"{task} {split} {metric} of every exit by setting"
+               + (f", mean ± std over {'/'.join(map(str, n_seeds))} seeds" if max(n_seeds) > 1 else ""))
+    paths = write_table(frame, stem, caption, digits=1)
+    paths += _figure(values, stem, task, split, metric)
+    return frame, paths
+
+
+def _header(label: str, n: int) -> str:
+    return label if n == 1 else f"{label} (n={n})"
+
+
+def _figure(values: dict, stem: Path, task: str, split: str, metric: str) -> list[Path]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    for name in columns:
-        ax.plot(frame["layer"], frame[name], marker="o", label=name)
+    for name, col in values.items():
+        layers = [k for k in col if k.startswith("exit ")]
+        x = np.arange(1, len(layers) + 1)
+        mean = np.array([np.mean(col[k]) for k in layers])
+        std = np.array([np.std(col[k], ddof=1) if len(col[k]) > 1 else 0.0 for k in layers])
+        ax.plot(x, mean, marker="o", label=name)
+        if std.any():
+            ax.fill_between(x, mean - std, mean + std, alpha=0.15)
     ax.set_xlabel("exit layer")
     ax.set_ylabel(f"{metric} (%)")
     ax.set_title(f"{task} {split}")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
-    paths += save_figure(fig, stem)
-    return frame, paths
+    return save_figure(fig, stem)

@@ -98,6 +98,10 @@ class SelfDistillArgs(TwoStageArgs):
 
     gamma: float = Field(0.9, ge=0, le=1)
     temperature: float = Field(3.0, gt=0)
+    kd_reduction: Literal["class_mean", "batchmean"] = "class_mean"
+    """class_mean: the KL term averaged over batch and classes, as romebert/DeeBERT-SD's
+    ``nn.KLDivLoss()`` (default 'mean' reduction) computes it — the code the DeeBERT+SD rows of
+    RomeBERT's tables come from; batchmean: summed over classes, averaged over the batch (C× larger)."""
 
 
 class RomeBertArgs(_Args):
@@ -381,7 +385,8 @@ def alternating(train, args: AlternatingArgs, n_layers: int | None = None) -> li
 
 
 def self_distill(train, args: SelfDistillArgs, n_layers: int | None = None) -> list[Stage]:
-    return two_stage(train, args, n_layers, self_distill_loss(args.gamma, args.temperature))
+    return two_stage(train, args, n_layers, self_distill_loss(args.gamma, args.temperature,
+                                                              args.kd_reduction == "class_mean"))
 
 
 def romebert(train, args: RomeBertArgs, n_layers: int | None = None) -> list[Stage]:

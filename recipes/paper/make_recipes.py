@@ -25,7 +25,8 @@ TASKS = {  # eebench task → splits the tables read
 # SD: gamma 0.9, T 3); RomeBERT itself trains one stage.
 ROMEBERT = {
     "two_stage": ("two_stage", {"stage2_epochs": 3}),
-    "self_distill": ("self_distill", {"stage2_epochs": 3, "gamma": 0.9, "temperature": 3.0}),
+    "self_distill": ("self_distill", {"stage2_epochs": 3, "gamma": 0.9, "temperature": 3.0,
+                                      "kd_reduction": "class_mean"}),
     "romebert": ("romebert", {"gamma": 0.9, "temperature": 3.0}),
 }
 # MetaBERT: Adam, lr 2e-5, batch 32, 5 epochs; alternating per epoch as MetaBERT describes it.
@@ -34,13 +35,13 @@ METABERT = {
     "joint": ("joint", {}),
     "alternating": ("alternating", {"every": "epoch"}),
     "metabert": ("metabert", {}),
-    "fastbert": ("self_distill", {"gamma": 1.0, "temperature": 1.0}),
+    "fastbert": ("self_distill", {"gamma": 1.0, "temperature": 1.0, "kd_reduction": "batchmean"}),
     "pabee": ("joint", {"layer_weights": "pabee"}),
 }
 # CsdBERT: batch 32, lr 2e-5, 5 epochs, tau 0.5, KD temperature 4, alpha 0.01, beta 1.
 CSDBERT = {
     "two_stage": ("two_stage", {}),
-    "fastbert": ("self_distill", {"gamma": 1.0, "temperature": 1.0}),
+    "fastbert": ("self_distill", {"gamma": 1.0, "temperature": 1.0, "kd_reduction": "batchmean"}),
     "pabee": ("joint", {"layer_weights": "pabee"}),
     "csdbert": ("csdbert", {}),
     "csdbert_no_kd": ("csdbert", {"distillation": False}),
