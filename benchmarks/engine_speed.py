@@ -115,7 +115,6 @@ def main() -> None:
 
 def component_costs(engine, singles, repeat: int = 200) -> tuple[float, float, float, int]:
     """Median microseconds of one encoder layer, one exit head and one exit decision at batch 1."""
-    from eebench.engine import _State
 
     lengths = sorted((b["attention_mask"].shape[1], i) for i, b in enumerate(singles[:200]))
     b = singles[lengths[len(lengths) // 2][1]]
@@ -134,7 +133,7 @@ def component_costs(engine, singles, repeat: int = 200) -> tuple[float, float, f
 
         return (median_us(lambda: engine._layer(engine.layers[0], hidden, mask4)),
                 median_us(lambda: engine._head(1, hidden, mask, False)),
-                median_us(lambda: engine._decide(1, logits, pooled, hidden, mask, _State())),
+                median_us(lambda: engine._decide(1, logits, pooled, hidden, mask, {})),
                 int(mask.shape[1]))
 
 

@@ -12,15 +12,20 @@ from eebench.errors import UserError
 from eebench.fastsweep import sweep_arrays
 from eebench.metrics import predictions, score
 from eebench.policies import Policy, argmax
+from eebench.timing import time_and_speedup
 from eebench.trace import Trace
 
 
 def to_settings(policy: Policy, grid) -> list[dict]:
     """Recipe / CLI grids: a dict is a setting; a number (or per-layer list) sets the policy's one parameter."""
-    keys = list(policy.default_grid(2)[0])
+    keys = [k for k in policy.params if k not in policy.defaults]
     settings = []
     for item in grid:
         if isinstance(item, dict):
+            unknown = set(item) - set(policy.params)
+            if unknown:
+                raise UserError(f"policy {policy.name!r} has no parameter {', '.join(sorted(unknown))}; "
+                                f"its parameters: {', '.join(policy.params)}")
             settings.append(dict(item))
         elif len(keys) == 1:
             settings.append({keys[0]: item})
@@ -40,9 +45,10 @@ def sweep(trace: Trace, spec: TaskSpec, policy: Policy, settings: list[dict]) ->
     """One row per setting: the setting, metrics (when labelled), mean exit layer, time%, speed-up,
     histogram. Uses eebench.fastsweep when the policy and metrics allow (same numbers, faster)."""
     policy.check(trace)
+    full = [policy.complete(s) for s in settings]  # optional parameters filled in
     n_layers = trace.num_layers
     fast_metrics = trace.labels is None or (not trace.regression and tuple(spec.metrics) == ("acc",))
-    groups = policy.fast_keys(trace, settings) if policy.fast_keys and fast_metrics else None
+    groups = policy.fast_keys(trace, full) if policy.fast_keys and fast_metrics else None
     metrics: dict[str, np.ndarray] = {}
     if groups is not None:
         correct = argmax(trace.logits) == trace.labels[:, None] if trace.labels is not None else None
@@ -57,7 +63,7 @@ def sweep(trace: Trace, spec: TaskSpec, policy: Policy, settings: list[dict]) ->
         if correct is not None:
             metrics["acc"] = acc
     else:
-        exits = policy.exits(trace, settings)  # Shape: [T, N]
+        exits = policy.exits(trace, full)  # Shape: [T, N]
         mean = exits.mean(1)
         offsets = (exits - 1) + n_layers * np.arange(len(settings))[:, None]
         hist = np.bincount(offsets.ravel(), minlength=len(settings) * n_layers).reshape(len(settings), n_layers)
@@ -70,13 +76,13 @@ def sweep(trace: Trace, spec: TaskSpec, policy: Policy, settings: list[dict]) ->
     keys = settings[0] if settings else {}
     columns = {k: [json.dumps(s[k]) if isinstance(s[k], list) else s[k] for s in settings] for k in keys}
     columns.update(metrics)
-    columns.update(mean_exit_layer=mean, time_pct=100.0 * mean / n_layers, speedup=n_layers / mean,
+    columns.update(mean_exit_layer=mean, **time_and_speedup(mean, n_layers),
                    histogram=[json.dumps(h) for h in hist.tolist()])
     return pd.DataFrame(columns)  # built from columns at once: ~5x faster than column by column
 
 
 def row_setting(row: pd.Series, policy: Policy) -> dict:
-    keys = list(policy.default_grid(2)[0])
+    keys = [k for k in policy.params if k in row.index]
     return {k: json.loads(row[k]) if isinstance(row[k], str) else _plain(row[k]) for k in keys}
 
 

@@ -8,48 +8,25 @@ encoders (BERT, RoBERTa, ELECTRA: `embeddings`, `encoder.layer`)."""
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from eebench.errors import UserError
-from eebench.model.signals import centered_gram, linear_cka
-from eebench.policies import entropy, get_policy, max_prob
-
-@dataclass
-class _State:
-    """Per-row state of the stateful policies, compacted with the batch."""
-
-    prev: np.ndarray | None = None  # previous layer's prediction (patience)
-    run: np.ndarray | None = None  # current run length (patience, pcee)
-    prev_gram: torch.Tensor | None = None  # previous layer's centred Gram matrix (cka)
-    prev_sim: np.ndarray | None = None  # previous CKA similarity (cka)
-    count: np.ndarray | None = None  # CKA count (cka)
-
-    def keep(self, rows: np.ndarray) -> "_State":
-        pick = lambda a: None if a is None else a[rows]  # noqa: E731
-        return _State(pick(self.prev), pick(self.run), pick(self.prev_gram), pick(self.prev_sim),
-                      pick(self.count))
+from eebench.policies import LayerView, get_policy
 
 
-def row_signal(policy: str, values: list[float]) -> float:
-    """Entropy or max-probability of one row of logits, in Python floats: the formulas of
-    eebench.policies.entropy / max_prob (stable log-softmax, float64)."""
-    m = max(values)
-    shifted = [v - m for v in values]
-    exps = [math.exp(v) for v in shifted]
-    z = sum(exps)
-    if policy == "max_prob":
-        return 1.0 / z
-    return math.log(z) - sum(e * x for e, x in zip(exps, shifted)) / z
+def keep_rows(state: dict, rows: np.ndarray, index: torch.Tensor) -> dict:
+    """A policy's per-row state without the exited rows (numpy arrays and tensors alike)."""
+    return {k: v[index] if isinstance(v, torch.Tensor) else v[rows] if isinstance(v, np.ndarray) else v
+            for k, v in state.items()}
 
 
 class EarlyExitEngine:
-    def __init__(self, model, policy: str, setting: dict, regression: bool = False, delta: float = 0.1):
-        get_policy(policy)  # every policy depends only on layers up to the exit: the engine runs them all
+    def __init__(self, model, policy: str, setting: dict, regression: bool = False):
+        self.policy = get_policy(policy)  # every policy depends only on layers up to the exit
+        self.policy.check_task(regression)
         backbone = model.backbone
         if not (hasattr(backbone, "embeddings") and hasattr(getattr(backbone, "encoder", None), "layer")):
             raise UserError(f"the early-exit engine supports BERT-family encoders; "
@@ -57,13 +34,13 @@ class EarlyExitEngine:
         if getattr(model, "pair_cosine", False):
             raise UserError("the early-exit engine runs classifier heads; this model's pair task uses cosine "
                             "heads (task.pair_loss = \"cosine\"): measure it from its trace instead")
-        if policy == "lte" and model.lte is None:
+        if self.policy.needs == "lte" and model.lte is None:
             raise UserError("policy 'lte' needs a model trained with an LTE head (train.strategy = \"lte\")")
-        self.model, self.policy, self.setting = model.eval(), policy, setting
-        self.regression, self.delta = regression, delta
+        self.model, self.setting = model.eval(), self.policy.complete(setting)
+        self.regression = regression
         self.layers = list(backbone.encoder.layer)
         self.n_layers = len(self.layers)
-        self.first_head = min(int(setting["layer"]), self.n_layers) if policy == "static" else 1
+        self.first_head = self.policy.first_layer(self.setting, self.n_layers)
         # The exit heads' weights, read once: at batch size 1 a head is ~4 % of a MiniLM layer, and
         # the module calls around two small matmuls cost as much as the matmuls themselves.
         self.heads = [(h.pooling, h.dense.weight, h.dense.bias, h.classifier.weight, h.classifier.bias)
@@ -97,55 +74,12 @@ class EarlyExitEngine:
         pooled = torch.tanh(F.linear(token, w, b))
         return F.linear(pooled, wc, bc), pooled
 
-    def _threshold(self, i: int) -> float:
-        t = self.setting["threshold"]
-        return t[i - 1] if isinstance(t, (list, tuple)) else t
-
-    def _decide(self, i: int, logits: torch.Tensor, pooled: torch.Tensor, hidden, mask, state: _State):
-        """Which active rows exit after layer i (1-based)."""
-        n = logits.shape[0]
+    def _decide(self, i: int, logits: torch.Tensor, pooled: torch.Tensor, hidden, mask, state: dict):
+        """Which active rows exit after layer i (1-based): the last layer always, else the policy's step."""
         if i == self.n_layers:
-            return np.ones(n, dtype=bool)
-        p = self.policy
-        if n == 1 and p in ("entropy", "max_prob"):  # one row: Python floats beat numpy's per-call cost
-            signal = row_signal(p, logits[0].tolist())
-            return np.array([signal < self._threshold(i) if p == "entropy" else signal >= self._threshold(i)])
-        lg = logits.float().cpu().numpy()
-        if p == "entropy":
-            return entropy(lg) < self._threshold(i)
-        if p == "max_prob":
-            return max_prob(lg) >= self._threshold(i)
-        if p == "lte":
-            u = torch.sigmoid(self.model.lte(pooled)).squeeze(-1).float().cpu().numpy().astype(np.float64)
-            return u >= self._threshold(i)
-        if p == "static":
-            return np.full(n, i >= int(self.setting["layer"]))
-        if p == "patience":
-            pred = lg[:, 0] if self.regression else lg.argmax(-1)
-            if state.prev is None:
-                same = np.zeros(n, dtype=bool)
-            elif self.regression:
-                same = np.abs(pred - state.prev) < self.delta
-            else:
-                same = pred == state.prev
-            state.run = np.where(same, (state.run if state.run is not None else 0) + 1, 0)
-            state.prev = pred
-            return state.run >= self.setting["patience"]
-        if p == "pcee":
-            ok = max_prob(lg) >= self.setting["threshold"]
-            state.run = np.where(ok, (state.run if state.run is not None else 0) + 1, 0)
-            return state.run >= self.setting["patience"]
-        # cka
-        gram = centered_gram(hidden, mask)
-        if state.count is None:
-            state.count = np.zeros(n, dtype=np.int64)
-        if state.prev_gram is not None:
-            sim = linear_cka(state.prev_gram, gram).float().cpu().numpy().astype(np.float64)
-            if state.prev_sim is not None:
-                state.count = state.count + ((sim - state.prev_sim) < self.setting["theta"])
-            state.prev_sim = sim
-        state.prev_gram = gram
-        return state.count >= self.setting["count"]
+            return np.ones(logits.shape[0], dtype=bool)
+        view = LayerView(i, self.n_layers, logits, pooled, hidden, mask, self.model, self.regression)
+        return self.policy.step(self.setting, view, state)
 
     @torch.inference_mode()
     def run(self, batch: dict) -> tuple[np.ndarray, torch.Tensor]:
@@ -156,7 +90,7 @@ class EarlyExitEngine:
         exits = np.zeros(b, dtype=np.int64)
         out_logits = torch.zeros(b, self.model.num_labels)
         active = np.arange(b)
-        state = _State()
+        state: dict = {}
         padded = bool((mask == 0).any())
         for i, layer in enumerate(self.layers, start=1):
             hidden = self._layer(layer, hidden, mask4)
@@ -178,7 +112,7 @@ class EarlyExitEngine:
                 hidden, mask, active = hidden[rows], mask[rows], active[keep]
                 padded = bool((mask == 0).any())
                 mask4 = mask4[rows] if mask4 is not None else None
-                state = state.keep(keep)
+                state = keep_rows(state, keep, rows)
         return exits, out_logits
 
     @torch.inference_mode()

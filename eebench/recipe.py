@@ -14,10 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from eebench.errors import UserError
 
-# DeeBERT's entropy grid (castorini/DeeBERT scripts/eval_entropy.sh).
-DEEBERT_ENTROPY_GRID = [0.0, 0.001, 0.005, 0.01, 0.05, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7]
-
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
@@ -140,7 +136,8 @@ class TaskEntry(TaskConfig):
 
 
 class ExitConfig(_Strict):
-    policy: str = "entropy"
+    policy: str | None = None
+    """Default: "entropy" (DeeBERT) on classification, "patience" (PABEE) on regression tasks."""
     grid: list[float | list[float] | dict[str, Any]] | None = None
     """Settings to sweep: numbers (the policy's one parameter, e.g. entropy thresholds; a list of
     L-1 numbers is a per-layer threshold) or tables ({ patience = 2, threshold = 0.9 }); default: the
@@ -153,7 +150,7 @@ class ExitConfig(_Strict):
     def _check(self) -> "ExitConfig":
         from eebench.policies import POLICIES
 
-        if self.policy not in POLICIES:
+        if self.policy is not None and self.policy not in POLICIES:
             raise ValueError(f"unknown exit policy {self.policy!r}; choose one of {sorted(POLICIES)}")
         if self.target_time_pct is not None and self.max_drop is not None:
             raise ValueError("set at most one of target_time_pct and max_drop")
@@ -187,6 +184,25 @@ class Recipe(_Strict):
     output: OutputConfig = Field(default_factory=OutputConfig)
 
     @model_validator(mode="after")
+    def _check_policy(self) -> "Recipe":
+        """A policy that serves the task's type (entropy on a single regression output exits at once)."""
+        if self.tasks:
+            return self
+        from eebench.data.tasks import ALIASES, TASKS, get_task
+        from eebench.policies import default_policy, get_policy
+
+        if ALIASES.get(self.task.name.lower(), self.task.name.lower()) not in TASKS:
+            return self  # the loader names the unknown task
+        regression = get_task(self.task.name).is_regression
+        if self.exit.policy is None:
+            self.exit.policy = default_policy(regression)
+        try:
+            get_policy(self.exit.policy).check_task(regression, f"exit.policy (task {self.task.name}): ")
+        except UserError as err:
+            raise ValueError(str(err)) from None
+        return self
+
+    @model_validator(mode="after")
     def _check_tasks(self) -> "Recipe":
         if not self.tasks:
             return self
@@ -207,6 +223,13 @@ class Recipe(_Strict):
             if t.policy is not None and t.policy not in POLICIES:
                 raise ValueError(f"tasks.{i} ({t.name}): unknown exit policy {t.policy!r}; "
                                  f"choose one of {sorted(POLICIES)}")
+            if t.policy is not None:
+                from eebench.data.tasks import get_task
+
+                try:
+                    POLICIES[t.policy].check_task(get_task(t.name).is_regression, f"tasks.{i} ({t.name}): ")
+                except UserError as err:
+                    raise ValueError(str(err)) from None
         return self
 
     @property
@@ -223,7 +246,7 @@ class Recipe(_Strict):
             "args": entry.args if entry.args is not None
             else (self.train.args if entry.strategy in (None, self.train.strategy) else {}),
             "smart": entry.smart or self.train.smart})
-        policy = entry.policy or ("lte" if get_task(name).is_regression else self.exit.policy)
+        policy = entry.policy or ("lte" if get_task(name).is_regression else self.exit.policy or "entropy")
         task = TaskConfig(**entry.model_dump(include=set(TaskConfig.model_fields)))
         return self.model_copy(update={"task": task, "tasks": [], "train": train,
                                        "exit": self.exit.model_copy(update={"policy": policy, "grid": None}
@@ -310,7 +333,7 @@ def validate_recipe(data: dict[str, Any], source: str = "<recipe>", overrides: l
 def describe_validation_error(err: ValidationError, source: str, overrides: list[str] | None = None) -> str:
     """One line: file (or the --set that caused it), dotted key, what is wrong and how to fix it."""
     first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    key = ".".join(str(p) for p in first["loc"])
     for text in overrides or []:
         path = ".".join(parse_override(text)[0])
         if key == path or key.startswith(path + "."):
@@ -322,7 +345,7 @@ def describe_validation_error(err: ValidationError, source: str, overrides: list
         text = f"{source}: unknown key {key!r}; allowed keys here: {allowed}"
     else:
         msg = msg.removeprefix("Value error, ")
-        text = f"{source}: {key}: {msg}"
+        text = f"{source}: {key}: {msg}" if key else f"{source}: {msg}"
         if "input" in first and kind != "value_error":
             text += f" (got {first['input']!r})"
     more = len(err.errors()) - 1

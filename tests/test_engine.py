@@ -8,22 +8,24 @@ from transformers import AutoConfig, AutoModel
 from eebench.calibrate import exit_predictions
 from eebench.data.encode import encode, eval_loader
 from eebench.data.synthetic import build_tokenizer, generate
-from eebench.engine import EarlyExitEngine, row_signal
+from eebench.engine import EarlyExitEngine
+from eebench.errors import UserError
+from eebench.policies.signals import entropy, max_prob, row_signal
 from eebench.flops import exit_macs, head_macs, layer_macs
 from eebench.model import MultiExitModel
-from eebench.policies import POLICIES, entropy, max_prob
+from eebench.policies import POLICIES
 from eebench.recipe import SyntheticConfig
 from eebench.trace import Trace, compute_signals
 
-SETTINGS = {
-    "entropy": [{"threshold": t} for t in (0.3, 0.5, 0.6, 0.66)] + [{"threshold": [0.2, 0.5, 0.6, 0.62, 0.65]}],
-    "max_prob": [{"threshold": t} for t in (0.6, 0.7, 0.8)],
-    "lte": [{"threshold": t} for t in (0.4, 0.5, 0.6)],
-    "patience": [{"patience": p} for p in (1, 2, 3)],
-    "pcee": [{"patience": 2, "threshold": 0.6}, {"patience": 1, "threshold": 0.7}],
-    "cka": [{"theta": th, "count": r} for th in (-0.01, 0.02) for r in (1, 2)],
-    "static": [{"layer": k} for k in (1, 3, 6)],
+EXTRA = {  # settings beyond each policy's own dense grid
+    "entropy": [{"threshold": [0.2, 0.5, 0.6, 0.62, 0.65]}],  # per layer
 }
+
+
+def _settings(policy, trace, k: int = 5) -> list[dict]:
+    """k settings spread over the policy's own dense grid for this trace (its extremes included)."""
+    grid = policy.fine_grid(trace)
+    return [grid[i] for i in sorted(set(np.linspace(0, len(grid) - 1, k).round().astype(int)))] + EXTRA.get(policy.name, [])
 
 
 @pytest.fixture(scope="module")
@@ -43,25 +45,66 @@ def setup(tmp_path_factory):
     return model, data, trace
 
 
-@pytest.mark.parametrize("policy", list(SETTINGS))
-@pytest.mark.parametrize("batch_size", [1, 16])
-def test_engine_exits_equal_the_trace_simulation(setup, policy, batch_size):
-    model, data, trace = setup
-    simulated = POLICIES[policy].exits(trace, SETTINGS[policy])
+def _engine_matches(model, data, trace, policy, batch_size, regression=False):
+    settings = _settings(POLICIES[policy], trace)
+    simulated = POLICIES[policy].exits(trace, settings)
     n = len(data)
-    for setting, expected in zip(SETTINGS[policy], simulated):
-        engine = EarlyExitEngine(model, policy, setting)
+    for setting, expected in zip(settings, simulated):
+        engine = EarlyExitEngine(model, policy, setting, regression)
         got = np.zeros(n, dtype=np.int64)
-        preds = np.zeros(n, dtype=np.int64)
+        preds = np.zeros(n, dtype=np.float64 if regression else np.int64)
         for start in range(0, n, batch_size):
             batch = data.collate([data[i] for i in range(start, min(n, start + batch_size))])
             index = batch.pop("index").numpy()
             batch.pop("labels")
             exits, logits = engine.run(batch)
-            got[index], preds[index] = exits, logits.argmax(-1).numpy()
+            got[index], preds[index] = exits, (logits[:, 0] if regression else logits.argmax(-1)).numpy()
         assert (got == expected).all(), (policy, setting, np.flatnonzero(got != expected)[:5])
-        assert (preds == exit_predictions(trace, expected)).all()
+        if regression:
+            assert np.allclose(preds, exit_predictions(trace, expected), atol=1e-5)
+        else:
+            assert (preds == exit_predictions(trace, expected)).all()
     assert len(set(simulated.ravel().tolist())) > 1  # the settings exercise early exits
+
+
+@pytest.mark.parametrize("policy", list(POLICIES))
+@pytest.mark.parametrize("batch_size", [1, 16])
+def test_engine_exits_equal_the_trace_simulation(setup, policy, batch_size):
+    """Every registered policy's online step against its offline exits, on classification."""
+    model, data, trace = setup
+    if not POLICIES[policy].serves(regression=False):
+        pytest.skip(f"{policy} serves regression only")
+    _engine_matches(model, data, trace, policy, batch_size)
+
+
+@pytest.fixture(scope="module")
+def regression_setup(tmp_path_factory):
+    torch.manual_seed(1)
+    cfg = AutoConfig.for_model("bert", hidden_size=32, num_hidden_layers=6, num_attention_heads=2,
+                               intermediate_size=64, vocab_size=64, max_position_embeddings=64)
+    model = MultiExitModel(AutoModel.from_config(cfg), num_labels=1, pooling="mean", lte=True).eval()
+    with torch.no_grad():
+        for head in model.heads:
+            head.classifier.weight.mul_(4.0)
+    tok = build_tokenizer(tmp_path_factory.mktemp("tok"))
+    ex = generate(SyntheticConfig(n_dev=120), "dev")
+    data = encode(tok, ex, 48)
+    signals = compute_signals(model, eval_loader(data, 32), torch.device("cpu"))
+    labels = np.asarray(ex.labels, dtype=np.float64)
+    trace = Trace("dev", "k", np.asarray(ex.ids), signals["logits"], labels, True, signals["lte"], signals["cka"])
+    return model, data, trace
+
+
+@pytest.mark.parametrize("policy", [name for name, p in POLICIES.items() if p.serves(regression=True)])
+def test_engine_exits_equal_the_trace_simulation_on_regression(regression_setup, policy):
+    model, data, trace = regression_setup
+    _engine_matches(model, data, trace, policy, 16, regression=True)
+
+
+def test_engine_refuses_a_policy_the_task_type_does_not_allow(regression_setup):
+    model, *_ = regression_setup
+    with pytest.raises(UserError, match="does not apply to regression tasks"):
+        EarlyExitEngine(model, "entropy", {"threshold": 0.1}, regression=True)
 
 
 def test_full_model_baseline_matches_the_last_exit(setup):

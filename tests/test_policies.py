@@ -2,8 +2,9 @@ import numpy as np
 import pytest
 
 from eebench.errors import UserError
-from eebench.policies import (POLICIES, cka_counts, entropy, exit_summary, first_layer_where, max_prob,
-                              run_lengths)
+from eebench.policies import POLICIES, exit_summary, first_layer_where
+from eebench.policies.cka import cka_counts
+from eebench.policies.signals import entropy, max_prob, run_lengths
 from eebench.trace import Trace
 
 FLAT, MID, SURE = [0.5, 0.5], [0.9, 0.1], [0.99, 0.01]
@@ -60,7 +61,35 @@ def test_patience_on_hand_built_trace():
 def test_patience_regression_uses_delta():
     values = np.array([[[1.0], [1.05], [2.0], [2.01]]])
     trace = _trace(logits=values, regression=True)
-    assert POLICIES["patience"].exits(trace, _t([1], "patience")).tolist() == [[2]]
+    patience = POLICIES["patience"]
+    assert patience.exits(trace, [{"patience": 1, "delta": 0.1}]).tolist() == [[2]]
+    assert patience.exits(trace, [{"patience": 1, "delta": 0.02}]).tolist() == [[4]]  # |2.0−1.05| ≥ δ too
+    # PABEE's default δ = 0 (run_glue.py --regression_threshold): |Δ| < 0 never holds, no early exit
+    assert patience.exits(trace, [{"patience": 1}]).tolist() == [[4]]
+    grid = patience.default_grid(4, regression=True)
+    assert {s["delta"] for s in grid} == {0.05, 0.1, 0.2, 0.5} and {s["patience"] for s in grid} == {1, 2, 3}
+    assert all("delta" not in s for s in patience.default_grid(4))  # classification ignores δ
+
+
+def test_patience_zero_means_no_early_exit_as_in_pabee():
+    """PABEE's BertModel: `elif self.patience == 0: # Use all layers for inference`."""
+    trace = _trace([[MID, MID, MID, MID], [SURE, SURE, MID, FLAT]])
+    assert POLICIES["patience"].exits(trace, _t([0, 1], "patience")).tolist() == [[4, 4], [2, 2]]
+
+
+@pytest.mark.parametrize("name", ["entropy", "max_prob", "pcee"])
+def test_confidence_policies_refuse_regression(name):
+    trace = _trace(logits=np.array([[[1.0], [1.05], [2.0], [2.01]]]), regression=True)
+    with pytest.raises(UserError, match=f"exit policy '{name}' does not apply to regression tasks") as err:
+        POLICIES[name].exits(trace, POLICIES[name].default_grid(4, regression=True)[:1])
+    assert str(err.value).endswith("use one of: lte, patience, cka, static") and "\n" not in str(err.value)
+
+
+def test_registry_declares_task_types():
+    for policy in POLICIES.values():
+        assert policy.tasks and set(policy.tasks) <= {"classification", "regression"}
+        assert callable(policy.step) and policy.params
+        assert set(policy.defaults) <= set(policy.params)
 
 
 def test_pcee_needs_a_run_of_confident_layers():

@@ -2,23 +2,42 @@ from pathlib import Path
 
 import pytest
 
+from eebench.data.tasks import get_task
 from eebench.errors import UserError
 from eebench.recipe import apply_overrides, load_recipe, parse_override
 
 ROOT = Path(__file__).resolve().parents[1]
-RECIPES = sorted((ROOT / "recipes").glob("*.toml"))
+RECIPES = sorted((ROOT / "recipes").rglob("*.toml"))  # every shipped set, recursively
 
 
 def test_there_are_recipes():
-    names = {p.name for p in RECIPES}
-    assert {"quickstart.toml", "deebert_sst2.toml"} <= names
+    names = {p.relative_to(ROOT / "recipes").as_posix() for p in RECIPES}
+    assert {"quickstart.toml", "deebert_sst2.toml", "paper/romebert/sst2_romebert.toml",
+            "replicate/romebert_sst2_romebert.toml"} <= names
+    assert len(RECIPES) > 150
 
 
-@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", RECIPES, ids=lambda p: p.relative_to(ROOT / "recipes").as_posix())
 def test_every_shipped_recipe_validates(path):
+    from eebench.policies import POLICIES
+    from eebench.train.strategies import STRATEGIES
+
     recipe = load_recipe(path)
-    assert recipe.train.strategy
-    assert recipe.exit.policy
+    for one in [recipe.task_recipe(t.name) for t in recipe.tasks] or [recipe]:
+        assert one.train.strategy in STRATEGIES
+        assert one.exit.policy in POLICIES
+        assert POLICIES[one.exit.policy].serves(get_task(one.task.name).is_regression)
+
+
+def test_regression_task_refuses_entropy_and_defaults_to_patience(tmp_path):
+    path = _write(tmp_path, '[task]\nname = "stsb"\n[exit]\npolicy = "entropy"\n')
+    with pytest.raises(UserError) as err:
+        load_recipe(path)
+    msg = str(err.value)
+    assert msg.startswith(f"{path}: exit.policy (task stsb): exit policy 'entropy' does not apply to regression tasks")
+    assert msg.endswith("use one of: lte, patience, cka, static") and "\n" not in msg
+    assert load_recipe(_write(tmp_path, '[task]\nname = "stsb"\n')).exit.policy == "patience"
+    assert load_recipe(_write(tmp_path, '[task]\nname = "sst2"\n')).exit.policy == "entropy"
 
 
 def _write(tmp_path, text):

@@ -121,7 +121,7 @@ def evaluate(run: Run, split: str, model=None, retrace: bool = False) -> dict:
         write_json(out / "warnings.json", warnings)
         result["warnings"] = warnings
     policy = get_policy(run.recipe.exit.policy)
-    if not policy.needs or getattr(trace, policy.needs) is not None:
+    if (not policy.needs or getattr(trace, policy.needs) is not None) and policy.serves(trace.regression):
         table = sweep(trace, spec, policy, _grid(run, policy, trace))
         write_csv(out / f"sweep_{policy.name}.csv", table)
     for cal in calibrations:
@@ -172,7 +172,7 @@ def warn_collapse(where: str, logits: np.ndarray, labels: np.ndarray, spec: Task
 def _grid(run: Run, policy, trace: Trace, grid=None) -> list[dict]:
     if grid is None and policy.name == run.recipe.exit.policy and run.recipe.exit.grid:
         grid = run.recipe.exit.grid
-    return to_settings(policy, grid) if grid else policy.default_grid(trace.num_layers)
+    return to_settings(policy, grid) if grid else policy.default_grid(trace.num_layers, trace.regression)
 
 
 def apply_calibration(run: Run, trace: Trace, cal: Calibration, stale: str | None = None) -> OperatingPoint:

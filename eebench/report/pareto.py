@@ -13,7 +13,7 @@ def policy_curves(trace, spec) -> pd.DataFrame:
     """Every eligible policy's sweep (its fine grid) on one labelled trace, one row per setting."""
     frames = []
     for policy in POLICIES.values():
-        if policy.needs and getattr(trace, policy.needs, None) is None:
+        if policy.needs and getattr(trace, policy.needs, None) is None or not policy.serves(trace.regression):
             continue
         settings = policy.fine_grid(trace)
         table = sweep(trace, spec, policy, settings)

@@ -167,7 +167,7 @@ class _Measured:
         key = (str(run.dir), trace.split, policy.name)
         if key not in self.sweeps:
             spec = run.spec
-            settings = policy.default_grid(trace.num_layers) + policy.fine_grid(trace)
+            settings = policy.default_grid(trace.num_layers, trace.regression) + policy.fine_grid(trace)
             self.sweeps[key] = sweep(trace, spec, policy, settings)
         return self.sweeps[key]
 
@@ -194,6 +194,8 @@ def _measure_cell(cache: _Measured, run, column: Column, metric: str, rule: Rule
     policy = get_policy(rule.policy)
     if policy.needs and getattr(trace, policy.needs) is None:
         return {"note": f"policy {policy.name} needs {policy.needs} scores the run did not record"}
+    if not policy.serves(trace.regression):
+        return {"note": f"policy {policy.name} does not apply to a regression task"}
     note = ""
     if rule.setting is not None:
         setting = dict(rule.setting)
