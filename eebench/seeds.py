@@ -4,7 +4,6 @@ into ``<run>-seed<S>`` folders; reports group such runs and show mean ± std ove
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 

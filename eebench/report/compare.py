@@ -56,6 +56,7 @@ def compare_runs(runs, out_dir: Path, split: str = "dev", policies: tuple[str, .
     """One column per setting (runs differing only in train.seed pooled: mean ± std over seeds).
     Rows: each exit's metric, the mean of the early exits (1..L-1), then per policy the metric at
     each time% budget and the time% each metric needs."""
+    runs = list({run.dir.resolve(): run for run in runs}.values())  # a folder given twice counts once
     if not runs:
         raise UserError("no runs given; e.g. eebench compare results/cmp_sst2_*")
     tasks = {run.spec.name for run in runs}
