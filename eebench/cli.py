@@ -21,11 +21,12 @@ app = typer.Typer(
 
 RunArg = Annotated[Path, typer.Argument(help="A run folder written by `eebench finetune`, e.g. results/quickstart.")]
 DataDirOpt = Annotated[Optional[str], typer.Option(
-    "--data-dir", help="Folder of the task's files (GLUE TSV / CS224N); overrides task.data_dir.")]
+    "--data-dir", help="Folder of the task's files (GLUE TSV / ELUE TSV / CS224N); overrides task.data_dir.")]
 DataRootOpt = Annotated[Optional[Path], typer.Option(
     "--data-root", envvar="EEBENCH_DATA", show_envvar=True,
     help="Data root searched before the hub for recipes that name only their task: DIR/<TASK>/ "
-         "(e.g. DIR/SST-2/dev.tsv; also DIR/glue/<TASK>/, CS224N files in DIR/cs224n/).")]
+         "(e.g. DIR/SST-2/dev.tsv; also DIR/glue/<TASK>/, ELUE tasks in DIR/elue/<TASK>/, CS224N files in "
+         "DIR/cs224n/).")]
 
 
 def user_errors(fn):

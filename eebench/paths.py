@@ -4,8 +4,9 @@ Recipes ship inside the package (``eebench/_recipes``: the repository's ``recipe
 checkout, a copy of it in an installed wheel), so ``recipes/...`` paths in table specs and on the
 command line work from any folder. ``EEBENCH_RECIPES`` points at another recipes folder.
 Data: a recipe names its task; ``task.data_dir`` (or ``--data-dir``) names a folder outright,
-otherwise the data root (``--data-root DIR`` / ``EEBENCH_DATA``) is searched in the GLUE layout
-``DIR/<TASK>/`` (also ``DIR/glue/<TASK>/``; CS224N files in ``DIR/cs224n/``) before the hub."""
+otherwise the data root (``--data-root DIR`` / ``EEBENCH_DATA``) is searched where the task's format
+says (eebench.data.formats: GLUE ``DIR/<TASK>/`` and ``DIR/glue/<TASK>/``, ELUE ``DIR/elue/<TASK>/``,
+CS224N ``DIR/cs224n/``) before the hub."""
 
 from __future__ import annotations
 
@@ -46,10 +47,3 @@ def data_root() -> Path | None:
 def set_data_root(folder: str | Path | None) -> None:
     if folder is not None:
         os.environ[DATA_ENV] = str(Path(folder).expanduser().resolve())
-
-
-def data_candidates(root: Path, folder: str, family: str) -> list[Path]:
-    """Folders under the data root that may hold a task's files, most specific first."""
-    if family == "cs224n":
-        return [root / "cs224n", root]
-    return [root / folder, root / family / folder]

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from eebench.data.load import load_split, read_glue_tsv
+from eebench.data.load import load_split
 from eebench.data.tasks import get_task
 from eebench.errors import UserError
 from eebench.recipe import TaskConfig
@@ -92,7 +92,7 @@ def test_unreachable_hub_is_a_user_error(monkeypatch):
 
 def test_test_split_without_labels(tmp_path):
     d = _folder(tmp_path, "SST-2", {"test.tsv": "index\tsentence\n0\tgreat\n1\tbad\n"})
-    ex = read_glue_tsv(get_task("sst2"), d / "test.tsv", "test")
+    ex = get_task("sst2").format.read(get_task("sst2"), d / "test.tsv", "test")
     assert ex.labels is None and ex.text_a == ["great", "bad"]
 
 

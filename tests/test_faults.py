@@ -149,7 +149,7 @@ def test_docs_list_every_recipe_key():
 
 # ----------------------------------------------------------------------------------- bad data bytes
 def test_bad_data_bytes_and_header_only_files(tmp_path):
-    from eebench.data.load import read_text
+    from eebench.data.formats import read_text
 
     bad = tmp_path / "dev.tsv"
     bad.write_bytes(b"sentence\tlabel\ngood film\t1\nbad \xff\xfe film\t0\n")

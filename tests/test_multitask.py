@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 from conftest import FIXTURES
 from eebench.cli import app
 from eebench.data.examples import Examples
-from eebench.data.load import load_split, read_cs224n
+from eebench.data.load import load_split
 from eebench.data.tasks import get_task
 from eebench.errors import UserError
 from eebench.metrics import collapse
@@ -40,7 +40,7 @@ def tokenizer_dir(tmp_path_factory):
 
 # ------------------------------------------------------------------------------------ data
 def test_cs224n_files_parse_with_quotes_empty_labels_and_unlabelled_tests():
-    quora = read_cs224n(get_task("quora"), CS224N / "quora-train.csv", "train")
+    quora = get_task("quora").format.read(get_task("quora"), CS224N / "quora-train.csv", "train")
     assert len(quora) == 40  # the row with an empty label is skipped
     assert quora.text_a[3] == 'what does "how is the show fine?" mean?'  # CSV quoting undone
     assert quora.labels.dtype == np.int64 and set(quora.labels) <= {0, 1}
@@ -52,7 +52,7 @@ def test_cs224n_files_parse_with_quotes_empty_labels_and_unlabelled_tests():
 
 def test_cs224n_wrong_file_names_the_file_and_column():
     with pytest.raises(UserError, match=r"ids-sst-train\.csv: no 'sentence1' column"):
-        read_cs224n(get_task("quora"), CS224N / "ids-sst-train.csv", "train")
+        get_task("quora").format.read(get_task("quora"), CS224N / "ids-sst-train.csv", "train")
 
 
 def test_embed_then_concat_restarts_positions_and_marks_segments(tokenizer_dir):

@@ -9,7 +9,7 @@ import numpy as np
 from eebench.data.examples import Examples, random_subset
 from eebench.data.tasks import HUB_SPLITS, TaskSpec
 from eebench.errors import MissingData, UserError
-from eebench.paths import data_candidates, data_root
+from eebench.paths import data_root
 from eebench.recipe import TaskConfig
 
 
@@ -37,155 +37,61 @@ def _check_split(spec: TaskSpec, cfg: TaskConfig, split: str) -> None:
 
 
 def _load_raw(spec: TaskSpec, cfg: TaskConfig, split: str) -> Examples:
-    if spec.name == "synthetic":
+    if spec.format is None:
         from eebench.data.synthetic import generate
 
         return generate(cfg.synthetic, split)
+    fmt = spec.format
     if cfg.data_dir:
         return _read_local(spec, _local_file(spec, cfg, split), split)
     root = data_root()
     if root is not None:
-        looked = data_candidates(root, spec.folder, "cs224n" if spec.cs224n else "glue")
+        looked = fmt.folders(root, spec.folder)
         for folder in looked:
-            path = folder / cfg.files.get(split, _default_name(spec, split))
-            if path.is_file():
+            path = _find(spec, cfg, folder, split)
+            if path is not None:
                 return _read_local(spec, path, split)
         try:
             return load_from_hub(spec, split)
         except MissingData as err:
-            raise MissingData(f"task {spec.name} split {split!r}: no {_default_name(spec, split)} under the data "
+            raise MissingData(f"task {spec.name} split {split!r}: no {fmt.file_name(split)} under the data "
                               f"root {root} (looked in {', '.join(str(f) for f in looked)}) and no hub copy "
                               f"({str(err).split('(', 1)[-1].split(')')[0]}); put the files there, or set "
                               f"task.data_dir / --data-dir") from None
     return load_from_hub(spec, split)
 
 
-def _default_name(spec: TaskSpec, split: str) -> str:
-    return spec.cs224n.files.get(split, f"{split}.csv") if spec.cs224n else f"{split}.tsv"
+def _find(spec: TaskSpec, cfg: TaskConfig, folder: Path, split: str) -> Path | None:
+    """The split's file in a folder: task.files, else the format's name (and its fallback)."""
+    if split in cfg.files:
+        names = [cfg.files[split]]
+    else:
+        fallback = getattr(spec.format, "fallback", lambda s: None)(split)
+        names = [spec.format.file_name(split)] + ([fallback] if fallback else [])
+    return next((folder / n for n in names if (folder / n).is_file()), None)
 
 
 def _read_local(spec: TaskSpec, path: Path, split: str) -> Examples:
-    examples = (read_cs224n if spec.cs224n is not None else read_glue_tsv)(spec, path, split)
+    examples = spec.format.read(spec, path, split)
     if not len(examples):
         raise UserError(f"{path}: no examples (only a header, or every row malformed); "
                         f"split {split!r} of task {spec.name} needs at least one row")
     return examples
 
 
-def read_text(path: Path) -> str:
-    """A data file's text (UTF-8, optional BOM); a decoding error names the byte and line."""
-    raw = Path(path).read_bytes()
-    try:
-        return raw.decode("utf-8-sig")
-    except UnicodeDecodeError as err:
-        line = raw[:err.start].count(b"\n") + 1
-        raise UserError(f"{path}:{line}: not UTF-8 text (byte {err.start}: {raw[err.start:err.start + 1]!r}); "
-                        f"re-save the file as UTF-8") from None
-
-
 def _local_file(spec: TaskSpec, cfg: TaskConfig, split: str) -> Path:
     folder = Path(cfg.data_dir)
     if not folder.is_dir():
-        example = "path/to/cs224n" if spec.cs224n else f"path/to/glue/{spec.folder}"
+        example = {"cs224n": "path/to/cs224n", "elue": f"path/to/elue/{spec.folder}"}.get(
+            spec.format.family, f"path/to/glue/{spec.folder}")
         raise UserError(f"task.data_dir {folder} is not a folder; point it (or --data-dir) at the "
                         f"{spec.folder} folder, e.g. {example}")
-    path = folder / cfg.files.get(split, _default_name(spec, split))
-    if not path.is_file():
-        raise MissingData(f"{path} not found for split {split!r} of task {spec.name}; "
-                        f"name the file with task.files.{split} = \"...\" or add it to {folder}")
+    path = _find(spec, cfg, folder, split)
+    if path is None:
+        name = cfg.files.get(split, spec.format.file_name(split))
+        raise MissingData(f"{folder / name} not found for split {split!r} of task {spec.name}; "
+                          f"name the file with task.files.{split} = \"...\" or add it to {folder}")
     return path
-
-
-def read_glue_tsv(spec: TaskSpec, path: Path, split: str) -> Examples:
-    """Parse a GLUE-distribution TSV: tab-separated, no quote handling, like the GLUE processors.
-
-    Rows with the wrong number of fields are skipped (the GLUE processors skip them too)."""
-    layout = spec.tsv
-    assert layout is not None, spec.name
-    lines = read_text(path).splitlines()
-    if split in layout.headerless_splits:
-        columns, rows, n_fields = dict(layout.no_header), lines, None
-    else:
-        if not lines:
-            raise UserError(f"{path}: empty file; expected a GLUE {spec.folder} TSV with a header line")
-        header = lines[0].split("\t")
-        columns, rows, n_fields = {name: i for i, name in enumerate(header)}, lines[1:], len(header)
-    want_label = layout.label in columns
-    if split == "train" and not want_label:
-        raise UserError(f"{path}: no {layout.label!r} column in the header; a training file needs labels")
-    for col in (layout.text_a, layout.text_b):
-        if col is not None and col not in columns:
-            raise UserError(f"{path}: no {col!r} column in the header line "
-                            f"(found {', '.join(columns)}); is this the GLUE {spec.folder} file?")
-    ids, text_a, text_b, labels = [], [], [], []
-    for lineno, line in enumerate(rows, start=1 if n_fields is None else 2):
-        if not line.strip():
-            continue
-        fields = line.split("\t")
-        if (n_fields is not None and len(fields) != n_fields) or len(fields) <= max(columns.values()):
-            continue  # malformed row (e.g. QQP train id 133273)
-        if want_label:
-            labels.append(_parse_label(spec, fields[columns[layout.label]], path, lineno))
-        ids.append(str(len(ids)))
-        text_a.append(fields[columns[layout.text_a]])
-        if layout.text_b is not None:
-            text_b.append(fields[columns[layout.text_b]])
-    return Examples(ids, text_a, text_b if layout.text_b else None, _label_array(spec, labels) if want_label else None)
-
-
-def read_cs224n(spec: TaskSpec, path: Path, split: str) -> Examples:
-    """Parse a CS224N minBERT file: tab-separated with CSV quoting, header line, unnamed index column.
-
-    Rows of a labelled file whose label is empty are skipped (quora-dev has two), as the course's
-    loader skips them."""
-    import csv
-    import io
-
-    layout = spec.cs224n
-    assert layout is not None, spec.name
-    with io.StringIO(read_text(path), newline="") as f:
-        reader = csv.DictReader(f, delimiter="\t")
-        columns = reader.fieldnames or []
-        for col in (layout.text_a, layout.text_b):
-            if col is not None and col not in columns:
-                raise UserError(f"{path}: no {col!r} column in the header line (found "
-                                f"{', '.join(c for c in columns if c) or 'none'}); is this the CS224N "
-                                f"{spec.name} file? (tab-separated despite the .csv name)")
-        want_label = layout.label in columns
-        if split == "train" and not want_label:
-            raise UserError(f"{path}: no {layout.label!r} column in the header; a training file needs labels")
-        ids, text_a, text_b, labels = [], [], [], []
-        for row in reader:
-            raw = (row.get(layout.label) or "").strip() if want_label else None
-            if want_label and not raw:
-                continue
-            if want_label:
-                labels.append(_parse_label(spec, raw, path, reader.line_num))
-            ids.append((row.get("id") or str(len(ids))).strip())
-            text_a.append((row.get(layout.text_a) or "").strip())
-            if layout.text_b is not None:
-                text_b.append((row.get(layout.text_b) or "").strip())
-    return Examples(ids, text_a, text_b if layout.text_b else None, _label_array(spec, labels) if want_label else None)
-
-
-def _parse_label(spec: TaskSpec, raw: str, path: Path, lineno: int) -> float | int:
-    raw = raw.strip()
-    try:
-        if spec.labels is None:
-            return float(raw)
-        if raw in spec.labels:
-            return spec.labels.index(raw)
-        value = int(float(raw))
-        if 0 <= value < len(spec.labels):
-            return value
-    except ValueError:
-        pass
-    expected = "a number" if spec.labels is None else f"one of {', '.join(spec.labels)} or 0..{len(spec.labels) - 1}"
-    raise UserError(f"{path}:{lineno}: label {raw!r} is not {expected}")
-
-
-def _label_array(spec: TaskSpec, labels: list) -> np.ndarray:
-    return np.asarray(labels, dtype=np.float32 if spec.is_regression else np.int64)
 
 
 def load_from_hub(spec: TaskSpec, split: str) -> Examples:
@@ -206,10 +112,14 @@ def load_from_hub(spec: TaskSpec, split: str) -> Examples:
             f"task.data_dir (or --data-dir) to a folder of the task's files") from None
     a, b = spec.hub_fields
     labels = np.asarray(ds["label"])
+    if labels.dtype.kind in "US" and spec.labels is not None:  # class names (SciTail: "entails")
+        labels = np.asarray([spec.labels.index(x) if x in spec.labels else -1 for x in labels])
     has_labels = not (labels.size and (labels < 0).all())  # GLUE test splits carry label -1
+    keep = np.flatnonzero(labels >= 0) if has_labels and not spec.is_regression else np.arange(len(labels))
+    text_a, text_b = list(ds[a]), list(ds[b]) if b else None  # SNLI: pairs without a gold label (−1) dropped
     return Examples(
-        ids=[str(i) for i in range(len(ds))],
-        text_a=list(ds[a]),
-        text_b=list(ds[b]) if b else None,
-        labels=labels.astype(np.float32 if spec.is_regression else np.int64) if has_labels else None,
+        ids=[str(i) for i in keep],
+        text_a=[text_a[i] for i in keep],
+        text_b=[text_b[i] for i in keep] if b else None,
+        labels=labels[keep].astype(np.float32 if spec.is_regression else np.int64) if has_labels else None,
     )

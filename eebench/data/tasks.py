@@ -1,34 +1,12 @@
-"""Task metadata: one small declarative spec per task (fields, labels, metrics, file layout)."""
+"""Task metadata: one small declarative spec per task (labels, metrics, hub copy, data format).
+Adding a task is one entry below (and its test); its format (eebench.data.formats) reads the files."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
+from eebench.data.formats import Cs224n, ElueTsv, Format, GlueTsv
 from eebench.errors import UserError
-
-
-@dataclass(frozen=True)
-class TsvLayout:
-    """Where the columns are in a GLUE-distribution TSV file."""
-
-    text_a: str
-    text_b: str | None
-    label: str
-    no_header: dict[str, int] = field(default_factory=dict)
-    """For files without a header line (CoLA train/dev): column name → position."""
-    headerless_splits: tuple[str, ...] = ()
-
-
-@dataclass(frozen=True)
-class Cs224nLayout:
-    """The CS224N minBERT files: tab-separated with CSV quoting despite the .csv name, a header line
-    whose first field is the unnamed pandas index, one file per split named ``<prefix>-<split>.csv``."""
-
-    text_a: str
-    text_b: str | None
-    label: str
-    files: dict[str, str]
-    """eebench split → file name."""
 
 
 @dataclass(frozen=True)
@@ -38,10 +16,10 @@ class TaskSpec:
     metrics: tuple[str, ...]  # the first is the task's primary metric
     hub: tuple[str, str] | None  # (dataset path, config) for datasets.load_dataset
     hub_fields: tuple[str, str | None] = ("sentence", None)
-    tsv: TsvLayout | None = None
-    folder: str = ""  # the GLUE folder name, for messages
+    format: Format | None = None  # None: generated (synthetic)
+    folder: str = ""  # the task's folder name (GLUE, ELUE), for the data root and messages
     splits: tuple[str, ...] = ("train", "dev", "test")
-    cs224n: Cs224nLayout | None = None
+    benchmark: str = "glue"  # glue, cs224n, elue: how tables and help texts group tasks
 
     @property
     def is_regression(self) -> bool:
@@ -64,46 +42,64 @@ def _glue(name, folder, labels, metrics, hub_fields, tsv, splits=("train", "dev"
     return TaskSpec(name, labels, metrics, ("nyu-mll/glue", name), hub_fields, tsv, folder, splits)
 
 
+def _elue(name, folder, labels, metrics, hub, hub_fields, text_a, text_b=None) -> TaskSpec:
+    return TaskSpec(f"elue_{name}", labels, metrics, hub, hub_fields, ElueTsv(text_a, text_b), folder,
+                    benchmark="elue")
+
+
 # Label order follows the `datasets` GLUE configs, so local files and the hub give the same ids.
 TASKS: dict[str, TaskSpec] = {
     t.name: t
     for t in [
         _glue("cola", "CoLA", ("unacceptable", "acceptable"), ("mcc", "acc"), ("sentence", None),
-              TsvLayout("sentence", None, "label", {"label": 1, "sentence": 3}, ("train", "dev"))),
+              GlueTsv("sentence", None, "label", {"label": 1, "sentence": 3}, ("train", "dev"))),
         _glue("sst2", "SST-2", ("negative", "positive"), ("acc",), ("sentence", None),
-              TsvLayout("sentence", None, "label")),
+              GlueTsv("sentence", None, "label")),
         _glue("mrpc", "MRPC", ("not_equivalent", "equivalent"), ("f1", "acc", "acc_f1_avg"),
-              ("sentence1", "sentence2"), TsvLayout("#1 String", "#2 String", "Quality")),
+              ("sentence1", "sentence2"), GlueTsv("#1 String", "#2 String", "Quality")),
         _glue("stsb", "STS-B", None, ("pearson", "spearman"), ("sentence1", "sentence2"),
-              TsvLayout("sentence1", "sentence2", "score")),
+              GlueTsv("sentence1", "sentence2", "score")),
         _glue("qqp", "QQP", ("not_duplicate", "duplicate"), ("f1", "acc", "acc_f1_avg"),
-              ("question1", "question2"), TsvLayout("question1", "question2", "is_duplicate")),
+              ("question1", "question2"), GlueTsv("question1", "question2", "is_duplicate")),
         _glue("mnli", "MNLI", ("entailment", "neutral", "contradiction"), ("acc",),
-              ("premise", "hypothesis"), TsvLayout("sentence1", "sentence2", "gold_label"),
+              ("premise", "hypothesis"), GlueTsv("sentence1", "sentence2", "gold_label"),
               ("train", "dev_matched", "dev_mismatched", "test_matched", "test_mismatched")),
         _glue("qnli", "QNLI", ("entailment", "not_entailment"), ("acc",), ("question", "sentence"),
-              TsvLayout("question", "sentence", "label")),
+              GlueTsv("question", "sentence", "label")),
         _glue("rte", "RTE", ("entailment", "not_entailment"), ("acc",), ("sentence1", "sentence2"),
-              TsvLayout("sentence1", "sentence2", "label")),
+              GlueTsv("sentence1", "sentence2", "label")),
         _glue("wnli", "WNLI", ("not_entailment", "entailment"), ("acc",), ("sentence1", "sentence2"),
-              TsvLayout("sentence1", "sentence2", "label")),
+              GlueTsv("sentence1", "sentence2", "label")),
         # CS224N minBERT tasks (BERTer): a local cs224n data folder, or the hub copies of the same data.
         TaskSpec("sst5", ("negative", "somewhat negative", "neutral", "somewhat positive", "positive"),
-                 ("acc",), ("SetFit/sst5", None), ("text", None), folder="cs224n",
-                 cs224n=Cs224nLayout("sentence", None, "sentiment", _cs224n_files("ids-sst"))),
-        TaskSpec("cfimdb", ("negative", "positive"), ("acc",), None, folder="cs224n",
-                 cs224n=Cs224nLayout("sentence", None, "sentiment", _cs224n_files("ids-cfimdb"))),
+                 ("acc",), ("SetFit/sst5", None), ("text", None),
+                 Cs224n("sentence", None, "sentiment", _cs224n_files("ids-sst")), "cs224n", benchmark="cs224n"),
+        TaskSpec("cfimdb", ("negative", "positive"), ("acc",), None, format=Cs224n(
+            "sentence", None, "sentiment", _cs224n_files("ids-cfimdb")), folder="cs224n", benchmark="cs224n"),
         TaskSpec("quora", ("not_duplicate", "duplicate"), ("acc", "f1"), ("nyu-mll/glue", "qqp"),
-                 ("question1", "question2"), folder="cs224n",
-                 cs224n=Cs224nLayout("sentence1", "sentence2", "is_duplicate", _cs224n_files("quora"))),
+                 ("question1", "question2"), Cs224n("sentence1", "sentence2", "is_duplicate", _cs224n_files("quora")),
+                 "cs224n", benchmark="cs224n"),
         TaskSpec("sts", None, ("pearson", "spearman"), ("nyu-mll/glue", "stsb"), ("sentence1", "sentence2"),
-                 folder="cs224n",
-                 cs224n=Cs224nLayout("sentence1", "sentence2", "similarity", _cs224n_files("sts"))),
-        TaskSpec("synthetic", ("negative", "positive"), ("acc",), None, folder="(generated)"),
+                 Cs224n("sentence1", "sentence2", "similarity", _cs224n_files("sts")), "cs224n", benchmark="cs224n"),
+        # ELUE (CsdBERT Table 4): the ELUE TSVs (DIR/elue/<folder>/), else the hub's copies of the
+        # datasets (SNLI's pairs without a gold label, −1, dropped as is standard; IMDb has no dev).
+        _elue("sst2", "SST-2", ("negative", "positive"), ("acc",), None, ("sentence", None), "sentence"),
+        _elue("imdb", "IMDb", ("negative", "positive"), ("acc",), ("stanfordnlp/imdb", None), ("text", None),
+              "sentence"),
+        _elue("scitail", "SciTail", ("neutral", "entails"), ("acc",), ("allenai/scitail", "tsv_format"),
+              ("premise", "hypothesis"), "premise", "hypothesis"),
+        _elue("snli", "SNLI", ("entailment", "neutral", "contradiction"), ("acc",), ("stanfordnlp/snli", None),
+              ("premise", "hypothesis"), "premise", "hypothesis"),
+        _elue("mrpc", "MRPC", ("not_equivalent", "equivalent"), ("acc_f1_avg", "f1", "acc"), ("nyu-mll/glue", "mrpc"),
+              ("sentence1", "sentence2"), "sentence1", "sentence2"),
+        _elue("stsb", "STS-B", None, ("pearson", "spearman"), ("nyu-mll/glue", "stsb"), ("sentence1", "sentence2"),
+              "sentence1", "sentence2"),
+        TaskSpec("synthetic", ("negative", "positive"), ("acc",), None, folder="(generated)", benchmark="synthetic"),
     ]
 }
 
-ALIASES = {"sst-2": "sst2", "sst": "sst2", "sts-b": "stsb", "mnli-m": "mnli", "sst-5": "sst5", "para": "quora"}
+ALIASES = {"sst-2": "sst2", "sst": "sst2", "sts-b": "stsb", "mnli-m": "mnli", "sst-5": "sst5", "para": "quora",
+           "elue_sst-2": "elue_sst2", "elue_sts-b": "elue_stsb"}
 
 # Hub split names for eebench's split names.
 HUB_SPLITS = {"dev": "validation", "dev_matched": "validation_matched",

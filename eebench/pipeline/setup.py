@@ -152,8 +152,7 @@ def check_task_setup(recipe_path, run: Run, dev) -> None:
 
 
 def _single_sentence(spec: TaskSpec) -> bool:
-    layout = spec.cs224n or spec.tsv
-    return layout is None or layout.text_b is None
+    return spec.format is None or spec.format.text_b is None
 
 
 

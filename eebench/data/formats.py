@@ -1,0 +1,216 @@
+"""Data formats behind one interface: a task names its format (eebench.data.tasks); the loader asks
+the format which file holds a split, where under a data root to look, and to read it.
+
+* ``GlueTsv``: the GLUE distribution (tab-separated, no quoting, header line except CoLA).
+* ``Cs224n``: the CS224N minBERT files (tab-separated with CSV quoting, ``<prefix>-<split>.csv``).
+* ``ElueTsv``: the ELUE benchmark's TSVs (header line, label column ``label``, labelled test in
+  ``test_full.tsv`` beside the unlabelled ``test.tsv``; UTF-8 BOM and CRLF allowed).
+
+A file whose header has a label column is read as labelled; a split that must be labelled (train, dev,
+an ELUE test_full) and is not is a one-line error."""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from eebench.data.examples import Examples
+from eebench.errors import UserError
+
+LABELLED = ("train", "dev", "dev_matched", "dev_mismatched")
+"""Splits that are always labelled, whatever the format."""
+
+
+def read_text(path: Path) -> str:
+    """A data file's text (UTF-8, optional BOM); a decoding error names the byte and line."""
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text (byte {err.start}: {raw[err.start:err.start + 1]!r}); "
+                        f"re-save the file as UTF-8") from None
+
+
+def parse_label(labels: tuple[str, ...] | None, raw: str, path: Path, lineno: int) -> float | int:
+    """A label field: a class name or id (classification), a number (regression, labels None)."""
+    raw = raw.strip()
+    try:
+        if labels is None:
+            return float(raw)
+        if raw in labels:
+            return labels.index(raw)
+        value = int(float(raw))
+        if 0 <= value < len(labels):
+            return value
+    except ValueError:
+        pass
+    expected = "a number" if labels is None else f"one of {', '.join(labels)} or 0..{len(labels) - 1}"
+    raise UserError(f"{path}:{lineno}: label {raw!r} is not {expected}")
+
+
+def label_array(spec, labels: list) -> np.ndarray:
+    return np.asarray(labels, dtype=np.float32 if spec.is_regression else np.int64)
+
+
+def _need_label(path: Path, split: str, label: str, found: list[str], must: bool) -> None:
+    if must:
+        raise UserError(f"{path}: no {label!r} column in the header (found {', '.join(c for c in found if c) or 'none'})"
+                        f"; split {split!r} must be labelled — is this the right file?")
+
+
+def _need_text(path: Path, columns, cols, what: str) -> None:
+    for col in cols:
+        if col is not None and col not in columns:
+            raise UserError(f"{path}: no {col!r} column in the header line "
+                            f"(found {', '.join(c for c in columns if c) or 'none'}); is this the {what} file?")
+
+
+@dataclass(frozen=True)
+class GlueTsv:
+    """Where the columns are in a GLUE-distribution TSV file."""
+
+    text_a: str
+    text_b: str | None
+    label: str
+    no_header: dict[str, int] = field(default_factory=dict)
+    """For files without a header line (CoLA train/dev): column name → position."""
+    headerless_splits: tuple[str, ...] = ()
+    family = "glue"
+
+    def file_name(self, split: str) -> str:
+        return f"{split}.tsv"
+
+    def folders(self, root: Path, folder: str) -> list[Path]:
+        return [root / folder, root / "glue" / folder]
+
+    def read(self, spec, path: Path, split: str) -> Examples:
+        """Tab-separated, no quote handling, like the GLUE processors; rows with the wrong number of
+        fields are skipped (the GLUE processors skip them too). A header naming ``label`` (the ELUE
+        copies of GLUE files) is as good as the GLUE name."""
+        lines = read_text(path).splitlines()
+        if split in self.headerless_splits:
+            columns, rows, n_fields = dict(self.no_header), lines, None
+        else:
+            if not lines:
+                raise UserError(f"{path}: empty file; expected a GLUE {spec.folder} TSV with a header line")
+            header = lines[0].split("\t")
+            columns, rows, n_fields = {name: i for i, name in enumerate(header)}, lines[1:], len(header)
+        label = next((c for c in (self.label, "label") if c in columns), None)
+        if label is None:
+            _need_label(path, split, self.label, list(columns), split in LABELLED)
+        _need_text(path, columns, (self.text_a, self.text_b), f"GLUE {spec.folder}")
+        ids, text_a, text_b, labels = [], [], [], []
+        for lineno, line in enumerate(rows, start=1 if n_fields is None else 2):
+            if not line.strip():
+                continue
+            fields = line.split("\t")
+            if (n_fields is not None and len(fields) != n_fields) or len(fields) <= max(columns.values()):
+                continue  # malformed row (e.g. QQP train id 133273)
+            if label is not None:
+                labels.append(parse_label(spec.labels, fields[columns[label]], path, lineno))
+            ids.append(str(len(ids)))
+            text_a.append(fields[columns[self.text_a]])
+            if self.text_b is not None:
+                text_b.append(fields[columns[self.text_b]])
+        return Examples(ids, text_a, text_b if self.text_b else None,
+                        label_array(spec, labels) if label is not None else None)
+
+
+@dataclass(frozen=True)
+class ElueTsv:
+    """An ELUE task's TSVs: header line (``index`` first in the unlabelled test.tsv), label column
+    ``label``; the split ``test`` reads the labelled ``test_full.tsv`` when it is there."""
+
+    text_a: str
+    text_b: str | None
+    label: str = "label"
+    family = "elue"
+
+    def file_name(self, split: str) -> str:
+        return "test_full.tsv" if split == "test" else f"{split}.tsv"
+
+    def fallback(self, split: str) -> str | None:
+        """The file read when ``file_name(split)`` is absent: ELUE's unlabelled test.tsv."""
+        return "test.tsv" if split == "test" else None
+
+    def folders(self, root: Path, folder: str) -> list[Path]:
+        return [root / "elue" / folder, root / folder]
+
+    def read(self, spec, path: Path, split: str) -> Examples:
+        lines = read_text(path).splitlines()
+        if not lines:
+            raise UserError(f"{path}: empty file; expected an ELUE {spec.folder} TSV with a header line")
+        header = [h.strip() for h in lines[0].split("\t")]
+        columns = {name: i for i, name in enumerate(header)}
+        labelled = self.label in columns
+        if not labelled:
+            _need_label(path, split, self.label, header, split in LABELLED or path.name == "test_full.tsv")
+        _need_text(path, columns, (self.text_a, self.text_b), f"ELUE {spec.folder}")
+        ids, text_a, text_b, labels = [], [], [], []
+        for lineno, line in enumerate(lines[1:], start=2):
+            if not line.strip():
+                continue
+            fields = line.split("\t")
+            if len(fields) != len(header):
+                raise UserError(f"{path}:{lineno}: {len(fields)} tab-separated fields, the header has "
+                                f"{len(header)}; fix the row")
+            if labelled:
+                labels.append(parse_label(spec.labels, fields[columns[self.label]], path, lineno))
+            ids.append(fields[columns["index"]].strip() if "index" in columns else str(len(ids)))
+            text_a.append(fields[columns[self.text_a]])
+            if self.text_b is not None:
+                text_b.append(fields[columns[self.text_b]])
+        return Examples(ids, text_a, text_b if self.text_b else None,
+                        label_array(spec, labels) if labelled else None)
+
+
+@dataclass(frozen=True)
+class Cs224n:
+    """The CS224N minBERT files: tab-separated with CSV quoting despite the .csv name, a header line
+    whose first field is the unnamed pandas index, one file per split named ``<prefix>-<split>.csv``."""
+
+    text_a: str
+    text_b: str | None
+    label: str
+    files: dict[str, str]
+    """eebench split → file name."""
+    family = "cs224n"
+
+    def file_name(self, split: str) -> str:
+        return self.files.get(split, f"{split}.csv")
+
+    def folders(self, root: Path, folder: str) -> list[Path]:
+        return [root / "cs224n", root]
+
+    def read(self, spec, path: Path, split: str) -> Examples:
+        """Rows of a labelled file whose label is empty are skipped (quora-dev has two), as the
+        course's loader skips them."""
+        with io.StringIO(read_text(path), newline="") as f:
+            reader = csv.DictReader(f, delimiter="\t")
+            columns = reader.fieldnames or []
+            _need_text(path, columns, (self.text_a, self.text_b),
+                       f"CS224N {spec.name} file? (tab-separated despite the .csv name)")
+            labelled = self.label in columns
+            if not labelled:
+                _need_label(path, split, self.label, list(columns), split in LABELLED)
+            ids, text_a, text_b, labels = [], [], [], []
+            for row in reader:
+                raw = (row.get(self.label) or "").strip() if labelled else None
+                if labelled and not raw:
+                    continue
+                if labelled:
+                    labels.append(parse_label(spec.labels, raw, path, reader.line_num))
+                ids.append((row.get("id") or str(len(ids))).strip())
+                text_a.append((row.get(self.text_a) or "").strip())
+                if self.text_b is not None:
+                    text_b.append((row.get(self.text_b) or "").strip())
+        return Examples(ids, text_a, text_b if self.text_b else None,
+                        label_array(spec, labels) if labelled else None)
+
+
+Format = GlueTsv | ElueTsv | Cs224n

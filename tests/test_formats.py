@@ -1,0 +1,129 @@
+"""Data formats (eebench.data.formats): ELUE TSVs, labelled files read as labelled, hub label handling."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from eebench.data.load import load_split
+from eebench.data.tasks import TASKS, get_task
+from eebench.errors import UserError
+from eebench.recipe import TaskConfig
+
+ELUE = Path(__file__).resolve().parents[2] / "shared" / "data" / "elue"
+BOM = "\ufeff"
+
+
+def _folder(tmp_path, name, files, crlf=False):
+    d = tmp_path / name
+    d.mkdir(parents=True)
+    for fname, text in files.items():
+        (d / fname).write_bytes(text.replace("\n", "\r\n" if crlf else "\n").encode("utf-8"))
+    return d
+
+
+def _elue_mrpc(tmp_path):
+    return _folder(tmp_path, "MRPC", {
+        "train.tsv": BOM + "sentence1\tsentence2\tlabel\nA man.\tA guy.\t1\nA cat.\tA dog.\t0\n",
+        "dev.tsv": "sentence1\tsentence2\tlabel\nIt rains.\tRain falls.\t1\n",
+        "test.tsv": "index\tsentence1\tsentence2\n0\tX.\tY.\n1\tP.\tQ.\n",
+        "test_full.tsv": "sentence1\tsentence2\tlabel\nX.\tY.\t0\nP.\tQ.\t1\n",
+    }, crlf=True)
+
+
+def test_elue_test_split_reads_the_labelled_test_full(tmp_path):
+    d = _elue_mrpc(tmp_path)
+    spec = get_task("elue_mrpc")
+    cfg = TaskConfig(name="elue_mrpc", data_dir=str(d))
+    train = load_split(spec, cfg, "train")
+    assert train.text_a == ["A man.", "A cat."] and train.labels.tolist() == [1, 0]  # BOM, CRLF stripped
+    test = load_split(spec, cfg, "test")
+    assert test.labels is not None and test.labels.tolist() == [0, 1] and test.text_b == ["Y.", "Q."]
+    (d / "test_full.tsv").unlink()  # only ELUE's unlabelled test.tsv: its index column names the rows
+    test = load_split(spec, cfg, "test")
+    assert test.labels is None and test.ids == ["0", "1"]
+
+
+def test_a_file_with_a_label_column_is_never_read_as_unlabelled(tmp_path):
+    """GLUE MRPC / STS-B pointed at ELUE's copies (label column `label`, not Quality / score)."""
+    d = _folder(tmp_path, "MRPC", {"dev.tsv": "label\t#1 ID\t#2 ID\t#1 String\t#2 String\n1\t1\t2\tA.\tB.\n0\t3\t4\tC\tD\n"})
+    dev = load_split(get_task("mrpc"), TaskConfig(name="mrpc", data_dir=str(d)), "dev")
+    assert dev.labels.tolist() == [1, 0]
+    s = _folder(tmp_path, "STS-B", {"dev.tsv": "sentence1\tsentence2\tlabel\nA man.\tA guy.\t4.2\nA.\tB.\t0.5\n"})
+    for task in ("stsb", "elue_stsb"):
+        dev = load_split(get_task(task), TaskConfig(name=task, data_dir=str(s)), "dev")
+        assert dev.labels.dtype == np.float32 and dev.labels.tolist() == pytest.approx([4.2, 0.5])
+
+
+@pytest.mark.parametrize("task, folder, fname, text", [
+    ("elue_mrpc", "MRPC", "dev.tsv", "sentence1\tsentence2\nA.\tB.\n"),
+    ("elue_mrpc", "MRPC", "test_full.tsv", "index\tsentence1\tsentence2\n0\tA.\tB.\n"),
+    ("mrpc", "MRPC", "dev.tsv", "#1 ID\t#2 ID\t#1 String\t#2 String\n1\t2\tA.\tB.\n"),
+    ("sst5", "cs224n", "ids-sst-dev.csv", "\tid\tsentence\nx\t1\tgood\n"),
+])
+def test_a_split_that_must_be_labelled_and_is_not_is_one_line(tmp_path, task, folder, fname, text):
+    d = _folder(tmp_path, folder, {fname: text})
+    split = "test" if fname == "test_full.tsv" else "dev"
+    with pytest.raises(UserError) as err:
+        load_split(get_task(task), TaskConfig(name=task, data_dir=str(d)), split)
+    msg = str(err.value)
+    assert msg.startswith(str(d / fname)) and "must be labelled" in msg and "\n" not in msg
+
+
+def test_elue_row_with_a_missing_field_names_its_line(tmp_path):
+    d = _folder(tmp_path, "SST-2", {"dev.tsv": "sentence\tlabel\ngood .\t1\nbad .\n"})
+    with pytest.raises(UserError, match=r"dev.tsv:3: 1 tab-separated fields, the header has 2"):
+        load_split(get_task("elue_sst2"), TaskConfig(name="elue_sst2", data_dir=str(d)), "dev")
+
+
+def test_elue_tasks_are_found_under_the_data_root(tmp_path, monkeypatch):
+    _folder(tmp_path / "elue", "SciTail", {"dev.tsv": "premise\thypothesis\tlabel\nP.\tH.\t1\nQ.\tG.\t0\n"})
+    monkeypatch.setenv("EEBENCH_DATA", str(tmp_path))
+    dev = load_split(get_task("elue_scitail"), TaskConfig(name="elue_scitail"), "dev")
+    assert dev.labels.tolist() == [1, 0] and get_task("elue_scitail").labels[1] == "entails"
+
+
+class _FakeHub:
+    def __init__(self, columns):
+        self.columns = columns
+
+    def __getitem__(self, key):
+        return self.columns[key]
+
+    def __len__(self):
+        return len(self.columns["label"])
+
+
+def test_hub_drops_snli_pairs_without_gold_label_and_maps_label_names(monkeypatch):
+    import datasets
+
+    from eebench.data.load import load_from_hub
+
+    hub = {("stanfordnlp/snli", None): {"premise": ["a", "b", "c"], "hypothesis": ["x", "y", "z"], "label": [0, -1, 2]},
+           ("allenai/scitail", "tsv_format"): {"premise": ["a", "b"], "hypothesis": ["x", "y"],
+                                                "label": ["entails", "neutral"]}}
+    monkeypatch.setattr(datasets, "load_dataset", lambda path, name=None, split=None: _FakeHub(hub[(path, name)]))
+    snli = load_from_hub(get_task("elue_snli"), "dev")
+    assert snli.text_a == ["a", "c"] and snli.labels.tolist() == [0, 2]
+    scitail = load_from_hub(get_task("elue_scitail"), "dev")
+    assert scitail.labels.tolist() == [1, 0]
+
+
+def test_every_task_names_a_format_and_its_files():
+    for spec in TASKS.values():
+        if spec.name == "synthetic":
+            continue
+        assert spec.format.file_name("train") and spec.format.family == spec.benchmark
+
+
+@pytest.mark.skipif(not (ELUE / "SST-2" / "train.tsv").is_file(), reason=f"ELUE data not found at {ELUE}")
+def test_real_elue_files(monkeypatch):
+    monkeypatch.setenv("EEBENCH_DATA", str(ELUE.parent))
+    counts = {split: load_split(get_task("elue_sst2"), TaskConfig(name="elue_sst2"), split) for split in
+              ("train", "dev", "test")}
+    assert {s: len(e) for s, e in counts.items()} == {"train": 8544, "dev": 1101, "test": 2210}
+    assert counts["test"].labels is not None and int(counts["test"].labels.sum()) == 1067
+    snli = load_split(get_task("elue_snli"), TaskConfig(name="elue_snli"), "dev")  # BOM + CRLF
+    assert len(snli) == 9842 and np.bincount(snli.labels).tolist() == [3329, 3235, 3278]
+    scitail = load_split(get_task("elue_scitail"), TaskConfig(name="elue_scitail"), "test")
+    assert len(scitail) == 2126 and int(scitail.labels.sum()) == 842
