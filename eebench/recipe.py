@@ -27,6 +27,10 @@ class ModelConfig(_Strict):
     """source="random": config values for `AutoConfig.for_model(name, **config)`."""
     tokenizer: str | None = None
     """Tokenizer hub id or folder when it differs from the model's (random models on GLUE need one)."""
+    trust_remote_code: bool = False
+    """Let transformers run the model repository's own Python code (backbones not built into
+    transformers, e.g. ElasticBERT's hub checkpoint for CsdBERT Table 4). Off by default: only turn it
+    on for a repository whose code you trust; the run's model folder keeps a copy of that code."""
     exit_pooling: Literal["first", "mean"] = "first"
     """Exit heads pool the first token (DeeBERT) or the mean over real tokens."""
     exit_dropout: float | None = None

@@ -37,10 +37,14 @@ def resolve_model_path(cfg: ModelConfig) -> str:
     return cfg.name
 
 
-def _from_pretrained(loader, name: str, what: str):
+def _from_pretrained(loader, name: str, what: str, trust_remote_code: bool = False):
     try:
-        return loader.from_pretrained(name)
+        return loader.from_pretrained(name, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
+        if "trust_remote_code" in str(err) and not trust_remote_code:
+            raise UserError(f"the {what} {name!r} needs its repository's own code: set model.trust_remote_code = "
+                            f"true in the recipe (or --set model.trust_remote_code=true) if you trust that "
+                            f"code; it is off by default") from None
         first = str(err).strip().splitlines()[0][:160] if str(err).strip() else type(err).__name__
         raise UserError(
             f"could not load the {what} {name!r} ({first}); the hub is unreachable or the name is wrong: "
@@ -57,7 +61,7 @@ def build_backbone(cfg: ModelConfig):
         except (ValueError, TypeError) as err:
             raise UserError(f"model.config for model_type {cfg.name!r}: {err}") from None
         return AutoModel.from_config(config)
-    return _from_pretrained(AutoModel, resolve_model_path(cfg), "model")
+    return _from_pretrained(AutoModel, resolve_model_path(cfg), "model", cfg.trust_remote_code)
 
 
 def build_tokenizer(cfg: ModelConfig, task_tokenizer: Any = None):
@@ -65,12 +69,12 @@ def build_tokenizer(cfg: ModelConfig, task_tokenizer: Any = None):
     from transformers import AutoTokenizer
 
     if cfg.tokenizer:
-        return _from_pretrained(AutoTokenizer, cfg.tokenizer, "tokenizer")
+        return _from_pretrained(AutoTokenizer, cfg.tokenizer, "tokenizer", cfg.trust_remote_code)
     if task_tokenizer is not None:
         return task_tokenizer
     if cfg.source == "random":
         raise UserError("model.source = \"random\" needs model.tokenizer (a folder or hub id) for this task")
-    return _from_pretrained(AutoTokenizer, resolve_model_path(cfg), "tokenizer")
+    return _from_pretrained(AutoTokenizer, resolve_model_path(cfg), "tokenizer", cfg.trust_remote_code)
 
 
 def build_model(cfg: ModelConfig, num_labels: int, lte: bool = False, pair_cosine: bool = False) -> MultiExitModel:
@@ -91,6 +95,11 @@ def save_model(model: MultiExitModel | MultiTaskModel, tokenizer, folder: Path, 
     shutil.rmtree(new, ignore_errors=True)
     new.mkdir(parents=True)
     model.backbone.config.save_pretrained(new)
+    remote = bool(getattr(model.backbone.config, "auto_map", None))
+    if remote:  # a backbone with its own code (model.trust_remote_code): keep the code beside the weights
+        from transformers.dynamic_module_utils import custom_object_save
+
+        custom_object_save(model.backbone, new, config=model.backbone.config)
     tokenizer.save_pretrained(str(new))
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     save_file(state, str(new / WEIGHTS))
@@ -100,7 +109,8 @@ def save_model(model: MultiExitModel | MultiTaskModel, tokenizer, folder: Path, 
     else:
         head = model.heads[0]
         info = {"num_labels": model.num_labels, "lte": model.lte is not None, "pair_cosine": model.pair_cosine}
-    write_json(new / HEADS, {**info, "pooling": head.pooling, "dropout": head.dropout.p, **meta})
+    write_json(new / HEADS, {**info, "pooling": head.pooling, "dropout": head.dropout.p,
+                             **({"trust_remote_code": True} if remote else {}), **meta})
     if folder.exists():
         shutil.rmtree(old, ignore_errors=True)
         folder.rename(old)
@@ -118,7 +128,9 @@ def load_model(folder: Path, task: str | None = None) -> tuple[MultiExitModel, A
     if not (folder / WEIGHTS).is_file():
         raise UserError(f"{folder} holds no trained model ({WEIGHTS} missing); run eebench finetune first")
     meta = read_json(folder / HEADS)
-    backbone = AutoModel.from_config(AutoConfig.from_pretrained(folder))
+    remote = bool(meta.get("trust_remote_code"))  # the run was trained with model.trust_remote_code
+    backbone = AutoModel.from_config(AutoConfig.from_pretrained(folder, trust_remote_code=remote),
+                                     trust_remote_code=remote)
     if "tasks" in meta:
         multi = MultiTaskModel(backbone, meta["tasks"], meta["pooling"], meta["dropout"])
         multi.load_state_dict(load_file(str(folder / WEIGHTS)))
@@ -131,4 +143,4 @@ def load_model(folder: Path, task: str | None = None) -> tuple[MultiExitModel, A
                                meta.get("lte", False), meta.get("pair_cosine", False))
         model.load_state_dict(load_file(str(folder / WEIGHTS)))
     model.eval()
-    return model, AutoTokenizer.from_pretrained(str(folder)), meta
+    return model, AutoTokenizer.from_pretrained(str(folder), trust_remote_code=remote), meta
