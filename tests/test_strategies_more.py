@@ -43,10 +43,34 @@ def test_lte_strategy_loss_and_phases(tiny_bert_config):
     (joint,) = build_stages(TrainConfig(strategy="lte", args={"schedule": "joint"}), n_layers=3)
     loss, parts = joint.loss(out, labels, StepContext(False, 0, 1))
     target = lte_targets(out.logits, labels, False)
-    manual = exit_losses(out.logits, labels, False).sum() + ((out.lte - target) ** 2).mean(0).sum()
+    manual = exit_losses(out.logits, labels, False).sum() + ((out.lte - target) ** 2).mean()
     assert loss.item() == pytest.approx(manual.item(), rel=1e-6)
+    (summed,) = build_stages(TrainConfig(strategy="lte", args={"schedule": "joint", "lte_reduction": "sum"}), n_layers=3)
+    manual = exit_losses(out.logits, labels, False).sum() + ((out.lte - target) ** 2).mean(0).sum()
+    assert summed.loss(out, labels, StepContext(False, 0, 1))[0].item() == pytest.approx(manual.item(), rel=1e-6)
     base, only_lte = build_stages(TrainConfig(strategy="lte", args={"lte_phase": "after"}), n_layers=3)
     assert [p.shape for p in only_lte.trains(model)] == [p.shape for p in model.lte.parameters()]
+
+
+def test_berxit_alternate_lte_matches_the_reference_formula(tiny_bert_config):
+    """castorini/berxit modeling_highway_bert.py, train_strategy 'alternate-lte': exit_pred = the LTE
+    outputs (probability to continue), exit_label = 1 − correct; even step_num: CE_final + MSELoss()(pred,
+    label) over the stacked [L, B] tensors; odd: Σ CE of exits 1..L-1 (no final) + the same MSE."""
+    model = _model(tiny_bert_config, lte=True).eval()
+    ids, mask, labels = _batch()
+    out = model(ids, mask)
+    (stage,) = build_stages(TrainConfig(strategy="lte"), n_layers=3)  # alternating + joint LTE
+    continue_prob = (1 - out.lte).T  # [L, B]: the reference's sigmoid output, eebench's u = 1 − it
+    wrong = (out.logits.argmax(-1) != labels[:, None]).float().T  # [L, B]
+    mse = torch.nn.MSELoss()(continue_prob, wrong)
+    ce = [F.cross_entropy(out.logits[:, i], labels) for i in range(3)]
+    even = stage.loss(out, labels, StepContext(False, 0, 1, epoch_step=0))[0]
+    odd = stage.loss(out, labels, StepContext(False, 1, 1, epoch_step=1))[0]
+    assert even.item() == pytest.approx((ce[2] + mse).item(), rel=1e-6)
+    assert odd.item() == pytest.approx((ce[0] + ce[1] + mse).item(), rel=1e-6)
+    (keep,) = build_stages(TrainConfig(strategy="lte", args={"odd_step_final": True}), n_layers=3)
+    odd_keep = keep.loss(out, labels, StepContext(False, 1, 1, epoch_step=1))[0]
+    assert odd_keep.item() == pytest.approx((ce[0] + ce[1] + ce[2] + mse).item(), rel=1e-6)
 
 
 def test_csdbert_pieces():

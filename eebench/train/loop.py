@@ -279,7 +279,7 @@ def train(
                     batches = epoch_plans[job.name]
                     for b in range(pos.batch, len(batches)):
                         ctx = StepContext(job.regression, pos.step, epoch, job.history, job.pair_loss,
-                                          par, cfg.seed, s)
+                                          par, cfg.seed, s, epoch_step=b)
                         parts = _step(job, stage, batches[b], ctx, params_of[job.name], backbone_grad,
                                       accelerator, cfg.grad_accum_steps)
                         scaler = accelerator.scaler

@@ -28,6 +28,8 @@ class StepContext:
     stage: int = 0  # the stage's index
     backward: Callable[[torch.Tensor], None] = lambda loss: loss.backward()
     """How a GradFn back-propagates a loss (scaled under fp16)."""
+    epoch_step: int = 0
+    """Optimisation step within the epoch, from 0 (BERxiT's alternation parity restarts every epoch)."""
 
     @property
     def noise_key(self) -> tuple[int, int, int]:
@@ -90,7 +92,8 @@ class AlternatingArgs(_Args):
     """BERxiT: alternate the final exit's loss and the sum of all exits' losses."""
 
     every: Literal["step", "epoch"] = "step"
-    """Alternate per optimisation step (BERxiT) or per epoch (as MetaBERT describes it)."""
+    """Alternate per optimisation step (BERxiT) or per epoch (as MetaBERT describes it). Per step, the
+    parity is the step's within its epoch, as castorini/berxit counts it (restarting every epoch)."""
 
 
 class SelfDistillArgs(TwoStageArgs):
@@ -135,6 +138,14 @@ class LteArgs(_Args):
     """Epochs of the LTE-only stage (lte_phase = "after")."""
     every: Literal["step", "epoch"] = "step"
     layer_weights: Literal["uniform", "pabee", "sqrt", "inverse"] = "uniform"
+    lte_reduction: Literal["mean", "sum"] = "mean"
+    """mean: the LTE loss is the MSE averaged over layers × batch, as castorini/berxit's
+    ``MSELoss()(exit_pred, exit_label)`` on the stacked [L, B] tensors; sum: summed over layers (L× larger;
+    BERTer's Σ_i (L_i + J_i), what train.lte uses)."""
+    odd_step_final: bool = False
+    """schedule = "alternating", lte_phase = "joint" (BERxiT's alternate-lte): whether odd steps also
+    train the final exit. The reference leaves it out (odd steps: exits 1..L-1 + LTE); True keeps it,
+    as plain ``alternating`` does."""
 
 
 class CsdBertArgs(_Args):
@@ -242,13 +253,15 @@ def self_distill_loss(gamma: float, temperature: float, class_mean: bool = False
     return loss
 
 
-def alternating_loss(every: str) -> LossFn:
-    """Even steps (or epochs): the final exit's loss; odd: the sum of all exits' losses."""
-    all_exits = weighted_exits_loss(LAYER_WEIGHTS["uniform"])
+def alternating_loss(every: str, odd_final: bool = True) -> LossFn:
+    """Even steps (or epochs): the final exit's loss; odd: the sum of all exits' losses (without the
+    final exit's when ``odd_final`` is False, as BERxiT's alternate-lte). Step parity counts within
+    the epoch (castorini/berxit's ``step_num`` is the batch index of its epoch)."""
+    odd = weighted_exits_loss(LAYER_WEIGHTS["uniform"]) if odd_final else early_exits_loss
 
     def loss(out, labels, ctx):
-        phase = ctx.step if every == "step" else ctx.epoch - 1
-        return final_exit_loss(out, labels, ctx) if phase % 2 == 0 else all_exits(out, labels, ctx)
+        phase = ctx.epoch_step if every == "step" else ctx.epoch - 1
+        return final_exit_loss(out, labels, ctx) if phase % 2 == 0 else odd(out, labels, ctx)
 
     return loss
 
@@ -280,17 +293,24 @@ def lte_targets(logits: torch.Tensor, labels: torch.Tensor, regression: bool) ->
     return (logits.argmax(-1) == labels[:, None]).to(logits.dtype)
 
 
-def lte_loss(out, labels, ctx):
-    """Σ_i mean_b (u_i − ũ_i)²; targets detached."""
-    target = lte_targets(out.logits.detach(), labels, ctx.regression)
-    loss = ((out.lte - target) ** 2).mean(0).sum()
-    return loss, {"loss_lte": loss.item()}
+def lte_loss_fn(reduction: str = "sum") -> LossFn:
+    """sum: Σ_i mean_b (u_i − ũ_i)²; mean: mean_{i,b} (u_i − ũ_i)² (castorini/berxit). Targets detached."""
+    def loss(out, labels, ctx):
+        target = lte_targets(out.logits.detach(), labels, ctx.regression)
+        per_layer = ((out.lte - target) ** 2).mean(0)  # Shape: [L]
+        value = per_layer.mean() if reduction == "mean" else per_layer.sum()
+        return value, {"loss_lte": value.item()}
+
+    return loss
 
 
-def plus_lte(base: LossFn) -> LossFn:
+lte_loss = lte_loss_fn("sum")
+
+
+def plus_lte(base: LossFn, lte: LossFn = lte_loss) -> LossFn:
     def loss(out, labels, ctx):
         total, parts = base(out, labels, ctx)
-        extra, lte_parts = lte_loss(out, labels, ctx)
+        extra, lte_parts = lte(out, labels, ctx)
         return total + extra, {**parts, **lte_parts}
 
     return loss
@@ -405,14 +425,15 @@ def romebert(train, args: RomeBertArgs, n_layers: int | None = None) -> list[Sta
 
 
 def lte(train, args: LteArgs, n_layers: int | None = None) -> list[Stage]:
+    lte = lte_loss_fn(args.lte_reduction)
     if args.schedule == "alternating":
-        base = alternating_loss(args.every)
+        base = alternating_loss(args.every, odd_final=args.odd_step_final or args.lte_phase == "after")
     else:
         base = weighted_exits_loss(LAYER_WEIGHTS[args.layer_weights])
     if args.lte_phase == "joint":
-        return [Stage(f"{args.schedule}+lte", train.epochs, train.lr, _all_params, plus_lte(base))]
+        return [Stage(f"{args.schedule}+lte", train.epochs, train.lr, _all_params, plus_lte(base, lte))]
     return [Stage(args.schedule, train.epochs, train.lr, _all_params, base),
-            Stage("lte", args.lte_epochs, train.lr, lambda m: list(m.lte.parameters()), lte_loss)]
+            Stage("lte", args.lte_epochs, train.lr, lambda m: list(m.lte.parameters()), lte)]
 
 
 def csdbert(train, args: CsdBertArgs, n_layers: int | None = None) -> list[Stage]:
