@@ -11,7 +11,7 @@ from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef
 
 def _corr(fn, preds, labels) -> float:
     if np.std(preds) == 0 or np.std(labels) == 0:
-        return 0.0  # constant predictions: correlation undefined, report none
+        return float("nan")  # constant predictions: correlation undefined, report none (stored as null)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return float(fn(preds, labels)[0])

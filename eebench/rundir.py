@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, RootModel, ValidationError
+from pydantic import BaseModel, ConfigDict, RootModel, ValidationError, model_validator
 
 from eebench.data.tasks import TaskSpec, get_task
 from eebench.errors import Busy, UserError
@@ -171,8 +171,9 @@ class Speed(Record):
     ideal_speedup: float
 
 
-class Layerwise(RootModel[list[dict[str, int | float]]]):
-    """One row per exit: ``layer`` and every metric of the task, in percent."""
+class Layerwise(RootModel[list[dict[str, int | float | None]]]):
+    """One row per exit: ``layer`` and every metric of the task, in percent. A metric that is
+    undefined (the correlation of a constant prediction) is NaN in memory and null in the file."""
 
     fix: ClassVar[str] = "re-run eebench evaluate {run} --split {split}"
 
@@ -180,12 +181,21 @@ class Layerwise(RootModel[list[dict[str, int | float]]]):
     def upgrade(cls, data: Any) -> Any:
         return data
 
+    @model_validator(mode="after")
+    def _nan(self) -> "Layerwise":
+        for row in self.root:
+            for k, v in row.items():
+                if v is None:
+                    row[k] = float("nan")
+        return self
+
     @classmethod
     def load(cls, path: Path, run: str | Path | None = None, split: str | None = None) -> "Layerwise":
         return _load_record(cls, path, run, split)
 
     def save(self, path: Path) -> Path:
-        return write_json(path, self.model_dump(mode="json"))
+        rows = [{k: None if isinstance(v, float) and v != v else v for k, v in row.items()} for row in self.root]
+        return write_json(path, rows)
 
 
 # ----------------------------------------------------------------------------------- the run

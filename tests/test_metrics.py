@@ -23,7 +23,18 @@ def test_regression_metrics():
     s = score(("pearson", "spearman"), y * 2 + 1, y)
     assert s["pearson"] == pytest.approx(100.0)
     assert s["spearman"] == pytest.approx(100.0)
-    assert score(("pearson",), np.ones(4), y)["pearson"] == 0.0  # constant predictions
+    assert np.isnan(score(("pearson",), np.ones(4), y)["pearson"])  # constant predictions: none, not 0
+
+
+def test_undefined_metric_is_null_in_the_file_and_nan_when_read(tmp_path):
+    import json
+
+    from eebench.rundir import Layerwise
+
+    path = Layerwise([{"layer": 1, "pearson": float("nan")}, {"layer": 2, "pearson": 70.5}]).save(tmp_path / "l.json")
+    assert json.loads(path.read_text()) == [{"layer": 1, "pearson": None}, {"layer": 2, "pearson": 70.5}]
+    rows = Layerwise.load(path).root
+    assert np.isnan(rows[0]["pearson"]) and rows[1]["pearson"] == 70.5
 
 
 def test_layerwise_and_majority():

@@ -116,7 +116,7 @@ def evaluate(run: Run, split: str, model=None, retrace: bool = False) -> dict:
         write_csv(out / "layerwise.csv", pd.DataFrame(rows))
         result["layerwise"] = rows
         m = spec.primary_metric
-        console.print(f"{run.split_name(split)}: {m} per exit " + " ".join(f"{r[m]:.1f}" for r in rows))
+        console.print(f"{run.split_name(split)}: {m} per exit " + " ".join("none" if r[m] != r[m] else f"{r[m]:.1f}" for r in rows))
         warnings = warn_collapse(f"{run.dir} {run.split_name(split)}", trace.logits, trace.labels, spec)
         write_json(out / "warnings.json", warnings)
         result["warnings"] = warnings
@@ -187,6 +187,12 @@ def apply_calibration(run: Run, trace: Trace, cal: Calibration, stale: str | Non
     if trace.labels is not None:
         row = sweep(trace, run.spec, policy, [cal.setting]).iloc[0]
         point.update({m: float(row[m]) for m in run.spec.metrics})
+    from eebench.report.submission import write_submission
+
+    written = write_submission(out / f"glue_{policy.name}", run.spec, trace, layers)
+    if written is not None:  # a GLUE test split: the file the GLUE server takes, at this operating point
+        point["submission"] = str(written.relative_to(run.dir))
+        console.print(f"GLUE submission file: {written}")
     record = OperatingPoint.model_validate(point)
     record.save(out / f"operating_{policy.name}.json")
     _print_point(run.split_name(trace.split), point, run.spec)

@@ -102,6 +102,11 @@ def report_run(run) -> Path:
             cols += ["GFLOPs", "MACs saved %"]
         written += write_table(frame[cols], out / "operating_points", "Calibrated operating points")
         sections += ["## Calibrated operating points\n", markdown(frame[cols]), "\n"]
+        files = [p for p in points if p.get("submission")]
+        if files:  # report/ sits beside eval/: links relative to the report
+            sections += ["GLUE submission files (predictions at the operating point, GLUE's file name and "
+                         "format):\n", *[f"- {p['split']} / {p['policy']}: [{p['submission']}](../{p['submission']})"
+                                        for p in files], "\n"]
     if speeds:
         frame = speed_frame(speeds)
         written += write_table(frame, out / "measured_speed", "Measured wall-clock of the real early-exit "
