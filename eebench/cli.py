@@ -267,6 +267,8 @@ def report(
     mem_gb: Annotated[Optional[int], typer.Option(help="Slurm memory per job, GB.")] = None,
     logs: Annotated[Path, typer.Option(help="Folder of the cells' logs (one per cell).")] = Path("results/logs"),
     data_root: DataRootOpt = None,
+    seeds: Annotated[Optional[int], typer.Option(min=1, help="With --run-missing: run every cell's recipe with this "
+                                                  "many seeds (<run>-seed<S>); cells show mean ± std over them.")] = None,
 ) -> None:
     """Write Markdown, LaTeX and CSV tables and PNG/PDF figures from stored results; paper tables show
     the paper's numbers beside ours (--run-missing runs the missing cells first)."""
@@ -299,7 +301,7 @@ def report(
         if run_missing:
             from eebench.reproduce import run_missing as fill
 
-            failed += len(fill(spec, set_name, launcher, jobs, config, logs).failed)
+            failed += len(fill(spec, set_name, launcher, jobs, config, logs, seeds=seeds).failed)
         frame, shown, paths = render(spec.id, out, (set_name,) if run_missing or cpu else ("paper", "cpu"), scores)
         print(markdown(shown, spec.digits))
         for line in mismatches(frame):

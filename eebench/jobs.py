@@ -72,6 +72,8 @@ class Cell:
     log: Path | None = None
     detail: str = ""
     seconds: float = 0.0
+    overrides: list[str] = field(default_factory=list)
+    """--set lines of this job (a seed of the recipe: train.seed and the run name)."""
 
 
 @dataclass
@@ -83,12 +85,15 @@ class Outcome:
         return [c for c in self.cells if c.state == "failed"]
 
 
-def job_command(recipe: Path) -> list[str]:
-    return [sys.executable, "-m", "eebench.cli", "finetune", str(recipe), "--if-missing"]
+def job_command(recipe: Path, overrides: list[str] = ()) -> list[str]:
+    return [sys.executable, "-m", "eebench.cli", "finetune", str(recipe), "--if-missing",
+            *[x for o in overrides for x in ("--set", o)]]
 
 
 def _slug(cell: Cell) -> str:
-    return display_recipe(cell.recipe).removeprefix("recipes/").removesuffix(".toml").replace("/", "__")
+    seed = next((o.split("=", 1)[1] for o in cell.overrides if o.startswith("train.seed=")), None)
+    slug = display_recipe(cell.recipe).removeprefix("recipes/").removesuffix(".toml").replace("/", "__")
+    return f"{slug}-seed{seed}" if seed is not None else slug
 
 
 def _finish(cell: Cell, code: int, started: float) -> None:
@@ -127,7 +132,8 @@ def run_local(cells: list[Cell], jobs: int | None, log_dir: Path) -> Outcome:
         cell.log, cell.state, started = log_dir / f"{_slug(cell)}.log", "running", time.perf_counter()
         try:
             with open(cell.log, "w") as log:
-                code = subprocess.call(job_command(cell.recipe), stdout=log, stderr=subprocess.STDOUT, env=env)
+                code = subprocess.call(job_command(cell.recipe, cell.overrides), stdout=log,
+                                       stderr=subprocess.STDOUT, env=env)
         finally:
             free.append(slot)
         _finish(cell, code, started)
@@ -148,12 +154,14 @@ class CellJob:
     """What a Slurm job runs: the cell's finetune in its own process; on preemption or timeout
     submitit requeues it, and the requeued job resumes from the run's last checkpoint."""
 
-    def __init__(self, recipe: str, data_root: str | None, setup: list[str] | None = None):
+    def __init__(self, recipe: str, data_root: str | None, setup: list[str] | None = None,
+                 overrides: list[str] | None = None):
         self.recipe, self.data_root, self.setup = recipe, data_root, setup or []
+        self.overrides = overrides or []
 
     def __call__(self) -> str:
         env = {**os.environ, **({DATA_ENV: self.data_root} if self.data_root else {})}
-        command = shlex.join(job_command(Path(self.recipe)))
+        command = shlex.join(job_command(Path(self.recipe), self.overrides))
         script = "\n".join([*self.setup, command])
         done = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
         sys.stdout.write(done.stdout)
@@ -166,7 +174,7 @@ class CellJob:
     def checkpoint(self):
         import submitit
 
-        return submitit.helpers.DelayedSubmission(CellJob(self.recipe, self.data_root, self.setup))
+        return submitit.helpers.DelayedSubmission(CellJob(self.recipe, self.data_root, self.setup, self.overrides))
 
 
 def run_slurm(cells: list[Cell], config: LauncherConfig, log_dir: Path, executor=None) -> Outcome:
@@ -191,7 +199,8 @@ def run_slurm(cells: list[Cell], config: LauncherConfig, log_dir: Path, executor
     jobs_of = {}
     with executor.batch():
         for cell in cells:
-            jobs_of[id(cell)] = executor.submit(CellJob(str(Path(cell.recipe).resolve()), root, config.setup))
+            jobs_of[id(cell)] = executor.submit(CellJob(str(Path(cell.recipe).resolve()), root, config.setup,
+                                                        cell.overrides))
     for cell in cells:
         job = jobs_of[id(cell)]
         cell.log = Path(str(job.paths.stdout))
@@ -229,9 +238,9 @@ def run_ray(cells: list[Cell], config: LauncherConfig, log_dir: Path) -> Outcome
         raise UserError("--launcher ray needs ray: pip install 'ray[default]'") from None
     ray.init(ignore_reinit_error=True, log_to_driver=False)
     remote = ray.remote(num_gpus=config.gpus, num_cpus=config.cpus)(
-        lambda recipe, root, setup: CellJob(recipe, root, setup)())
+        lambda recipe, root, setup, overrides: CellJob(recipe, root, setup, overrides)())
     root = os.environ.get(DATA_ENV)
-    refs = {id(c): remote.remote(str(Path(c.recipe).resolve()), root, config.setup) for c in cells}
+    refs = {id(c): remote.remote(str(Path(c.recipe).resolve()), root, config.setup, c.overrides) for c in cells}
     started = time.perf_counter()
     with _progress(cells) as refresh:
         pending = dict(refs)

@@ -25,40 +25,57 @@ def table_recipes(spec: TableSpec, set_name: str) -> tuple[dict[Path, list[str]]
     return recipes, no_recipe
 
 
-def missing_recipes(spec: TableSpec, set_name: str) -> tuple[list[tuple[Path, list[str]]], list[str]]:
-    """Recipes (with the cells each fills) whose runs are not finished, and cells without a recipe."""
+def missing_recipes(spec: TableSpec, set_name: str, seeds: int | None = None
+                    ) -> tuple[list[tuple[Path, list[str], list[str]]], list[str]]:
+    """(recipe, the cells it fills, --set lines) of every run not finished — one per seed with
+    ``seeds`` —, and the cells without a recipe."""
+    from eebench.recipe import load_recipe
+    from eebench.seeds import seed_overrides
+
     recipes, no_recipe = table_recipes(spec, set_name)
-    return [(path, cells) for path, cells in recipes.items() if not finished(run_folder(path))], no_recipe
+    todo = []
+    for path, cells in recipes.items():
+        if seeds is None:
+            if not finished(run_folder(path)):
+                todo.append((path, cells, []))
+            continue
+        for extra in seed_overrides(load_recipe(path), path.stem, seeds):
+            if not finished(load_recipe(path, extra).run_dir(path.stem)):
+                todo.append((path, cells, extra))
+    return todo, no_recipe
 
 
 def needed_splits(spec: TableSpec, set_name: str) -> list[tuple[Path, str]]:
-    """(run folder, split) pairs the table reads whose trace is not stored yet."""
+    """(run folder, split) pairs the table reads whose trace is not stored yet (seeded runs too)."""
+    from eebench.report.tables import seed_folders
+
     pairs = []
     for method in spec.methods:
         for column_name, column in spec.columns.items():
             path = spec.recipe_path(set_name, method, column_name)
             if path is None or not path.is_file():
                 continue
-            folder = run_folder(path, column.task)
-            for split in dict.fromkeys([column.split, column.calibrate_split or column.split]):
-                if not (folder / "traces" / f"{split}.npz").is_file() and (folder, split) not in pairs:
-                    pairs.append((folder, split))
+            main = run_folder(path, column.task)
+            for folder in [main, *seed_folders(main)]:
+                for split in dict.fromkeys([column.split, column.calibrate_split or column.split]):
+                    if not (folder / "traces" / f"{split}.npz").is_file() and (folder, split) not in pairs:
+                        pairs.append((folder, split))
     return pairs
 
 
 def run_missing(spec: TableSpec, set_name: str, launcher: str = "local", jobs: int | None = None,
                 config: LauncherConfig | None = None, log_dir: Path = Path("results/logs"),
-                executor=None) -> Outcome:
-    """Run every unfinished cell's recipe as a job, wait for them all (a failed cell does not stop
-    the others), then trace the splits the table reads."""
+                executor=None, seeds: int | None = None) -> Outcome:
+    """Run every unfinished cell's recipe as a job (``seeds``: one job per seed), wait for them all
+    (a failed cell does not stop the others), then trace the splits the table reads."""
     from eebench.errors import UserError
     from eebench.pipeline.evaluate import evaluate
     from eebench.rundir import open_run, owned
 
-    todo, no_recipe = missing_recipes(spec, set_name)
+    todo, no_recipe = missing_recipes(spec, set_name, seeds)
     if no_recipe:
         console.print(f"[dim]{len(no_recipe)} cell(s) have no {set_name} recipe and keep the paper's number[/]")
-    cells = [Cell(path, names) for path, names in todo]
+    cells = [Cell(path, names, overrides=extra) for path, names, extra in todo]
     outcome = Outcome(cells)
     log_dir = Path(log_dir) / spec.id
     if cells:
@@ -72,7 +89,7 @@ def run_missing(spec: TableSpec, set_name: str, launcher: str = "local", jobs: i
     else:
         console.print(f"every {set_name} cell of {spec.id} has a finished run")
     for folder, split in needed_splits(spec, set_name):
-        if not finished(folder.parent.parent if (folder / "multitask.json").is_file() else folder):
+        if not folder.is_dir() or not finished(folder.parent.parent if (folder / "multitask.json").is_file() else folder):
             continue
         console.print(f"tracing {split} of {folder}")
         run = open_run(folder)

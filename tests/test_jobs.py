@@ -118,6 +118,28 @@ def test_local_pool_fills_the_table_from_outside_the_repository(outside):
     assert again.returncode == 0 and "every cpu cell of romebert-glue-dev has a finished run" in again.stderr
 
 
+def test_cells_with_seeds_run_one_job_per_seed_and_show_mean_and_std(outside):
+    import pandas as pd
+
+    work, tmp, env = outside
+    write_recipes(tmp / "recipes", ("sst2",))
+    write_data(tmp / "data", ("sst2",))
+    done = _eebench(["report", "--table", "romebert-glue-dev", "--cpu", "--run-missing", "--jobs", "2",
+                     "--seeds", "2", "--data-root", str(tmp / "data")], env, work)
+    assert done.returncode == 0, done.stdout + done.stderr
+    for method in METHODS:
+        for seed in (42, 43):
+            run = work / "results" / f"cmp_sst2_{method}-seed{seed}"
+            assert json.loads((run / "status.json").read_text())["state"] == "finished"
+            assert json.loads((run / "recipe.json").read_text())["train"]["seed"] == seed
+            assert (work / "results" / "logs" / "romebert-glue-dev" / f"compare__sst2_{method}-seed{seed}.log").is_file()
+    frame = pd.read_csv(work / "results" / "tables" / "romebert-glue-dev_cells.csv")
+    cells = frame[(frame["task"] == "SST-2") & frame["ours"].notna()]
+    assert len(cells) and (cells["n_seeds"] == 2).all() and cells["ours_std"].notna().all()
+    table = (work / "results" / "tables" / "romebert-glue-dev.md").read_text()
+    assert " ± " in table
+
+
 def test_a_failed_cell_is_reported_with_its_log_and_does_not_stop_the_others(outside):
     work, tmp, env = outside
     write_recipes(tmp / "recipes", ("sst2",))

@@ -25,6 +25,7 @@ from eebench.calibrate import choose, exit_predictions, row_setting, sweep
 from eebench.errors import UserError
 from eebench.metrics import METRICS, collapsed
 from eebench.policies import get_policy, setting_label
+from eebench.seeds import SEED_SUFFIX
 from eebench.recipe import _Strict, describe_validation_error, load_recipe
 from eebench.report.paper import ALIASES, reference_numbers
 
@@ -130,8 +131,19 @@ def finished(folder: Path) -> bool:
     return run_status(folder).finished
 
 
-def _find_run(spec: TableSpec, method: str, column: str, sets: tuple[str, ...]):
-    """The first finished run (by set order) that fills this cell: (run, set name) or (None, reason)."""
+def seed_folders(folder: Path) -> list[Path]:
+    """The seeded runs of a recipe (``finetune --seeds``, ``--run-missing --seeds``): ``<run>-seed<S>``
+    beside the run folder (for a multitask task folder, ``<run>-seed<S>/tasks/<task>``)."""
+    if folder.parent.name == "tasks":
+        parent = folder.parent.parent
+        return [p / "tasks" / folder.name for p in sorted(parent.parent.glob(f"{parent.name}-seed*"))
+                if SEED_SUFFIX.search(p.name)]
+    return [p for p in sorted(folder.parent.glob(f"{folder.name}-seed*")) if SEED_SUFFIX.search(p.name)]
+
+
+def _find_runs(spec: TableSpec, method: str, column: str, sets: tuple[str, ...]):
+    """The finished runs (by set order) that fill this cell — the recipe's seeded runs when there are
+    any, else its own run: ([runs], set name) or ([], reason)."""
     from eebench.rundir import open_run
 
     reason = "no recipe"
@@ -140,11 +152,14 @@ def _find_run(spec: TableSpec, method: str, column: str, sets: tuple[str, ...]):
         if path is None or not path.is_file():
             continue
         folder = run_folder(path, spec.columns[column].task)
-        if not finished(folder):
+        done = [f for f in seed_folders(folder) if finished(f.parent.parent if f.parent.name == "tasks" else f)]
+        if not done and finished(folder):
+            done = [folder]
+        if not done:
             reason = "not run"
             continue
-        return open_run(folder), set_name
-    return None, reason
+        return [open_run(f) for f in done], set_name
+    return [], reason
 
 
 class _Measured:
@@ -272,18 +287,21 @@ def measure(spec: TableSpec, sets: tuple[str, ...] = SETS, scores: pd.DataFrame 
                "ours_speedup": np.nan, "set": "", "run": "", "setting": "", "policy": "", "setting_json": "",
                "note": "", "paper_note": str(r.get("note", "") if pd.notna(r.get("note")) else ""), "_order": i}
         if r["task"] in spec.columns and r["method"] in spec.methods:
-            run, found = _find_run(spec, r["method"], r["task"], sets)
-            if run is None:
+            runs, found = _find_runs(spec, r["method"], r["task"], sets)
+            if not runs:
                 row["note"] = found
             else:
                 column = spec.columns[r["task"]]
                 rule = spec.rule(row["row_group"], r["method"], r["task"])
                 base = base_values.get(r["task"])
-                cell = _measure_cell(cache, run, column, r["metric"], rule, row["paper_time_pct"],
-                                     None if base is None else base / scale)
-                row.update(cell, set=found, run=str(run.dir), train_seconds=_train_seconds(run.dir))
+                cells = [_measure_cell(cache, run, column, r["metric"], rule, row["paper_time_pct"],
+                                       None if base is None else base / scale) for run in runs]
+                cell = _pool_seeds(cells)
+                row.update(cell, set=found, run=str(runs[0].dir), train_seconds=_train_seconds(runs[0].dir))
                 if "ours" in cell:
                     row["ours"] = cell["ours"] * scale
+                    if "ours_std" in cell:
+                        row["ours_std"] = cell["ours_std"] * scale
                     if row["row_group"] == spec.base_group:
                         base_values[r["task"]] = row["ours"]
         rows.append(row)
@@ -293,6 +311,22 @@ def measure(spec: TableSpec, sets: tuple[str, ...] = SETS, scores: pd.DataFrame 
     frame = _derive(spec, frame)
     frame["diff"] = frame["ours"] - frame["paper"]
     return frame
+
+
+def _pool_seeds(cells: list[dict]) -> dict:
+    """One cell from the cells of several seeds: mean of the metric and time, ``ours_std`` (sample
+    standard deviation) and ``n_seeds``; the other fields from the first seed."""
+    measured = [c for c in cells if "ours" in c]
+    if len(cells) == 1 or not measured:
+        return cells[0]
+    out = dict(measured[0])
+    for key in ("ours", "ours_time_pct", "ours_speedup"):
+        values = [c[key] for c in measured if key in c]
+        if values:
+            out[key] = float(np.mean(values))
+    out["ours_std"] = float(np.std([c["ours"] for c in measured], ddof=1)) if len(measured) > 1 else 0.0
+    out["n_seeds"] = len(measured)
+    return out
 
 
 def _train_seconds(folder: Path) -> float:
@@ -395,7 +429,9 @@ def display(spec: TableSpec, frame: pd.DataFrame) -> pd.DataFrame:
         for _, r in rows.iterrows():
             label = f"{r['task']} {r['metric']}"
             if pd.notna(r["ours"]):
-                line[label] = f"{r['ours']:.{d}f} ({r['paper']:.{d}f}, {r['diff']:+.{d}f})"
+                spread = (f" ± {r['ours_std']:.{d}f}" if "n_seeds" in r and pd.notna(r.get("n_seeds"))
+                          and r["n_seeds"] > 1 else "")
+                line[label] = f"{r['ours']:.{d}f}{spread} ({r['paper']:.{d}f}, {r['diff']:+.{d}f})"
                 if not has_time and r["policy"] not in ("", "static") and pd.notna(r["ours_time_pct"]):
                     line[label] += f" @ {r['ours_time_pct']:.0f}% time"
             else:
