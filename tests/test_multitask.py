@@ -17,7 +17,8 @@ from eebench.data.tasks import get_task
 from eebench.errors import UserError
 from eebench.metrics import collapse
 from eebench.recipe import TaskConfig, validate_recipe
-from eebench.train.losses import cosine_logits, exit_losses, logits_cosine
+from eebench.model.signals import cosine_logits, logits_cosine
+from eebench.train.losses import exit_losses
 
 CS224N = FIXTURES / "cs224n"
 runner = CliRunner()

@@ -12,8 +12,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from eebench.model.signals import centered_gram, linear_cka
-from eebench.train.losses import cosine_logits
+from eebench.model.signals import centered_gram, cosine_logits, linear_cka
 
 
 class ExitHead(nn.Module):

@@ -21,3 +21,19 @@ def linear_cka(gram_a: torch.Tensor, gram_b: torch.Tensor) -> torch.Tensor:
     hsic = (gram_a * gram_b).sum((1, 2))
     norm = (gram_a * gram_a).sum((1, 2)).sqrt() * (gram_b * gram_b).sum((1, 2)).sqrt()
     return hsic / norm.clamp(min=1e-12)
+
+
+COSINE_SCALE = 10.0
+"""Cosine pair heads (BERTer's cosine embedding loss): logits = (−z/2, z/2), z = COSINE_SCALE·(cos − 0.5),
+so p(duplicate) = σ(z) and the prediction is ``cos > 0.5``; the cosine is recovered exactly from them."""
+
+
+def cosine_logits(cos: torch.Tensor) -> torch.Tensor:
+    """cos Shape: [...] → two-class logits Shape: [..., 2]."""
+    z = COSINE_SCALE * (cos - 0.5)
+    return torch.stack([-z / 2, z / 2], -1)
+
+
+def logits_cosine(logits: torch.Tensor) -> torch.Tensor:
+    """The inverse of ``cosine_logits``: [..., 2] → cos [...]."""
+    return (logits[..., 1] - logits[..., 0]) / COSINE_SCALE + 0.5

@@ -5,21 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-
-COSINE_SCALE = 10.0
-"""Cosine pair heads (BERTer's cosine embedding loss): logits = (−z/2, z/2), z = COSINE_SCALE·(cos − 0.5),
-so p(duplicate) = σ(z) and the prediction is ``cos > 0.5``; the cosine is recovered exactly from them."""
-
-
-def cosine_logits(cos: torch.Tensor) -> torch.Tensor:
-    """cos Shape: [...] → two-class logits Shape: [..., 2]."""
-    z = COSINE_SCALE * (cos - 0.5)
-    return torch.stack([-z / 2, z / 2], -1)
-
-
-def logits_cosine(logits: torch.Tensor) -> torch.Tensor:
-    """The inverse of ``cosine_logits``: [..., 2] → cos [...]."""
-    return (logits[..., 1] - logits[..., 0]) / COSINE_SCALE + 0.5
+from eebench.model.signals import logits_cosine
 
 
 def exit_losses(logits: torch.Tensor, labels: torch.Tensor, regression: bool,
