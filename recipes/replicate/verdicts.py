@@ -1,0 +1,126 @@
+"""Measure each paper claim on the replication runs (recipes/replicate/, three seeds each) and print the
+verdict table of docs/replication.md:
+
+    python recipes/replicate/verdicts.py [--results results]
+
+A claim compares two settings over their seeds with Welch's t-test: "holds" when the difference has
+the claimed sign and p < 0.05, "does not hold" when it is significant the other way (or, for a "not
+above" claim, significantly above), "not separable at this scale" otherwise. Settings whose runs
+are missing are listed as "not measured"."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from scipy.stats import ttest_ind
+
+from eebench.calibrate import sweep
+from eebench.policies import get_policy
+from eebench.report.compare import metric_at_time, time_at_metric
+from eebench.rundir import open_run, run_status
+from eebench.trace import load_trace
+
+
+@dataclass
+class Claim:
+    paper: str
+    text: str
+    a: str  # run name (without the seed suffix) expected higher (or lower, for time%)
+    b: str
+    measure: str  # "early", "last", "at_time:<policy>:<t>", "time_for:<policy>"
+    direction: str = "above"  # above: a > b; below: a < b; not_above: a ≤ b
+    b_policy: str | None = None  # measure b with another policy (CKA vs entropy on one model)
+
+
+CLAIMS = [
+    Claim("RomeBERT", "RomeBERT's early exits are far above DeeBERT's (mean accuracy of exits 1..L-1)",
+          "rep_romebert_sst2_romebert", "rep_romebert_sst2_two_stage", "early"),
+    Claim("RomeBERT", "DeeBERT+SD is not above DeeBERT layer-wise (mean accuracy of exits 1..L-1)",
+          "rep_romebert_sst2_self_distill", "rep_romebert_sst2_two_stage", "early", "not_above"),
+    Claim("RomeBERT", "RomeBERT needs less time% than DeeBERT at matched accuracy (entropy exit; "
+          "time% to reach DeeBERT's last-exit accuracy − 1)", "rep_romebert_sst2_romebert",
+          "rep_romebert_sst2_two_stage", "time_for:entropy", "below"),
+    Claim("RomeBERT", "gradient regularization is above self-distillation only (mean of exits 1..L-1)",
+          "rep_romebert_sst2_romebert", "rep_romebert_sst2_romebert_sd", "early"),
+    Claim("RomeBERT", "gradient regularization is above self-distillation only (last exit)",
+          "rep_romebert_sst2_romebert", "rep_romebert_sst2_romebert_sd", "last"),
+    Claim("MetaBERT", "MetaBERT is above joint training (mean of exits 1..L-1)",
+          "rep_metabert_sst2_metabert", "rep_metabert_sst2_joint", "early"),
+    Claim("MetaBERT", "MetaBERT is above two-stage training (mean of exits 1..L-1)",
+          "rep_metabert_sst2_metabert", "rep_metabert_sst2_two_stage", "early"),
+    Claim("MetaBERT", "MetaBERT is above alternating training (mean of exits 1..L-1)",
+          "rep_metabert_sst2_metabert", "rep_metabert_sst2_alternating", "early"),
+    Claim("CsdBERT", "dropping L_KD costs accuracy (CKA exit, best accuracy at time% ≤ 60)",
+          "rep_csdbert_sst2_csdbert", "rep_csdbert_sst2_csdbert_no_kd", "at_time:cka:60"),
+    Claim("CsdBERT", "dropping L_SCL costs accuracy (CKA exit, best accuracy at time% ≤ 60)",
+          "rep_csdbert_sst2_csdbert", "rep_csdbert_sst2_csdbert_no_scl", "at_time:cka:60"),
+    Claim("CsdBERT", "the CKA exit beats entropy at equal speed-up (same CsdBERT models, time% ≤ 60)",
+          "rep_csdbert_sst2_csdbert", "rep_csdbert_sst2_csdbert", "at_time:cka:60", b_policy="entropy"),
+    Claim("BERTer", "SLF is above joint training (SST-5, mean of exits 1..L-1)",
+          "rep_berter_sst5_slf", "rep_berter_sst5_joint", "early"),
+    Claim("BERTer", "Conc-Before-Embed is above embedding each sentence on its own (Quora, last exit)",
+          "rep_berter_quora_concat", "rep_berter_quora_embed_then_concat", "last"),
+]
+
+
+def seeds(results: Path, name: str) -> list:
+    return [open_run(p) for p in sorted(results.glob(f"{name}-seed*")) if run_status(p).finished]
+
+
+def value(run, measure: str, policy: str | None = None, target: float | None = None) -> float:
+    metric = run.spec.primary_metric
+    rows = run.layerwise("dev")
+    if measure == "early":
+        return float(np.mean([r[metric] for r in rows[:-1]]))
+    if measure == "last":
+        return float(rows[-1][metric])
+    kind, name, *rest = measure.split(":")
+    p = get_policy(policy or name)
+    trace = load_trace(run.trace_path("dev"))
+    table = sweep(trace, run.spec, p, p.fine_grid(trace))
+    if kind == "at_time":
+        return metric_at_time(table, metric, float(rest[0]))
+    return time_at_metric(table, metric, target)
+
+
+def judge(a: list[float], b: list[float], direction: str) -> tuple[str, float]:
+    p = float(ttest_ind(a, b, equal_var=False).pvalue) if np.std(a) + np.std(b) > 0 else (
+        0.0 if np.mean(a) != np.mean(b) else 1.0)
+    diff = np.mean(a) - np.mean(b)
+    significant = p < 0.05
+    if direction == "not_above":
+        return ("does not hold" if significant and diff > 0 else "holds"), p
+    wanted = diff > 0 if direction == "above" else diff < 0
+    if not significant:
+        return "not separable at this scale", p
+    return ("holds" if wanted else "does not hold"), p
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--results", type=Path, default=Path("results"))
+    args = parser.parse_args()
+    print("| paper | claim | A (mean ± std) | B (mean ± std) | seeds | p (Welch) | verdict |")
+    print("|---|---|---|---|---|---|---|")
+    for c in CLAIMS:
+        runs_a, runs_b = seeds(args.results, c.a), seeds(args.results, c.b)
+        if len(runs_a) < 2 or len(runs_b) < 2:
+            print(f"| {c.paper} | {c.text} | {c.a}: {len(runs_a)} run(s) | {c.b}: {len(runs_b)} run(s) | | | "
+                  f"not measured |")
+            continue
+        target = None
+        if c.measure.startswith("time_for"):
+            target = float(np.mean([value(r, "last") for r in runs_b])) - 1.0
+        a = [value(r, c.measure, target=target) for r in runs_a]
+        b = [value(r, c.measure, c.b_policy, target) for r in runs_b]
+        verdict, p = judge(a, b, c.direction)
+        label_b = f"{c.b} ({c.b_policy})" if c.b_policy else c.b
+        print(f"| {c.paper} | {c.text} | {c.a}: {np.mean(a):.1f} ± {np.std(a, ddof=1):.1f} | {label_b}: "
+              f"{np.mean(b):.1f} ± {np.std(b, ddof=1):.1f} | {len(a)}/{len(b)} | {p:.3f} | {verdict} |")
+
+
+if __name__ == "__main__":
+    main()
