@@ -220,6 +220,13 @@ def _early_exits(model) -> list[torch.nn.Parameter]:
     return [p for head in model.heads[:-1] for p in head.parameters()]
 
 
+# What each selection trains of the exit heads: train.lte's term joins stages training all of them
+# or the early ones (eebench.train.strategies.with_lte).
+_all_params.exit_heads = "all"
+_early_exits.exit_heads = "early"
+_final_exit_and_backbone.exit_heads = "final"
+
+
 # ------------------------------------------------------------------------ losses
 def final_exit_loss(out, labels, ctx):
     loss = exit_losses(out.logits[:, -1:], labels, ctx.regression, ctx.pair_loss).sum()
@@ -477,42 +484,55 @@ def metabert(train, args: MetaBertArgs, n_layers: int | None = None) -> list[Sta
     ]
 
 
-STRATEGIES: dict[str, tuple[type[_Args], Callable[..., list[Stage]]]] = {
-    "two_stage": (TwoStageArgs, two_stage),
-    "joint": (JointArgs, joint),
-    "alternating": (AlternatingArgs, alternating),
-    "self_distill": (SelfDistillArgs, self_distill),
-    "romebert": (RomeBertArgs, romebert),
-    "lte": (LteArgs, lte),
-    "csdbert": (CsdBertArgs, csdbert),
-    "slf": (SlfArgs, slf),
-    "smart_alternating": (SmartAlternatingArgs, smart_alternating),
-    "metabert": (MetaBertArgs, metabert),
-    "finetune": (NoArgs, finetune),
-    "head_only": (NoArgs, head_only),
+@dataclass(frozen=True)
+class Strategy:
+    """A training strategy as a record: its arguments, its stages and the traits the pipeline asks
+    about (nothing checks a strategy by name)."""
+
+    args: type[_Args]
+    build: Callable[..., list[Stage]]
+    lte_head: bool = False
+    """The model needs a learned-to-exit head (besides any strategy with train.lte)."""
+    dev_metrics: Callable[[Any], bool] = lambda args: False
+    """(validated args) → whether it chooses each epoch's objective from dev metrics."""
+
+
+STRATEGIES: dict[str, Strategy] = {
+    "two_stage": Strategy(TwoStageArgs, two_stage),
+    "joint": Strategy(JointArgs, joint),
+    "alternating": Strategy(AlternatingArgs, alternating),
+    "self_distill": Strategy(SelfDistillArgs, self_distill),
+    "romebert": Strategy(RomeBertArgs, romebert),
+    "lte": Strategy(LteArgs, lte, lte_head=True),
+    "csdbert": Strategy(CsdBertArgs, csdbert),
+    "slf": Strategy(SlfArgs, slf, dev_metrics=lambda args: args.refine == "smart_alternating"),
+    "smart_alternating": Strategy(SmartAlternatingArgs, smart_alternating, dev_metrics=lambda args: True),
+    "metabert": Strategy(MetaBertArgs, metabert),
+    "finetune": Strategy(NoArgs, finetune),
+    "head_only": Strategy(NoArgs, head_only),
 }
-NEEDS_LTE_HEAD = {"lte"}
 
 
 def needs_dev_metrics(train) -> bool:
     """Strategies that choose each epoch's objective from dev metrics (Smart Alternating)."""
-    return train.strategy == "smart_alternating" or (
-        train.strategy == "slf" and train.args.get("refine") == "smart_alternating")
+    strategy = STRATEGIES[train.strategy]
+    return strategy.dev_metrics(strategy.args.model_validate(train.args))
 
 
 def with_lte(stages: list[Stage]) -> list[Stage]:
     """train.lte: the LTE loss J_i joins every stage that trains all exit heads or the early ones
     (L_i + J_i, BERTer), and that stage trains the LTE head too; stages with their own gradient rule
     (RomeBERT's GR, MAML's meta phase) and final-exit-only stages are left as they are."""
-    out = []
+    out, joined = [], 0
     for stage in stages:
-        if stage.gradient is None and stage.parts is None and stage.trains in (_all_params, _early_exits):
+        if stage.gradient is None and stage.parts is None and getattr(stage.trains, "exit_heads", "") in ("all", "early"):
             def trains(model, select=stage.trains):
                 return select(model) + list(model.lte.parameters())
 
             stage = replace(stage, name=f"{stage.name}+lte", trains=trains, loss=plus_lte(stage.loss))
+            joined += 1
         out.append(stage)
-    if all(not s.name.endswith("+lte") for s in out):
+    if not joined:
         raise ValueError("train.lte: no stage of this strategy trains the exit heads with a loss the "
                          "LTE term can join; use strategy \"lte\" or another strategy")
     return out
@@ -521,7 +541,7 @@ def with_lte(stages: list[Stage]) -> list[Stage]:
 def validate_strategy(name: str, args: dict[str, Any]) -> _Args:
     if name not in STRATEGIES:
         raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
-    model, _ = STRATEGIES[name]
+    model = STRATEGIES[name].args
     try:
         return model.model_validate(args)
     except ValidationError as err:
@@ -535,13 +555,13 @@ def validate_strategy(name: str, args: dict[str, Any]) -> _Args:
 
 def build_stages(train, task: str = "", n_layers: int | None = None) -> list[Stage]:
     """The stages of ``train.strategy`` with its validated arguments (and the LTE term when train.lte)."""
-    args_model, build = STRATEGIES[train.strategy]
-    args = args_model.model_validate(train.args)
-    if "task" in args_model.model_fields and not args.task:
+    strategy = STRATEGIES[train.strategy]
+    args = strategy.args.model_validate(train.args)
+    if "task" in strategy.args.model_fields and not args.task:
         args = args.model_copy(update={"task": task})
-    stages = build(train, args, n_layers)
-    return with_lte(stages) if getattr(train, "lte", False) and train.strategy != "lte" else stages
+    stages = strategy.build(train, args, n_layers)
+    return with_lte(stages) if getattr(train, "lte", False) and not strategy.lte_head else stages
 
 
 def needs_lte_head(train) -> bool:
-    return train.strategy in NEEDS_LTE_HEAD or bool(getattr(train, "lte", False))
+    return STRATEGIES[train.strategy].lte_head or bool(getattr(train, "lte", False))
