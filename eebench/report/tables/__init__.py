@@ -1,0 +1,49 @@
+"""Paper tables as declarative specs over one tidy results frame, split by job:
+
+* ``spec``: the table spec (pydantic, validated at load) and where a recipe's runs are;
+* ``measure``: the tidy frame, one row per paper number with ours beside it (structured flags);
+* ``display``: the printed table, its caption, the paper's inconsistencies;
+* ``figures`` and ``submissions``: figures across methods, GLUE files of unlabelled test cells.
+
+``render`` writes them all. Everything is read from stored traces; no model runs here."""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+
+import pandas as pd
+
+from eebench.report.tables.display import caption, clock, display, mismatches
+from eebench.report.tables.figures import table_figures
+from eebench.report.tables.measure import (FLAGS, _merge_scores, derived_value, has_flag, measure, read_scores)
+from eebench.report.tables.spec import (SETS, Column, Derived, Rule, TableSpec, finished, load_spec, run_folder,
+                                        seed_folders, spec_ids)
+from eebench.report.tables.submissions import write_submissions
+
+measure_module = importlib.import_module("eebench.report.tables.measure")
+"""The measuring module itself (the name ``measure`` is its function): where reference numbers are read."""
+
+
+def render(table_id: str, out_dir: Path, sets: tuple[str, ...] = SETS,
+           scores: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame, list[Path]]:
+    """Write ``<id>.md/.tex/.csv`` (the printed table), ``<id>_cells.csv`` (the tidy frame), figures
+    across methods, and GLUE submission files for unlabelled test cells."""
+    from eebench.io import atomic_write
+    from eebench.report.render import write_table
+
+    spec = load_spec(table_id)
+    frame = measure(spec, sets, read_scores(scores) if scores else None)
+    shown = display(spec, frame)
+    stem = Path(out_dir) / spec.id
+    paths = write_table(shown, stem, caption(spec, frame), digits=spec.digits)
+    paths.append(atomic_write(stem.with_name(spec.id + "_cells.csv"),
+                              lambda p: frame.to_csv(p, index=False, float_format="%.4g")))
+    paths += write_submissions(spec, frame, out_dir)
+    paths += table_figures(spec, frame, out_dir)
+    return frame, shown, paths
+
+
+__all__ = ["FLAGS", "SETS", "Column", "Derived", "Rule", "TableSpec", "_merge_scores", "caption", "clock",
+           "derived_value", "display", "finished", "has_flag", "load_spec", "measure", "mismatches", "read_scores",
+           "render", "run_folder", "seed_folders", "spec_ids", "table_figures", "write_submissions"]
