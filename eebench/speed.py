@@ -92,13 +92,16 @@ def length_batches(data, n: int, size: int) -> list[tuple[np.ndarray, dict]]:
 def summary(expected: np.ndarray, n_layers: int, t_engine: np.ndarray, t_full: np.ndarray,
             got: np.ndarray, tb_engine: float, tb_full: float, got_b: np.ndarray, batch_size: int) -> dict:
     """The record `eebench speed` writes: ideal and measured speed-ups side by side."""
-    ideal = n_layers / expected.mean()
-    measured = t_full.sum() / t_engine.sum()
+    from eebench.timing import measured as measured_timing, time_and_speedup
+
+    ideal_timing = time_and_speedup(float(expected.mean()), n_layers)
+    ideal = ideal_timing["speedup"]
+    measured = measured_timing(float(t_engine.sum()), float(t_full.sum()))["speedup"]
     ms = lambda x, q: round(1000 * float(np.percentile(x, q)), 3)  # noqa: E731
     return {
         "examples": len(expected),
         "mean_exit_layer": float(expected.mean()),
-        "time_pct": float(100 * expected.mean() / n_layers),
+        "time_pct": float(ideal_timing["time_pct"]),
         "ideal_speedup": float(ideal),
         "batch_1": {
             "protocol": "stream",
@@ -112,7 +115,8 @@ def summary(expected: np.ndarray, n_layers: int, t_engine: np.ndarray, t_full: n
         },
         f"batch_{batch_size}": {
             "engine_s": round(tb_engine, 4), "full_s": round(tb_full, 4),
-            "measured_speedup": float(tb_full / tb_engine), "of_ideal": float(tb_full / tb_engine / ideal),
+            "measured_speedup": measured_timing(tb_engine, tb_full)["speedup"],
+            "of_ideal": measured_timing(tb_engine, tb_full)["speedup"] / ideal,
             "agreement": float((got_b == expected).mean()),
         },
         "threads": torch.get_num_threads(),

@@ -109,6 +109,20 @@ def test_hub_drops_snli_pairs_without_gold_label_and_maps_label_names(monkeypatc
     assert scitail.labels.tolist() == [1, 0]
 
 
+def test_hub_without_a_config_is_a_one_line_missing_data_error(monkeypatch):
+    import datasets
+
+    from eebench.data.load import load_from_hub
+    from eebench.errors import MissingData
+
+    def offline(*args, **kwargs):
+        raise ConnectionError("Couldn't reach 'stanfordnlp/snli' on the Hub (LocalEntryNotFoundError)")
+
+    monkeypatch.setattr(datasets, "load_dataset", offline)
+    with pytest.raises(MissingData, match=r"could not load stanfordnlp/snli split 'train' from the hub"):
+        load_from_hub(get_task("elue_snli"), "train")
+
+
 def test_every_task_names_a_format_and_its_files():
     for spec in TASKS.values():
         if spec.name == "synthetic":

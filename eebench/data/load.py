@@ -107,7 +107,7 @@ def load_from_hub(spec: TaskSpec, split: str) -> Examples:
     except Exception as err:  # network, auth and cache errors all mean: no hub copy here
         reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
         raise MissingData(
-            f"task {spec.name}: could not load {'/'.join(spec.hub)} split {hub_split!r} from the hub "
+            f"task {spec.name}: could not load {'/'.join(x for x in spec.hub if x)} split {hub_split!r} from the hub "
             f"({reason}); set a data root (--data-root DIR or EEBENCH_DATA, with DIR/{spec.folder}/) or "
             f"task.data_dir (or --data-dir) to a folder of the task's files") from None
     a, b = spec.hub_fields
