@@ -119,7 +119,7 @@ def finetune(
     jobs = [(recipe, set_) for recipe in recipes]
     if seeds is not None:
         from eebench.paths import resolve_recipe
-        from eebench.recipe import load_recipe
+        from eebench.recipe_io import load_recipe
         from eebench.seeds import seed_overrides
 
         jobs = [(recipe, [*set_, *extra]) for recipe in recipes

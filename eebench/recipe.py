@@ -1,18 +1,18 @@
-"""Recipes: TOML files validated by pydantic models with ``extra="forbid"``.
+"""The recipe schema: pydantic models with ``extra="forbid"``, importing nothing from eebench.
 
-A recipe lists only what differs from the defaults below. ``--set section.key=value`` overrides
-are applied to the parsed TOML before validation, so they are checked exactly like the file.
+A recipe lists only what differs from the defaults below. Loading (TOML, ``--set`` overrides) and
+the checks against eebench's registries (strategies, policies, tasks) live beside the loader in
+eebench.recipe_io; the ``--set`` syntax, the one-line error wording and the TOML writer in
+eebench.recipe_text.
 """
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from eebench.errors import UserError
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
@@ -114,15 +114,6 @@ class TrainConfig(_Strict):
     """Add a learned-to-exit head to any strategy and train it jointly (L_i + J_i, BERTer) in every
     stage that trains all exit heads or the early ones (docs/methods.md); strategy "lte" has it built in."""
 
-    @model_validator(mode="after")
-    def _check_strategy(self) -> "TrainConfig":
-        from eebench.train.strategies import build_stages, validate_strategy
-
-        validate_strategy(self.strategy, self.args)
-        if self.lte:
-            build_stages(self, n_layers=2)  # raises when no stage can take the LTE term
-        return self
-
 
 class TaskEntry(TaskConfig):
     """One task of a multitask recipe ([[tasks]]): a task plus what it may set differently from
@@ -152,10 +143,6 @@ class ExitConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> "ExitConfig":
-        from eebench.policies import POLICIES
-
-        if self.policy is not None and self.policy not in POLICIES:
-            raise ValueError(f"unknown exit policy {self.policy!r}; choose one of {sorted(POLICIES)}")
         if self.target_time_pct is not None and self.max_drop is not None:
             raise ValueError("set at most one of target_time_pct and max_drop")
         return self
@@ -188,25 +175,6 @@ class Recipe(_Strict):
     output: OutputConfig = Field(default_factory=OutputConfig)
 
     @model_validator(mode="after")
-    def _check_policy(self) -> "Recipe":
-        """A policy that serves the task's type (entropy on a single regression output exits at once)."""
-        if self.tasks:
-            return self
-        from eebench.data.tasks import ALIASES, TASKS, get_task
-        from eebench.policies import default_policy, get_policy
-
-        if ALIASES.get(self.task.name.lower(), self.task.name.lower()) not in TASKS:
-            return self  # the loader names the unknown task
-        regression = get_task(self.task.name).is_regression
-        if self.exit.policy is None:
-            self.exit.policy = default_policy(regression)
-        try:
-            get_policy(self.exit.policy).check_task(regression, f"exit.policy (task {self.task.name}): ")
-        except UserError as err:
-            raise ValueError(str(err)) from None
-        return self
-
-    @model_validator(mode="after")
     def _check_tasks(self) -> "Recipe":
         if not self.tasks:
             return self
@@ -215,42 +183,23 @@ class Recipe(_Strict):
         names = [t.name for t in self.tasks]
         if len(set(names)) != len(names):
             raise ValueError(f"a task appears twice in [[tasks]] ({', '.join(names)}); list each once")
-        from eebench.policies import POLICIES
-        from eebench.train.strategies import validate_strategy
-
-        for i, t in enumerate(self.tasks):
-            if t.strategy is not None or t.args is not None:
-                try:
-                    validate_strategy(t.strategy or self.train.strategy, t.args if t.args is not None else {})
-                except ValueError as err:
-                    raise ValueError(f"tasks.{i} ({t.name}): {err}") from None
-            if t.policy is not None and t.policy not in POLICIES:
-                raise ValueError(f"tasks.{i} ({t.name}): unknown exit policy {t.policy!r}; "
-                                 f"choose one of {sorted(POLICIES)}")
-            if t.policy is not None:
-                from eebench.data.tasks import get_task
-
-                try:
-                    POLICIES[t.policy].check_task(get_task(t.name).is_regression, f"tasks.{i} ({t.name}): ")
-                except UserError as err:
-                    raise ValueError(str(err)) from None
         return self
 
     @property
     def is_multitask(self) -> bool:
         return bool(self.tasks)
 
-    def task_recipe(self, name: str) -> "Recipe":
-        """The single-task recipe of one task of a multitask recipe: what its sub-run records."""
+    def task_recipe(self, name: str, regression: bool = False) -> "Recipe":
+        """The single-task recipe of one task of a multitask recipe: what its sub-run records
+        (eebench.recipe_io.task_recipe fills ``regression`` from the task registry)."""
         entry = next(t for t in self.tasks if t.name == name)
-        from eebench.data.tasks import get_task
 
         train = self.train.model_copy(update={
             "strategy": entry.strategy or self.train.strategy,
             "args": entry.args if entry.args is not None
             else (self.train.args if entry.strategy in (None, self.train.strategy) else {}),
             "smart": entry.smart or self.train.smart})
-        policy = entry.policy or ("lte" if get_task(name).is_regression else self.exit.policy or "entropy")
+        policy = entry.policy or ("lte" if regression else self.exit.policy or "entropy")
         task = TaskConfig(**entry.model_dump(include=set(TaskConfig.model_fields)))
         return self.model_copy(update={"task": task, "tasks": [], "train": train,
                                        "exit": self.exit.model_copy(update={"policy": policy, "grid": None}
@@ -258,110 +207,3 @@ class Recipe(_Strict):
 
     def run_dir(self, default_name: str) -> Path:
         return Path(self.output.root) / (self.output.run_name or default_name)
-
-
-def toml_value(v: Any) -> str:
-    """A Python value as inline TOML (the recipe generators under recipes/ write with it)."""
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, str):
-        return f'"{v}"'
-    if isinstance(v, dict):
-        return "{ " + ", ".join(f"{k} = {toml_value(x)}" for k, x in v.items()) + " }"
-    if isinstance(v, list):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    return repr(v)
-
-
-def parse_override(text: str) -> tuple[list[str], Any]:
-    """``"train.lr=3e-5"`` → (["train", "lr"], 3e-05); values are TOML, bare words are strings."""
-    if "=" not in text:
-        raise UserError(f"--set {text!r}: expected section.key=value, e.g. --set train.lr=3e-5")
-    key, raw = text.split("=", 1)
-    path = [part.strip() for part in key.split(".")]
-    if not all(path):
-        raise UserError(f"--set {text!r}: empty key part; expected section.key=value")
-    try:
-        value = tomllib.loads(f"v = {raw}")["v"]
-    except tomllib.TOMLDecodeError:
-        value = raw.strip()  # a bare word: a string, without the spaces around "="
-    return path, value
-
-
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    for text in overrides:
-        path, value = parse_override(text)
-        node = data
-        for part in path[:-1]:
-            child = node.setdefault(part, {})
-            if not isinstance(child, dict):
-                raise UserError(f"--set {text!r}: {part!r} is a value, not a section")
-            node = child
-        node[path[-1]] = value
-    return data
-
-
-def load_recipe(path: str | Path, overrides: list[str] | None = None) -> Recipe:
-    path = Path(path)
-    if path.is_dir():
-        raise UserError(f"recipe {path} is a folder, not a recipe file; give one of its .toml files "
-                        f"(e.g. {path / 'quickstart.toml'}) or list them with `eebench recipes`")
-    if not path.is_file():
-        raise UserError(f"recipe {path} not found; list the shipped recipes with `eebench recipes` "
-                        f"(e.g. recipes/quickstart.toml)")
-    raw = path.read_bytes()
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        line = raw[:err.start].count(b"\n") + 1
-        raise UserError(f"recipe {path} is not a UTF-8 text file (byte {err.start}, line {line}); "
-                        f"a recipe is a TOML file such as recipes/quickstart.toml") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as err:
-        raise UserError(f"{path}: not valid TOML ({err}); fix the syntax at that line") from None
-    if not data:
-        raise UserError(f"recipe {path} is empty; a recipe names at least its task and model (see "
-                        f"recipes/quickstart.toml and docs/recipes.md)")
-    data = apply_overrides(data, overrides or [])
-    return validate_recipe(data, source=str(path), overrides=overrides)
-
-
-def validate_recipe(data: dict[str, Any], source: str = "<recipe>", overrides: list[str] | None = None) -> Recipe:
-    try:
-        return Recipe.model_validate(data)
-    except ValidationError as err:
-        raise UserError(describe_validation_error(err, source, overrides)) from None
-
-
-def describe_validation_error(err: ValidationError, source: str, overrides: list[str] | None = None) -> str:
-    """One line: file (or the --set that caused it), dotted key, what is wrong and how to fix it."""
-    first = err.errors()[0]
-    key = ".".join(str(p) for p in first["loc"])
-    for text in overrides or []:
-        path = ".".join(parse_override(text)[0])
-        if key == path or key.startswith(path + "."):
-            source = f"--set {text} (on {source})"
-    kind, msg = first["type"], first["msg"]
-    if kind == "extra_forbidden":
-        section = _section_model(first["loc"][:-1])
-        allowed = ", ".join(section.model_fields) if section else "see docs/recipes.md"
-        text = f"{source}: unknown key {key!r}; allowed keys here: {allowed}"
-    else:
-        msg = msg.removeprefix("Value error, ")
-        text = f"{source}: {key}: {msg}" if key else f"{source}: {msg}"
-        if "input" in first and kind != "value_error":
-            text += f" (got {first['input']!r})"
-    more = len(err.errors()) - 1
-    return text + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
-
-
-def _section_model(loc: tuple) -> type[BaseModel] | None:
-    model: type[BaseModel] = Recipe
-    for part in loc:
-        field = model.model_fields.get(str(part))
-        ann = field.annotation if field else None
-        if not (isinstance(ann, type) and issubclass(ann, BaseModel)):
-            return None
-        model = ann
-    return model

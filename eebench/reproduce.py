@@ -29,7 +29,7 @@ def missing_recipes(spec: TableSpec, set_name: str, seeds: int | None = None
                     ) -> tuple[list[tuple[Path, list[str], list[str]]], list[str]]:
     """(recipe, the cells it fills, --set lines) of every run not finished — one per seed with
     ``seeds`` —, and the cells without a recipe."""
-    from eebench.recipe import load_recipe
+    from eebench.recipe_io import load_recipe
     from eebench.seeds import seed_overrides
 
     recipes, no_recipe = table_recipes(spec, set_name)

@@ -36,7 +36,8 @@ from pydantic import BaseModel, ConfigDict, RootModel, ValidationError, model_va
 from eebench.data.tasks import TaskSpec, get_task
 from eebench.errors import Busy, UserError
 from eebench.io import read_json, write_json
-from eebench.recipe import Recipe, validate_recipe
+from eebench.recipe import Recipe
+from eebench.recipe_io import validate_recipe
 
 MULTITASK_MARKER = "multitask.json"
 

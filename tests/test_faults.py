@@ -130,7 +130,7 @@ def test_bad_recipe_bytes_folder_and_empty(tmp_path):
 def test_set_errors_name_the_set_and_bare_words_are_stripped(tmp_path):
     result = _invoke("finetune", QUICKSTART, "--set", "train.epochs=three")
     one_line_error(result, "--set train.epochs=three", "train.epochs")
-    from eebench.recipe import load_recipe
+    from eebench.recipe_io import load_recipe
 
     recipe = load_recipe(QUICKSTART, ["output.run_name = spaced"])
     assert recipe.output.run_name == "spaced"

@@ -16,7 +16,8 @@ from eebench.data.load import load_split
 from eebench.data.tasks import get_task
 from eebench.errors import UserError
 from eebench.metrics import collapse
-from eebench.recipe import TaskConfig, validate_recipe
+from eebench.recipe import TaskConfig
+from eebench.recipe_io import validate_recipe
 from eebench.model.signals import cosine_logits, logits_cosine
 from eebench.train.losses import exit_losses
 

@@ -4,7 +4,8 @@ import pytest
 
 from eebench.data.tasks import get_task
 from eebench.errors import UserError
-from eebench.recipe import apply_overrides, load_recipe, parse_override
+from eebench.recipe_io import load_recipe, task_recipe
+from eebench.recipe_text import apply_overrides, parse_override
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted((ROOT / "recipes").rglob("*.toml"))  # every shipped set, recursively
@@ -23,7 +24,7 @@ def test_every_shipped_recipe_validates(path):
     from eebench.train.strategies import STRATEGIES
 
     recipe = load_recipe(path)
-    for one in [recipe.task_recipe(t.name) for t in recipe.tasks] or [recipe]:
+    for one in [task_recipe(recipe, t.name) for t in recipe.tasks] or [recipe]:
         assert one.train.strategy in STRATEGIES
         assert one.exit.policy in POLICIES
         assert POLICIES[one.exit.policy].serves(get_task(one.task.name).is_regression)
@@ -34,7 +35,7 @@ def test_regression_task_refuses_entropy_and_defaults_to_patience(tmp_path):
     with pytest.raises(UserError) as err:
         load_recipe(path)
     msg = str(err.value)
-    assert msg.startswith(f"{path}: exit.policy (task stsb): exit policy 'entropy' does not apply to regression tasks")
+    assert msg.startswith(f"{path}: exit.policy: task stsb: exit policy 'entropy' does not apply to regression tasks")
     assert msg.endswith("use one of: lte, patience, cka, static") and "\n" not in msg
     assert load_recipe(_write(tmp_path, '[task]\nname = "stsb"\n')).exit.policy == "patience"
     assert load_recipe(_write(tmp_path, '[task]\nname = "sst2"\n')).exit.policy == "entropy"

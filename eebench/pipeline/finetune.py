@@ -20,7 +20,8 @@ from eebench.paths import resolve_recipe
 from eebench.pipeline.evaluate import calibrate, encode_split, ensure_trace, evaluate, stamp_weights, warn_collapse
 from eebench.pipeline.setup import (accelerator_for, build_dir, check_run_dir, check_splits, check_task_setup,
                                     describe, maybe_dev, prepare_run_dir, splits_after_training, track)
-from eebench.recipe import Recipe, load_recipe
+from eebench.recipe import Recipe
+from eebench.recipe_io import load_recipe, task_recipe
 from eebench.trace import compute_logits
 from eebench.rundir import (MULTITASK_MARKER, Run, Status, owned, read_recipe, run_status, staging_dir, swap_in,
                             training_unfinished)
@@ -83,7 +84,7 @@ def _finetune(run: Run, recipe_path, accelerator, par, overwrite: bool, resume: 
         return run
     # Everything that can fail on bad input (data, tokenizer, model) happens before the run folder
     # is touched, so a mistake never leaves a half-made run behind.
-    subs = ({t.name: Run(run.dir / "tasks" / t.name, recipe.task_recipe(t.name), t.name) for t in recipe.tasks}
+    subs = ({t.name: Run(run.dir / "tasks" / t.name, task_recipe(recipe, t.name), t.name) for t in recipe.tasks}
             if recipe.is_multitask else {recipe.task.name: run})
     for sub in subs.values():
         check_splits(sub)  # every split evaluated after training: bad files stop the run now

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from eebench.recipe import toml_value
+from eebench.recipe_text import toml_value
 
 HERE = Path(__file__).parent
 

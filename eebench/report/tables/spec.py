@@ -13,7 +13,9 @@ from typing import Literal
 from pydantic import Field, ValidationError
 
 from eebench.errors import UserError
-from eebench.recipe import _Strict, describe_validation_error, load_recipe
+from eebench.recipe import _Strict
+from eebench.recipe_io import load_recipe
+from eebench.recipe_text import describe_validation_error
 from eebench.report.paper import ALIASES
 from eebench.seeds import SEED_SUFFIX
 
