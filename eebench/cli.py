@@ -163,7 +163,8 @@ def evaluate(
     write layer-wise metrics, the threshold sweep, and every saved calibration applied to the split."""
     from eebench.paths import set_data_root
     from eebench.pipeline.evaluate import evaluate as run_evaluate
-    from eebench.rundir import open_run, owned
+    from eebench.rundir import open_run
+    from eebench.ownership import owned
 
     set_data_root(data_root)
     if as_ and not data_dir:
@@ -197,7 +198,7 @@ def calibrate(
         raise UserError("give only one of --target-time-pct and --max-drop")
     if target_time_pct is not None and not 0 < target_time_pct <= 100:
         raise UserError(f"--target-time-pct {target_time_pct:g}: must be in (0, 100]")
-    from eebench.rundir import owned
+    from eebench.ownership import owned
 
     r = open_run(run, data_dir)
     if target_time_pct is None and max_drop is None:
@@ -227,7 +228,7 @@ def speed(
     for name, value, least in (("--batch-size", batch_size, 2), ("--limit", limit, 1), ("--rounds", rounds, 1)):
         if value is not None and value < least:
             raise UserError(f"{name} {value}: must be at least {least}")
-    from eebench.rundir import owned
+    from eebench.ownership import owned
 
     r = open_run(run, data_dir)
     with owned(r.owner_dir, what="speed"):
@@ -290,7 +291,7 @@ def report(
     set_data_root(data_root)
     specs = [load_spec(t) for t in table]  # every id checked before anything runs
     failed = 0
-    from eebench.rundir import owned
+    from eebench.ownership import owned
 
     for folder in run:
         r = open_run(folder)

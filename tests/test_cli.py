@@ -280,7 +280,7 @@ def test_seeds_train_one_run_per_seed_and_compare_pools_them(tmp_path):
 
 
 def test_a_second_writer_of_a_run_gets_one_line_and_changes_nothing(tmp_path):
-    from eebench.rundir import owned as run_lock
+    from eebench.ownership import owned as run_lock
 
     with run_lock(tmp_path / "qs"):  # as a finetune still training in another process holds it
         result = _invoke("finetune", QUICKSTART, *_sets(quickstart_overrides(tmp_path)))

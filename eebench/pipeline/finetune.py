@@ -2,7 +2,7 @@
 
 Under ``accelerate launch`` / ``torchrun`` every process runs this: they train data-parallel
 (eebench.train.loop), and only the main process writes files, prints and evaluates. The run folder
-is owned (eebench.rundir.owned) for the whole finetune; an --overwrite builds the new run beside the
+is owned (eebench.ownership.owned) for the whole finetune; an --overwrite builds the new run beside the
 old one and swaps it in only when it finished."""
 
 from __future__ import annotations
@@ -23,8 +23,8 @@ from eebench.pipeline.setup import (accelerator_for, build_dir, check_run_dir, c
 from eebench.recipe import Recipe
 from eebench.recipe_io import load_recipe, task_recipe
 from eebench.trace import compute_logits
-from eebench.rundir import (MULTITASK_MARKER, Run, Status, owned, read_recipe, run_status, staging_dir, swap_in,
-                            training_unfinished)
+from eebench.ownership import owned, staging_dir, swap_in
+from eebench.rundir import MULTITASK_MARKER, Run, Status, read_recipe, run_status, training_unfinished
 
 
 def finetune(recipe_path: str | Path, overrides: list[str], data_dir: str | None = None,
