@@ -46,7 +46,8 @@ class _Accelerator:
 
 def step_fn(model, stage, data: Encoded, smart=None):
     """One optimizer step of ``stage`` through the training loop's own step (eebench.train.loop)."""
-    from eebench.train.loop import TaskJob, _step
+    from eebench.train.loop import TaskJob
+    from eebench.train.step import _step
 
     for p in model.parameters():
         p.requires_grad_(False)

@@ -10,7 +10,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from eebench.recipe import SmartConfig, TrainConfig
-from eebench.train.loop import BatchPlan, TaskJob, _step, global_batch_size
+from eebench.train.checkpoint import BatchPlan
+from eebench.train.loop import TaskJob, global_batch_size
+from eebench.train.step import _step
 from eebench.train.parallel import Parallel
 from eebench.train.strategies import StepContext, build_stages
 

@@ -101,7 +101,7 @@ def check_run_dir(run: Run, recipe_path, overwrite: bool, resume: bool) -> bool 
             return None
         raise UserError(f"{run.dir} already holds a run; pass --overwrite to replace it, or pick "
                         f"another name with --set output.run_name=NAME")
-    from eebench.train.loop import checkpoint_position
+    from eebench.train.checkpoint import checkpoint_position
 
     where = checkpoint_position(run.dir)
     at = (f"last checkpoint: stage {where.stage + 1}, epoch {where.epoch}, step {where.step}" if where

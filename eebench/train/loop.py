@@ -12,17 +12,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
-import signal
 import time
-from collections import defaultdict
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-import numpy as np
 import torch
-from torch.utils.data import BatchSampler, RandomSampler
 from transformers import get_linear_schedule_with_warmup
 
 from eebench.console import console, progress
@@ -30,15 +25,16 @@ from eebench.data.encode import Encoded
 from eebench.errors import UserError
 from eebench.recipe import SmartConfig, TrainConfig
 from eebench.train.parallel import Parallel
-from eebench.train.smart import smart_regularizer
 from eebench.train.strategies import Stage, StepContext
 
+from eebench.train.checkpoint import BatchPlan, TrainState, _fault, _save_checkpoint, checkpoint_dir
+from eebench.train.step import _step
+
+
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
+
+
 HEAD_PREFIXES = ("heads.", "lte.")
-CHECKPOINT = "checkpoint"
-FAULT_ENV = "EEBENCH_FAULT_AFTER_STEP"
-"""Testing hook: the main process kills itself (SIGKILL) after this many optimizer steps of the run,
-as a preempted machine would; the tests use it to check that a killed run resumes exactly."""
 
 
 def param_groups(model, params: list[torch.nn.Parameter], weight_decay: float,
@@ -90,117 +86,6 @@ def global_batch_size(cfg: TrainConfig, processes: int) -> int:
     return cfg.batch_size
 
 
-# ------------------------------------------------------------------------------------ position
-@dataclass
-class Position:
-    """Where training stands: the next thing to do is batch ``batch`` of job ``job`` in epoch
-    ``epoch`` of stage ``stage``. Saved with every checkpoint."""
-
-    stage: int = 0
-    epoch: int = 1
-    job: int = 0
-    batch: int = 0
-    step: int = 0  # optimizer steps done in this stage
-    total_steps: int = 0  # optimizer steps done in the run
-    running: float = 0.0  # this epoch's summed step losses so far
-    seen: int = 0  # this epoch's steps so far
-    log_bytes: int = 0  # size of train_log.jsonl at this point
-
-    @property
-    def mid_stage(self) -> bool:
-        return (self.epoch, self.job, self.batch) != (1, 0, 0)
-
-
-class TrainState:
-    """Everything a resumed run needs beyond the RNG states accelerate keeps: the model, the current
-    stage's optimizer and scheduler, the position and the per-epoch histories (Smart Alternating
-    chooses each epoch's objective from them). Registered with ``accelerator.save_state``."""
-
-    def __init__(self, model: torch.nn.Module, jobs: list[TaskJob]):
-        self.model, self.jobs = model, jobs
-        self.optimizer = self.scheduler = None
-        self.position = Position()
-        self.history: list[dict] = []
-        self.loaded: dict | None = None
-
-    def state_dict(self) -> dict:
-        return {"version": 1, "model": self.model.state_dict(),
-                "optimizer": self.optimizer.state_dict() if self.optimizer else None,
-                "scheduler": self.scheduler.state_dict() if self.scheduler else None,
-                "position": asdict(self.position), "history": self.history,
-                "job_histories": {job.name: job.history for job in self.jobs}}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state["model"])
-        self.position = Position(**state["position"])
-        self.history = list(state["history"])
-        for job in self.jobs:
-            job.history[:] = state["job_histories"].get(job.name, [])
-        self.loaded = state
-
-
-class BatchPlan:
-    """The global batches of one job in one stage, epoch after epoch: the same order a shuffling
-    ``DataLoader(generator=Generator().manual_seed(seed))`` gives, reproducible from any epoch."""
-
-    def __init__(self, n: int, batch_size: int, seed: int):
-        self.generator = torch.Generator().manual_seed(seed)
-        self.sampler = BatchSampler(RandomSampler(range(n), generator=self.generator), batch_size, drop_last=False)
-
-    def next_epoch(self) -> list[list[int]]:
-        torch.empty((), dtype=torch.int64).random_(generator=self.generator)  # a DataLoader's base seed
-        return [list(b) for b in self.sampler]
-
-
-# ------------------------------------------------------------------------------------ checkpoints
-def checkpoint_dir(run_dir: Path) -> Path | None:
-    """The run's last complete checkpoint, if any (a swap cut short leaves ``checkpoint.old``)."""
-    for name in (CHECKPOINT, CHECKPOINT + ".old"):
-        folder = Path(run_dir) / name
-        if (folder / "custom_checkpoint_0.pkl").is_file():
-            return folder
-    return None
-
-
-def checkpoint_position(run_dir: Path) -> Position | None:
-    folder = checkpoint_dir(run_dir)
-    if folder is None or not (folder / "position.json").is_file():
-        return None
-    return Position(**json.loads((folder / "position.json").read_text()))
-
-
-def _save_checkpoint(accelerator, par: Parallel, state: TrainState, run_dir: Path) -> None:
-    """accelerate's save_state into ``checkpoint.new``, then swapped in: a kill at any moment leaves
-    the previous complete checkpoint."""
-    folder = run_dir / CHECKPOINT
-    new, old = folder.with_name(CHECKPOINT + ".new"), folder.with_name(CHECKPOINT + ".old")
-    if par.is_main:
-        shutil.rmtree(new, ignore_errors=True)
-    par.barrier()
-    accelerator.save_state(str(new))
-    par.barrier()
-    if par.is_main:
-        (new / "position.json").write_text(json.dumps(asdict(state.position)))
-        if folder.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            folder.rename(old)
-        new.rename(folder)
-        shutil.rmtree(old, ignore_errors=True)
-    par.barrier()
-
-
-def remove_checkpoint(run_dir: Path) -> None:
-    for name in (CHECKPOINT, CHECKPOINT + ".new", CHECKPOINT + ".old"):
-        shutil.rmtree(Path(run_dir) / name, ignore_errors=True)
-
-
-def _fault(total_steps: int, par: Parallel) -> None:
-    at = os.environ.get(FAULT_ENV)
-    if at and par.is_main and total_steps == int(at):
-        os.kill(os.getpid(), signal.SIGKILL)
-
-
-# ------------------------------------------------------------------------------------ training
 def train(
     model,
     jobs: list[TaskJob],
@@ -358,122 +243,3 @@ def _truncate(path: Path, size: int) -> None:
     if path.is_file() and path.stat().st_size > size:
         with open(path, "r+b") as f:
             f.truncate(size)
-
-
-# ------------------------------------------------------------------------------------ one step
-def _step(job: TaskJob, stage: Stage, rows: list[int], ctx: StepContext, params: list, backbone_grad: bool,
-          accelerator, accum: int) -> dict[str, float]:
-    """One optimisation step's forward and backward passes over the global batch ``rows``: this
-    process's share, in micro-batches, gradients summed over processes. Returns the global batch's
-    logged values (the same on every process)."""
-    par = ctx.parallel
-    n_global = len(rows)
-    model, data = job.model, job.data
-    device = accelerator.device
-    scale = accelerator.scaler.scale if accelerator.scaler is not None else (lambda x: x)
-    logs: dict[str, float] = defaultdict(float)
-
-    def batch_of(index) -> tuple[dict, torch.Tensor, torch.Tensor]:
-        batch = {k: v.to(device) for k, v in data.collate([data[int(i)] for i in index]).items()}
-        return batch, batch.pop("labels"), batch.pop("index")
-
-    if stage.gradient is not None:  # the strategy runs its own passes over the global batch (MAML)
-        batch, labels, _ = batch_of(rows)
-        ctx.backward = lambda loss: scale(loss).backward()
-        with accelerator.autocast():
-            for k, v in stage.gradient(model, batch, labels, ctx, params).items():
-                logs[k] += v
-        if job.smart.enabled:
-            _smart_only(job, batch_of, par.share(rows), n_global, ctx, accelerator, scale, logs)
-        par.sum_grads(params)
-        return par.sum_floats(dict(logs))
-
-    parts_grads: dict[str, list[torch.Tensor | None]] = {}
-    for mb in np.array_split(np.asarray(par.share(rows), dtype=np.int64), accum):
-        if len(mb) == 0 and not stage.coupled:
-            continue
-        w_local = len(mb) / n_global
-        with accelerator.autocast():
-            if len(mb):
-                batch, labels, index = batch_of(mb)
-                out = model(**batch, backbone_grad=backbone_grad)
-            else:
-                labels = torch.zeros(0, dtype=torch.float32 if job.regression else torch.long, device=device)
-                batch, index, out = None, None, None
-            clean = out.logits if out is not None else None
-            w = w_local
-            if stage.coupled:  # the loss sees the whole global micro-batch (every process's rows)
-                out, labels = _gather_outputs(model, out, labels, par)
-                w = labels.shape[0] / n_global / par.world
-            if stage.parts is not None:
-                losses = stage.parts(out, labels, ctx)
-                loss = sum(losses.values())
-                parts = {f"loss_{k}": v.item() for k, v in losses.items()}
-            else:
-                loss, parts = stage.loss(out, labels, ctx)
-            contribution = loss * (w * par.world if stage.coupled else w)
-            for k, v in {"loss": loss.item(), **parts}.items():
-                logs[k] += v * w
-            if job.smart.enabled and batch is not None:
-                reg = smart_regularizer(model, batch, clean, job.regression, job.smart, index, n_global,
-                                        ctx.noise_key)
-                logs["loss"] += job.smart.lambda_s * reg.item() * w_local
-                logs["loss_smart"] += reg.item() * w_local
-                contribution_smart = job.smart.lambda_s * reg * w_local
-            else:
-                contribution_smart = None
-        if stage.parts is not None:
-            last = list(losses)[-1]
-            for name, part in losses.items():
-                keep = name != last or contribution_smart is not None
-                grads = torch.autograd.grad(scale(part * w), params, retain_graph=keep, allow_unused=True)
-                acc = parts_grads.setdefault(name, [None] * len(params))
-                for i, g in enumerate(grads):
-                    if g is not None:
-                        acc[i] = g if acc[i] is None else acc[i] + g
-            if contribution_smart is not None:
-                scale(contribution_smart).backward()
-        else:
-            total = contribution if contribution_smart is None else contribution + contribution_smart
-            if total.requires_grad:
-                scale(total).backward()
-    par.sum_grads(params)
-    logs = par.sum_floats(dict(logs))
-    if stage.parts is not None:
-        parts_grads = {name: par.sum_optional(parts_grads.get(name, [None] * len(params)), params)
-                       for name in par.union(parts_grads)}
-        grads, extra = stage.combine(model, params, parts_grads)
-        for p, g in zip(params, grads):
-            if g is not None:
-                p.grad = g if p.grad is None else p.grad + g
-        logs.update(extra)
-    return logs
-
-
-def _smart_only(job, batch_of, share, n_global, ctx, accelerator, scale, logs) -> None:
-    """SMART's term for strategies that set their own gradients: on this process's share."""
-    if not len(share):
-        return
-    batch, _, index = batch_of(share)
-    w = len(share) / n_global
-    with accelerator.autocast():
-        clean = job.model(**batch).logits
-        reg = smart_regularizer(job.model, batch, clean, job.regression, job.smart, index, n_global, ctx.noise_key)
-    scale(job.smart.lambda_s * reg * w).backward()
-    logs["loss_smart"] += reg.item() * w
-
-
-def _gather_outputs(model, out, labels: torch.Tensor, par: Parallel):
-    """Every process's rows of the exit outputs and labels (own rows differentiable)."""
-    from eebench.model.multiexit import ExitOutputs
-
-    if out is None:  # this process has no rows in this micro-batch
-        hidden = model.heads[0].dense.in_features
-        n_layers, n_labels = model.num_layers, model.num_labels
-        zeros = lambda *shape: torch.zeros(0, *shape, device=labels.device)  # noqa: E731
-        out = ExitOutputs(logits=zeros(n_layers, n_labels), pooled=zeros(n_layers, hidden),
-                          first_token=zeros(n_layers, hidden),
-                          lte=zeros(n_layers) if model.lte is not None else None)
-    fields = {name: par.gather_rows(getattr(out, name)) for name in ("logits", "pooled", "first_token", "lte")
-              if getattr(out, name) is not None}
-    return ExitOutputs(**fields), par.gather_rows(labels)
