@@ -5,6 +5,8 @@ holds each as a Strategy record with its traits. docs/methods.md gives each form
 
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Any
 
 from pydantic import ValidationError
@@ -23,20 +25,23 @@ from eebench.train.strategies.metabert import MetaBertArgs, metabert, metabert_g
 from eebench.train.strategies.romebert import RomeBertArgs, romebert, romebert_combine, romebert_parts
 
 
-STRATEGIES: dict[str, Strategy] = {
-    "two_stage": Strategy(TwoStageArgs, two_stage),
-    "joint": Strategy(JointArgs, joint),
-    "alternating": Strategy(AlternatingArgs, alternating),
-    "self_distill": Strategy(SelfDistillArgs, self_distill),
-    "romebert": Strategy(RomeBertArgs, romebert),
-    "lte": Strategy(LteArgs, lte, lte_head=True),
-    "csdbert": Strategy(CsdBertArgs, csdbert),
-    "slf": Strategy(SlfArgs, slf, dev_metrics=lambda args: args.refine == "smart_alternating"),
-    "smart_alternating": Strategy(SmartAlternatingArgs, smart_alternating, dev_metrics=lambda args: True),
-    "metabert": Strategy(MetaBertArgs, metabert),
-    "finetune": Strategy(NoArgs, finetune),
-    "head_only": Strategy(NoArgs, head_only),
-}
+def _collect() -> dict[str, Strategy]:
+    """Every family module's REGISTRY (the package's modules, found by themselves; base is shared)."""
+    found: dict[str, Strategy] = {}
+    for info in pkgutil.iter_modules(__path__):
+        if info.name == "base":
+            continue
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        for name, strategy in getattr(module, "REGISTRY", {}).items():
+            if name in found:
+                raise RuntimeError(f"strategy {name!r} is defined twice ({info.name})")
+            found[name] = strategy
+    order = ["two_stage", "joint", "alternating", "self_distill", "romebert", "lte", "csdbert", "slf",
+             "smart_alternating", "metabert", "finetune", "head_only"]  # the listing order; new ones after
+    return {n: found[n] for n in [*[o for o in order if o in found], *sorted(set(found) - set(order))]}
+
+
+STRATEGIES: dict[str, Strategy] = _collect()
 
 
 def needs_dev_metrics(train) -> bool:

@@ -8,8 +8,8 @@ import torch
 from pydantic import Field
 
 from eebench.train.losses import LAYER_WEIGHTS, exit_losses
-from eebench.train.strategies.base import (LossFn, NoArgs, Stage, _Args, _all_params, _final_exit_and_backbone,
-                                           final_exit_loss, weighted_exits_loss)
+from eebench.train.strategies.base import (LossFn, NoArgs, Stage, Strategy, _Args, _all_params,
+                                           _final_exit_and_backbone, final_exit_loss, weighted_exits_loss)
 
 
 class SlfArgs(_Args):
@@ -97,3 +97,12 @@ def head_only(train, args: NoArgs, n_layers: int | None = None) -> list[Stage]:
 
 def smart_alternating(train, args: SmartAlternatingArgs, n_layers: int | None = None) -> list[Stage]:
     return [Stage("smart_alternating", train.epochs, train.lr, _all_params, smart_alternating_loss)]
+
+
+REGISTRY = {
+    "slf": Strategy(SlfArgs, slf, dev_metrics=lambda args: args.refine == "smart_alternating"),
+    "smart_alternating": Strategy(SmartAlternatingArgs, smart_alternating, dev_metrics=lambda args: True),
+    "finetune": Strategy(NoArgs, finetune),
+    "head_only": Strategy(NoArgs, head_only),
+}
+"""The strategies this module defines (eebench.train.strategies collects every module's)."""

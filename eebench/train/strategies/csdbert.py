@@ -6,7 +6,7 @@ from pydantic import Field
 
 from eebench.train.csd import csdbert_terms
 from eebench.train.losses import exit_losses
-from eebench.train.strategies.base import LossFn, Stage, _Args, _all_params
+from eebench.train.strategies.base import Strategy, LossFn, Stage, _Args, _all_params
 
 
 class CsdBertArgs(_Args):
@@ -38,3 +38,7 @@ def csdbert_loss(args: CsdBertArgs, n_layers: int | None) -> LossFn:
 
 def csdbert(train, args: CsdBertArgs, n_layers: int | None = None) -> list[Stage]:
     return [Stage("csdbert", train.epochs, train.lr, _all_params, csdbert_loss(args, n_layers), coupled=True)]
+
+
+REGISTRY = {"csdbert": Strategy(CsdBertArgs, csdbert)}
+"""The strategies this module defines (eebench.train.strategies collects every module's)."""

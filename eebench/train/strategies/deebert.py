@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from eebench.train.losses import LAYER_WEIGHTS, distill_losses, exit_losses
-from eebench.train.strategies.base import (LossFn, Stage, _Args, _all_params, _early_exits,
+from eebench.train.strategies.base import (Strategy, LossFn, Stage, _Args, _all_params, _early_exits,
                                            _final_exit_and_backbone, early_exits_loss, final_exit_loss,
                                            weighted_exits_loss)
 
@@ -95,3 +95,12 @@ def alternating(train, args: AlternatingArgs, n_layers: int | None = None) -> li
 def self_distill(train, args: SelfDistillArgs, n_layers: int | None = None) -> list[Stage]:
     return two_stage(train, args, n_layers, self_distill_loss(args.gamma, args.temperature,
                                                               args.kd_reduction == "class_mean"))
+
+
+REGISTRY = {
+    "two_stage": Strategy(TwoStageArgs, two_stage),
+    "joint": Strategy(JointArgs, joint),
+    "alternating": Strategy(AlternatingArgs, alternating),
+    "self_distill": Strategy(SelfDistillArgs, self_distill),
+}
+"""The strategies this module defines (eebench.train.strategies collects every module's)."""

@@ -10,7 +10,7 @@ import torch
 from pydantic import Field
 
 from eebench.train.losses import LAYER_WEIGHTS
-from eebench.train.strategies.base import LossFn, Stage, _Args, _all_params, weighted_exits_loss
+from eebench.train.strategies.base import Strategy, LossFn, Stage, _Args, _all_params, weighted_exits_loss
 from eebench.train.strategies.deebert import alternating_loss
 
 
@@ -86,7 +86,8 @@ def with_lte(stages: list[Stage]) -> list[Stage]:
     (RomeBERT's GR, MAML's meta phase) and final-exit-only stages are left as they are."""
     out, joined = [], 0
     for stage in stages:
-        if stage.gradient is None and stage.parts is None and getattr(stage.trains, "exit_heads", "") in ("all", "early"):
+        heads = getattr(stage.trains, "exit_heads", "")  # what the parameter selection declares it trains
+        if stage.gradient is None and stage.parts is None and heads in ("all", "early"):
             def trains(model, select=stage.trains):
                 return select(model) + list(model.lte.parameters())
 
@@ -97,3 +98,7 @@ def with_lte(stages: list[Stage]) -> list[Stage]:
         raise ValueError("train.lte: no stage of this strategy trains the exit heads with a loss the "
                          "LTE term can join; use strategy \"lte\" or another strategy")
     return out
+
+
+REGISTRY = {"lte": Strategy(LteArgs, lte, lte_head=True)}
+"""The strategies this module defines (eebench.train.strategies collects every module's)."""

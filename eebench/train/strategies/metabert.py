@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field
 
 from eebench.train.losses import LAYER_WEIGHTS
-from eebench.train.strategies.base import GradFn, Stage, _Args, _all_params, weighted_exits_loss
+from eebench.train.strategies.base import Strategy, GradFn, Stage, _Args, _all_params, weighted_exits_loss
 
 
 class MetaBertArgs(_Args):
@@ -51,3 +51,7 @@ def metabert(train, args: MetaBertArgs, n_layers: int | None = None) -> list[Sta
               batch_size=episode * args.meta_batch),
         Stage("joint", train.epochs, train.lr, _all_params, weighted_exits_loss(LAYER_WEIGHTS["uniform"])),
     ]
+
+
+REGISTRY = {"metabert": Strategy(MetaBertArgs, metabert)}
+"""The strategies this module defines (eebench.train.strategies collects every module's)."""

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field
 
 from eebench.train.gradients import projection_params, regularized_gradients
-from eebench.train.strategies.base import CombineFn, Stage, _Args, _all_params, final_exit_loss
+from eebench.train.strategies.base import Strategy, CombineFn, Stage, _Args, _all_params, final_exit_loss
 from eebench.train.strategies.deebert import self_distill_loss
 
 
@@ -67,3 +67,7 @@ def romebert(train, args: RomeBertArgs, n_layers: int | None = None) -> list[Sta
         return {"final": l_final, "sd": l_sd}
 
     return [Stage("romebert", train.epochs, train.lr, _all_params, loss, parts=parts, combine=romebert_combine(args))]
+
+
+REGISTRY = {"romebert": Strategy(RomeBertArgs, romebert)}
+"""The strategies this module defines (eebench.train.strategies collects every module's)."""
