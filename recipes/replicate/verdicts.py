@@ -40,8 +40,8 @@ CLAIMS = [
           "rep_romebert_sst2_romebert", "rep_romebert_sst2_two_stage", "early"),
     Claim("RomeBERT", "DeeBERT+SD is not above DeeBERT layer-wise (mean accuracy of exits 1..L-1)",
           "rep_romebert_sst2_self_distill", "rep_romebert_sst2_two_stage", "early", "not_above"),
-    Claim("RomeBERT", "RomeBERT needs less time% than DeeBERT at matched accuracy (entropy exit; "
-          "time% to reach DeeBERT's last-exit accuracy − 1)", "rep_romebert_sst2_romebert",
+    Claim("RomeBERT", "RomeBERT needs less time% than DeeBERT at matched accuracy (entropy exit; time% "
+          "to reach the lowest last-exit accuracy of all their runs − 1)", "rep_romebert_sst2_romebert",
           "rep_romebert_sst2_two_stage", "time_for:entropy", "below"),
     Claim("RomeBERT", "gradient regularization is above self-distillation only (mean of exits 1..L-1)",
           "rep_romebert_sst2_romebert", "rep_romebert_sst2_romebert_sd", "early"),
@@ -112,8 +112,8 @@ def main() -> None:
                   f"not measured |")
             continue
         target = None
-        if c.measure.startswith("time_for"):
-            target = float(np.mean([value(r, "last") for r in runs_b])) - 1.0
+        if c.measure.startswith("time_for"):  # an accuracy every run of both settings reaches
+            target = min(value(r, "last") for r in runs_a + runs_b) - 1.0
         a = [value(r, c.measure, target=target) for r in runs_a]
         b = [value(r, c.measure, c.b_policy, target) for r in runs_b]
         verdict, p = judge(a, b, c.direction)
