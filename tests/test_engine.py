@@ -28,21 +28,28 @@ def _settings(policy, trace, k: int = 5) -> list[dict]:
     return [grid[i] for i in sorted(set(np.linspace(0, len(grid) - 1, k).round().astype(int)))] + EXTRA.get(policy.name, [])
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    torch.manual_seed(0)
+def _random_model_and_trace(tmp, num_labels: int, seed: int, scale: float, n: int):
+    """A 6-layer random BERT with LTE head, its heads' confidence spread (scale) so every policy exits
+    somewhere, synthetic dev examples and their trace (regression when num_labels = 1)."""
+    torch.manual_seed(seed)
     cfg = AutoConfig.for_model("bert", hidden_size=32, num_hidden_layers=6, num_attention_heads=2,
                                intermediate_size=64, vocab_size=64, max_position_embeddings=64)
-    model = MultiExitModel(AutoModel.from_config(cfg), num_labels=2, pooling="mean", lte=True).eval()
-    with torch.no_grad():  # spread the random heads' confidence so every policy exits somewhere
+    model = MultiExitModel(AutoModel.from_config(cfg), num_labels=num_labels, pooling="mean", lte=True).eval()
+    with torch.no_grad():
         for head in model.heads:
-            head.classifier.weight.mul_(8.0)
-    tok = build_tokenizer(tmp_path_factory.mktemp("tok"))
-    ex = generate(SyntheticConfig(n_dev=150), "dev")
-    data = encode(tok, ex, 48)
+            head.classifier.weight.mul_(scale)
+    ex = generate(SyntheticConfig(n_dev=n), "dev")
+    data = encode(build_tokenizer(tmp), ex, 48)
     signals = compute_signals(model, eval_loader(data, 32), torch.device("cpu"))
-    trace = Trace("dev", "k", np.asarray(ex.ids), signals["logits"], ex.labels, False, signals["lte"], signals["cka"])
+    regression = num_labels == 1
+    labels = np.asarray(ex.labels, dtype=np.float64) if regression else ex.labels
+    trace = Trace("dev", "k", np.asarray(ex.ids), signals["logits"], labels, regression, signals["lte"], signals["cka"])
     return model, data, trace
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    return _random_model_and_trace(tmp_path_factory.mktemp("tok"), num_labels=2, seed=0, scale=8.0, n=150)
 
 
 def _engine_matches(model, data, trace, policy, batch_size, regression=False):
@@ -79,20 +86,7 @@ def test_engine_exits_equal_the_trace_simulation(setup, policy, batch_size):
 
 @pytest.fixture(scope="module")
 def regression_setup(tmp_path_factory):
-    torch.manual_seed(1)
-    cfg = AutoConfig.for_model("bert", hidden_size=32, num_hidden_layers=6, num_attention_heads=2,
-                               intermediate_size=64, vocab_size=64, max_position_embeddings=64)
-    model = MultiExitModel(AutoModel.from_config(cfg), num_labels=1, pooling="mean", lte=True).eval()
-    with torch.no_grad():
-        for head in model.heads:
-            head.classifier.weight.mul_(4.0)
-    tok = build_tokenizer(tmp_path_factory.mktemp("tok"))
-    ex = generate(SyntheticConfig(n_dev=120), "dev")
-    data = encode(tok, ex, 48)
-    signals = compute_signals(model, eval_loader(data, 32), torch.device("cpu"))
-    labels = np.asarray(ex.labels, dtype=np.float64)
-    trace = Trace("dev", "k", np.asarray(ex.ids), signals["logits"], labels, True, signals["lte"], signals["cka"])
-    return model, data, trace
+    return _random_model_and_trace(tmp_path_factory.mktemp("tok"), num_labels=1, seed=1, scale=4.0, n=120)
 
 
 @pytest.mark.parametrize("policy", [name for name, p in POLICIES.items() if p.serves(regression=True)])

