@@ -8,7 +8,6 @@ encoders (BERT, RoBERTa, ELECTRA: `embeddings`, `encoder.layer`)."""
 
 from __future__ import annotations
 
-
 import numpy as np
 import torch
 import torch.nn.functional as F
