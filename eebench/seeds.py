@@ -34,7 +34,7 @@ def group_runs(runs: list) -> dict[str, list]:
         groups.setdefault(group_key(run.recipe), []).append(run)
     strategies = [g[0].recipe.train.strategy for g in groups.values()]
     labels = {}
-    for key, members in groups.items():
+    for members in groups.values():
         label = members[0].recipe.train.strategy
         if strategies.count(label) > 1:
             label = SEED_SUFFIX.sub("", members[0].name)

@@ -16,6 +16,7 @@ import numpy as np
 from eebench.errors import UserError
 from eebench.policies.base import CLASSIFICATION, REGRESSION, LayerView, Policy
 from eebench.policies.signals import argmax, first_layer_where
+from eebench.timing import time_and_speedup
 
 _SHARED = {"base", "signals"}
 _ORDER = ["entropy", "max_prob", "lte", "patience", "pcee", "cka", "static"]  # the listing order
@@ -52,8 +53,6 @@ def setting_label(setting: dict) -> str:
 
 def exit_summary(exit_layers: np.ndarray, n_layers: int) -> dict:
     """time% = 100 · mean(exit layer) / L; speed-up = L / mean(exit layer); histogram of exit layers."""
-    from eebench.timing import time_and_speedup
-
     mean_layer = float(exit_layers.mean())
     return {"mean_exit_layer": mean_layer, **time_and_speedup(mean_layer, n_layers),
             "histogram": np.bincount(exit_layers, minlength=n_layers + 1)[1:].tolist()}

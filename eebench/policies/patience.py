@@ -25,27 +25,26 @@ def _runs(trace, delta: float) -> np.ndarray:
     return run_lengths(predictions_agree(trace.logits, trace.regression, delta))  # Shape: [N, L]
 
 
-def _exits(trace, settings):
-    out = np.empty((len(settings), trace.logits.shape[0]), dtype=np.int64)
+def _by_delta(trace, settings):
+    """(run lengths [N, L], run length each setting needs, setting indices) per δ; classification
+    has one group (δ does not apply)."""
     groups: dict[float, list[int]] = {}
     for k, s in enumerate(settings):
         groups.setdefault(float(s["delta"]) if trace.regression else 0.0, []).append(k)
     for delta, idx in groups.items():
-        runs = _runs(trace, delta)
-        p = _needed([settings[k] for k in idx])[:, None, None]
-        out[idx] = first_layer_where(runs[None, :, :-1] >= p)
+        yield _runs(trace, delta), _needed([settings[k] for k in idx]), np.asarray(idx)
+
+
+def _exits(trace, settings):
+    out = np.empty((len(settings), trace.logits.shape[0]), dtype=np.int64)
+    for runs, needed, idx in _by_delta(trace, settings):
+        out[idx] = first_layer_where(runs[None, :, :-1] >= needed[:, None, None])
     return out
 
 
 def _fast_keys(trace, settings):
-    groups: dict[float, list[int]] = {}
-    for k, s in enumerate(settings):
-        groups.setdefault(float(s["delta"]) if trace.regression else 0.0, []).append(k)
-    out = []
-    for delta, idx in groups.items():
-        runs = _runs(trace, delta)[:, :-1].astype(np.float64)
-        out.append((running_min(-runs), -_needed([settings[k] for k in idx]), False, np.asarray(idx)))
-    return out
+    return [(running_min(-runs[:, :-1].astype(np.float64)), -needed, False, idx)
+            for runs, needed, idx in _by_delta(trace, settings)]
 
 
 def step(setting, view, state):

@@ -22,7 +22,8 @@ def _layerwise(run, split: str, metric: str) -> list[float]:
     return [row[metric] for row in run.layerwise(split)]
 
 
-def _sweep(run, split: str, policy_name: str) -> pd.DataFrame:
+def policy_sweep(run, split: str, policy_name: str) -> pd.DataFrame:
+    """The policy's dense sweep over the run's stored trace of ``split`` (metric, time% per setting)."""
     from eebench.calibrate import sweep
     from eebench.policies import get_policy
     from eebench.trace import load_trace
@@ -33,10 +34,7 @@ def _sweep(run, split: str, policy_name: str) -> pd.DataFrame:
                         f"{run.dir} --split {split}")
     trace = load_trace(path)
     policy = get_policy(policy_name)
-    try:
-        return sweep(trace, run.spec, policy, policy.fine_grid(trace))
-    except ValueError as err:
-        raise UserError(f"{run.dir}: policy {policy_name!r} cannot run on this trace ({err})") from None
+    return sweep(trace, run.spec, policy, policy.fine_grid(trace))
 
 
 def metric_at_time(table: pd.DataFrame, metric: str, time_pct: float) -> float:
@@ -71,7 +69,7 @@ def compare_runs(runs, out_dir: Path, split: str = "dev", policies: tuple[str, .
         col = {f"exit {i + 1}": [r[i] for r in per_run] for i in range(n_layers)}
         col["early exits (mean)"] = [float(np.mean(r[:-1])) for r in per_run]
         for name in policies:
-            sweeps = [_sweep(run, split, name) for run in members]
+            sweeps = [policy_sweep(run, split, name) for run in members]
             for t in time_pct:
                 col[f"{name}: {metric} at time% ≤ {t:g}"] = [metric_at_time(s, metric, t) for s in sweeps]
             for m in at_metric:

@@ -17,11 +17,8 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import ttest_ind
 
-from eebench.calibrate import sweep
-from eebench.policies import get_policy
-from eebench.report.compare import metric_at_time, time_at_metric
+from eebench.report.compare import metric_at_time, policy_sweep, time_at_metric
 from eebench.rundir import open_run, run_status
-from eebench.trace import load_trace
 
 
 @dataclass
@@ -78,9 +75,7 @@ def value(run, measure: str, policy: str | None = None, target: float | None = N
     if measure == "last":
         return float(rows[-1][metric])
     kind, name, *rest = measure.split(":")
-    p = get_policy(policy or name)
-    trace = load_trace(run.trace_path("dev"))
-    table = sweep(trace, run.spec, p, p.fine_grid(trace))
+    table = policy_sweep(run, "dev", policy or name)
     if kind == "at_time":
         return metric_at_time(table, metric, float(rest[0]))
     return time_at_metric(table, metric, target)

@@ -16,6 +16,7 @@ from eebench.metrics import METRICS, collapsed
 from eebench.policies import get_policy, setting_label
 from eebench.report.paper import reference_numbers
 from eebench.report.tables.spec import SETS, Column, Rule, TableSpec, finished, run_folder, seed_folders
+from eebench.seeds import mean_std
 from eebench.timing import time_and_speedup
 
 FLAGS = {
@@ -232,7 +233,7 @@ def _pool_seeds(cells: list[dict]) -> dict:
         values = [c[key] for c in measured if key in c]
         if values:
             out[key] = float(np.mean(values))
-    out["ours_std"] = float(np.std([c["ours"] for c in measured], ddof=1)) if len(measured) > 1 else 0.0
+    out["ours_std"] = mean_std([c["ours"] for c in measured])[1]
     out["n_seeds"] = len(measured)
     return out
 
