@@ -9,7 +9,8 @@ What follows each paper: the exit heads' pooling (first token, as DeeBERT's Bert
 the learning rate of every parameter including the exit heads (no separate head lr), the batch size,
 γ / T (RomeBERT, DeeBERT+SD), τ / KD temperature / α / β (CsdBERT), MAML's settings (MetaBERT),
 SLF's focus stages (BERTer). What does not: the backbone (MiniLM-L6, 6 layers, hidden 384, not
-BERT-base), a random 8,000-example training subset, max length 64, and fewer epochs (CPU time).
+BERT-base), a random training subset (SST-2: 8,000 examples; 4,000 for CsdBERT, 2,000 for
+MetaBERT), max length 64, and fewer epochs (CPU time).
 
     python recipes/replicate/make_recipes.py
 """
@@ -27,6 +28,9 @@ TASKS = {  # eebench task → [task] lines
     "sst5": {"train_subset": 4000},
     "quora": {"files": {"train": "quora-dev.csv"}, "dev_from_train": 2000, "train_subset": 4000},
 }
+# Smaller SST-2 subsets where a seed costs more CPU time: CsdBERT (KD + contrastive terms, three
+# variants) and MetaBERT (four methods, two epochs each, plus second-order MAML episodes).
+SUBSETS = {"csdbert": 4000, "metabert": 2000}
 
 # paper → (train settings, {method: (strategy, args, exit policy, extra [model] lines)}, tasks)
 PAPERS = {
@@ -79,7 +83,8 @@ def recipe(paper: str, task: str, method: str) -> str:
         "",
         "[task]",
         f'name = "{task}"',
-        *(f"{k} = {toml_value(v)}" for k, v in TASKS[task].items()),
+        *(f"{k} = {toml_value(v)}" for k, v in {**TASKS[task], **(
+            {"train_subset": SUBSETS[paper]} if paper in SUBSETS else {})}.items()),
         "",
         "[train]",
         f'strategy = "{strategy}"',
