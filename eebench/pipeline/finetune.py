@@ -129,7 +129,8 @@ def _finetune(run: Run, recipe_path, accelerator, par, overwrite: bool, resume: 
     devs = {name: (encode_split(subs[name].recipe, tokenizer, dev), dev.labels) for name, (_, dev) in splits.items()
             if dev is not None and dev.labels is not None and recipe.train.eval_each_epoch}
     for name, (train_examples, dev) in splits.items():
-        console.print(f"task {name}: {len(train_examples)} train, {len(dev) if dev else 0} dev examples")
+        console.print(f"task {name}: {len(train_examples)} train examples"
+                      + (f", {len(dev)} dev examples for per-epoch metrics" if dev is not None else ""))
     from eebench.train.loop import global_batch_size
 
     console.print(f"model {recipe.model.name} ({model.num_layers} layers, "
