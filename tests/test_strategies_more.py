@@ -87,6 +87,20 @@ def test_csdbert_pieces():
     assert contrastive_loss(teacher, student, 0.5).item() == pytest.approx(manual.item(), rel=1e-6)
 
 
+def test_contrastive_loss_is_flat_when_every_sentence_gives_one_vector():
+    """docs/replication.md: MiniLM's first token is the same vector for every sentence at layers 1-4, so
+    L_SCL sits at log B with no gradient to the students (why the "without L_SCL" runs match CsdBERT)."""
+    torch.manual_seed(0)
+    teacher = torch.randn(1, 8).repeat(32, 1)
+    student = (torch.randn(1, 8).repeat(32, 1)).requires_grad_(True)
+    loss = contrastive_loss(teacher, student, 0.5)
+    loss.backward()
+    assert loss.item() == pytest.approx(math.log(32), rel=1e-6)
+    assert student.grad.abs().max().item() < 1e-6
+    spread = contrastive_loss(torch.randn(32, 8), torch.randn(32, 8), 0.5)  # distinct sentences: not pinned
+    assert abs(spread.item() - math.log(32)) > 1e-3
+
+
 def test_csdbert_total_and_ablations(tiny_bert_config):
     model = _model(tiny_bert_config).eval()
     ids, mask, labels = _batch()
