@@ -11,6 +11,7 @@ are missing are listed as "not measured"."""
 from __future__ import annotations
 
 import argparse
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import ttest_ind
 
+from eebench.errors import UserError
 from eebench.report.compare import metric_at_time, policy_sweep, time_at_metric
 from eebench.rundir import open_run, run_status
 
@@ -128,4 +130,8 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except UserError as err:  # a corrupt run file: one line and exit code 2, as eebench's commands
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
