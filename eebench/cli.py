@@ -22,6 +22,15 @@ app = typer.Typer(
 RunArg = Annotated[Path, typer.Argument(help="A run folder written by `eebench finetune`, e.g. results/quickstart.")]
 DataDirOpt = Annotated[Optional[str], typer.Option(
     "--data-dir", help="Folder of the task's files (GLUE TSV / ELUE TSV / CS224N); overrides task.data_dir.")]
+def resolve_device(name: str | None):
+    from eebench.device import resolve_device as resolve
+
+    return resolve(name)
+
+
+DeviceOpt = Annotated[Optional[str], typer.Option(
+    "--device", help="Where the model runs: cpu, cuda, cuda:N, mps (default: the GPU when there is one, else "
+                     "the CPU); recorded in the run.")]
 DataRootOpt = Annotated[Optional[Path], typer.Option(
     "--data-root", envvar="EEBENCH_DATA", show_envvar=True,
     help="Data root searched before the hub for recipes that name only their task: DIR/<TASK>/ "
@@ -102,6 +111,7 @@ def finetune(
     seeds: Annotated[Optional[int], typer.Option(min=1, help="Train each recipe this many times, with train.seed, "
                                                   "train.seed+1, ... into <run>-seed<S>/ (eebench compare pools them: "
                                                   "mean ± std).")] = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Train a multi-exit model from a recipe into results/<run-name>/, then (by the recipe's output
     switches) trace and evaluate its splits, calibrate the exit policy and write the report.
@@ -126,7 +136,7 @@ def finetune(
                 for extra in seed_overrides(load_recipe(resolve_recipe(recipe), set_), Path(recipe).stem, seeds)]
     for recipe, overrides in jobs:
         try:
-            run = run_finetune(recipe, overrides, data_dir, overwrite, resume, if_missing=if_missing)
+            run = run_finetune(recipe, overrides, data_dir, overwrite, resume, if_missing=if_missing, device=device)
         except Busy as err:
             if not if_missing:
                 raise
@@ -137,12 +147,12 @@ def finetune(
 
 @app.command("resume")
 @user_errors
-def resume_(run: RunArg) -> None:
+def resume_(run: RunArg, device: DeviceOpt = None) -> None:
     """Continue an unfinished (killed, preempted) run from its last checkpoint, with the recipe it was
     started with; same as `eebench finetune RECIPE --resume` with that recipe's --set values."""
     from eebench.pipeline.finetune import resume as run_resume
 
-    done = run_resume(run)
+    done = run_resume(run, device)
     console.print(f"[green]done:[/] {done.dir}")
 
 
@@ -158,6 +168,7 @@ def evaluate(
     retrace: Annotated[bool, typer.Option(help="Recompute the split's trace even when a stored one matches "
                                           "(e.g. a damaged traces/<split>.npz).")] = False,
     data_root: DataRootOpt = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Run the model once over a split with all exits (or reuse its stored trace when nothing changed);
     write layer-wise metrics, the threshold sweep, and every saved calibration applied to the split."""
@@ -170,8 +181,9 @@ def evaluate(
     if as_ and not data_dir:
         raise UserError("--as names an evaluation on other data: give it with --data-dir")
     r = open_run(run, data_dir, as_)
+    resolve_device(device)  # a device this machine lacks is an error even when nothing needs tracing
     with owned(r.owner_dir, what="evaluate"):
-        run_evaluate(r, split, retrace=retrace)
+        run_evaluate(r, split, retrace=retrace, device=device)
 
 
 @app.command()
@@ -188,6 +200,7 @@ def calibrate(
     grid: Annotated[Optional[str], typer.Option(
         help="Comma-separated values of the policy's parameter to sweep (default: the recipe's or the policy's grid).")] = None,
     data_dir: DataDirOpt = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Choose an exit policy's setting on one split to meet a time% target or a maximum metric drop, save it
     to calibration/<policy>.json; `evaluate` then applies it to any other split."""
@@ -203,8 +216,9 @@ def calibrate(
     r = open_run(run, data_dir)
     if target_time_pct is None and max_drop is None:
         target_time_pct, max_drop = r.recipe.exit.target_time_pct, r.recipe.exit.max_drop
+    resolve_device(device)  # a device this machine lacks is an error even when nothing needs tracing
     with owned(r.owner_dir, what="calibrate"):
-        run_calibrate(r, policy, split, target_time_pct, max_drop, _parse_grid(grid))
+        run_calibrate(r, policy, split, target_time_pct, max_drop, _parse_grid(grid), device=device)
 
 
 @app.command()
@@ -217,6 +231,7 @@ def speed(
     limit: Annotated[Optional[int], typer.Option(help="Time only the split's first N examples.")] = None,
     rounds: Annotated[int, typer.Option(help="Batch-1 rounds; each example's time is its median.")] = 3,
     data_dir: DataDirOpt = None,
+    device: DeviceOpt = None,
 ) -> None:
     """Run the real early-exit engine (it stops computing at the exit) at the policy's calibrated setting
     against the full model: wall-clock per example at batch size 1 (p50/p95), per batch with row
@@ -231,8 +246,9 @@ def speed(
     from eebench.ownership import owned
 
     r = open_run(run, data_dir)
+    resolve_device(device)  # a device this machine lacks is an error even when nothing needs tracing
     with owned(r.owner_dir, what="speed"):
-        run_speed(r, policy, split, batch_size, limit, rounds)
+        run_speed(r, policy, split, batch_size, limit, rounds, device=device)
 
 
 def _parse_grid(text: str | None) -> list[float] | None:
@@ -263,7 +279,10 @@ def report(
     launcher_config: Annotated[Optional[Path], typer.Option(help="TOML file with a [launcher] section: partition, "
                                                             "gpus, cpus, time_min, mem_gb, account, qos, setup, ...")] = None,
     partition: Annotated[Optional[str], typer.Option(help="Slurm partition.")] = None,
-    gpus: Annotated[Optional[int], typer.Option(help="GPUs per Slurm / Ray job (default 1).")] = None,
+    gpus: Annotated[Optional[int], typer.Option(help="GPUs per job (default 1); a job with N GPUs trains on all N "
+                                                "(N processes through torch's distributed launcher).")] = None,
+    share_gpus: Annotated[bool, typer.Option("--share-gpus", help="Local: allow more workers than visible GPUs "
+                                             "(several workers on one GPU).")] = False,
     time_min: Annotated[Optional[int], typer.Option(help="Slurm time limit per job, minutes.")] = None,
     mem_gb: Annotated[Optional[int], typer.Option(help="Slurm memory per job, GB.")] = None,
     logs: Annotated[Path, typer.Option(help="Folder of the cells' logs (one per cell).")] = Path("results/logs"),
@@ -302,7 +321,7 @@ def report(
         if run_missing:
             from eebench.reproduce import run_missing as fill
 
-            failed += len(fill(spec, set_name, launcher, jobs, config, logs, seeds=seeds).failed)
+            failed += len(fill(spec, set_name, launcher, jobs, config, logs, seeds=seeds, share_gpus=share_gpus).failed)
         frame, shown, paths = render(spec.id, out, (set_name,) if run_missing or cpu else ("paper", "cpu"), scores)
         print(markdown(shown, spec.digits))
         for line in mismatches(frame):

@@ -12,18 +12,23 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from eebench.device import autocast
 from eebench.errors import UserError
 from eebench.policies import LayerView, get_policy
 
 
 def keep_rows(state: dict, rows: np.ndarray, index: torch.Tensor) -> dict:
     """A policy's per-row state without the exited rows (numpy arrays and tensors alike)."""
-    return {k: v[index] if isinstance(v, torch.Tensor) else v[rows] if isinstance(v, np.ndarray) else v
+    return {k: v[index.to(v.device)] if isinstance(v, torch.Tensor) else v[rows] if isinstance(v, np.ndarray) else v
             for k, v in state.items()}
 
 
 class EarlyExitEngine:
-    def __init__(self, model, policy: str, setting: dict, regression: bool = False):
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def __init__(self, model, policy: str, setting: dict, regression: bool = False, dtype: torch.dtype | None = None):
         self.policy = get_policy(policy)  # every policy depends only on layers up to the exit
         self.policy.check_task(regression)
         backbone = model.backbone
@@ -37,6 +42,7 @@ class EarlyExitEngine:
             raise UserError("policy 'lte' needs a model trained with an LTE head (train.strategy = \"lte\")")
         self.model, self.setting = model.eval(), self.policy.complete(setting)
         self.regression = regression
+        self.dtype = dtype  # autocast dtype of the layers (None: the weights' own); exit signals stay fp32
         self.layers = list(backbone.encoder.layer)
         self.n_layers = len(self.layers)
         self.first_head = self.policy.first_layer(self.setting, self.n_layers)
@@ -71,7 +77,7 @@ class EarlyExitEngine:
         else:
             token = hidden.mean(1)
         pooled = torch.tanh(F.linear(token, w, b))
-        return F.linear(pooled, wc, bc), pooled
+        return F.linear(pooled, wc, bc).float(), pooled  # exit signals in fp32 whatever the model's dtype
 
     def _decide(self, i: int, logits: torch.Tensor, pooled: torch.Tensor, hidden, mask, state: dict):
         """Which active rows exit after layer i (1-based): the last layer always, else the policy's step."""
@@ -82,12 +88,17 @@ class EarlyExitEngine:
 
     @torch.inference_mode()
     def run(self, batch: dict) -> tuple[np.ndarray, torch.Tensor]:
-        """Exit layer (1-based, Shape [B]) and the logits at the exit (Shape [B, C]) of every row."""
+        """Exit layer (1-based, Shape [B]) and the logits at the exit (Shape [B, C], fp32, on the model's
+        device) of every row."""
+        with autocast(self.device, self.dtype):
+            return self._run(batch)
+
+    def _run(self, batch: dict) -> tuple[np.ndarray, torch.Tensor]:
         hidden, mask4 = self._embed(batch)
         mask = batch["attention_mask"]
-        b = hidden.shape[0]
+        b, device = hidden.shape[0], hidden.device
         exits = np.zeros(b, dtype=np.int64)
-        out_logits = torch.zeros(b, self.model.num_labels)
+        out_logits = torch.zeros(b, self.model.num_labels, device=device)  # fp32, on the model's device
         active = np.arange(b)
         state: dict = {}
         padded = bool((mask == 0).any())
@@ -101,24 +112,26 @@ class EarlyExitEngine:
                 exits[active] = i
                 if len(active) == b:
                     return exits, logits.float()
-                out_logits[torch.from_numpy(active)] = logits.float()
+                out_logits[torch.from_numpy(active).to(device)] = logits.float()
                 break
-            if done.any():  # row compaction: exited rows leave the batch
+            if done.any():  # row compaction, on the device: exited rows leave the batch
                 exits[active[done]] = i
-                out_logits[torch.from_numpy(active[done])] = logits[torch.from_numpy(done)].float()
+                gone = torch.from_numpy(np.flatnonzero(done)).to(device, non_blocking=True)
+                out_logits[torch.from_numpy(active[done]).to(device)] = logits[gone].float()
                 keep = ~done
-                rows = torch.from_numpy(np.flatnonzero(keep))
+                rows = torch.from_numpy(np.flatnonzero(keep)).to(device, non_blocking=True)
                 hidden, mask, active = hidden[rows], mask[rows], active[keep]
                 padded = bool((mask == 0).any())
                 mask4 = mask4[rows] if mask4 is not None else None
-                state = keep_rows(state, keep, rows)
+                state = keep_rows(state, keep, rows)  # tensors in the state live on the device too
         return exits, out_logits
 
     @torch.inference_mode()
     def run_full(self, batch: dict) -> torch.Tensor:
         """The baseline: every layer, and only the final exit's head (an ordinary fine-tuned model)."""
-        hidden, mask4 = self._embed(batch)
-        for layer in self.layers:
-            hidden = self._layer(layer, hidden, mask4)
-        mask = batch["attention_mask"]
-        return self._head(self.n_layers, hidden, mask, bool((mask == 0).any()))[0]
+        with autocast(self.device, self.dtype):
+            hidden, mask4 = self._embed(batch)
+            for layer in self.layers:
+                hidden = self._layer(layer, hidden, mask4)
+            mask = batch["attention_mask"]
+            return self._head(self.n_layers, hidden, mask, bool((mask == 0).any()))[0]

@@ -85,9 +85,48 @@ class Outcome:
         return [c for c in self.cells if c.state == "failed"]
 
 
-def job_command(recipe: Path, overrides: list[str] = ()) -> list[str]:
-    return [sys.executable, "-m", "eebench.cli", "finetune", str(recipe), "--if-missing",
-            *[x for o in overrides for x in ("--set", o)]]
+def job_command(recipe: Path, overrides: list[str] = (), processes: int = 1) -> list[str]:
+    """The command one cell runs: ``eebench finetune RECIPE --if-missing``; with several processes
+    (a job holding N GPUs) the same through torch's distributed launcher, one process per GPU, which
+    train the model one process would train (eebench.train.parallel)."""
+    finetune = ["-m", "eebench.cli", "finetune", str(recipe), "--if-missing",
+                *[x for o in overrides for x in ("--set", o)]]
+    if processes <= 1:
+        return [sys.executable, *finetune]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={processes}", *finetune]
+
+
+def visible_devices(env: dict | None = None, count: int | None = None) -> list[str]:
+    """The GPUs this process may use, as the ids a child's CUDA_VISIBLE_DEVICES must name: the
+    parent's own mask entries (physical ids, GPU-… or MIG-… UUIDs) when it has one, else 0..count-1.
+    CUDA reads a mask up to its first invalid entry, so only the first ``count`` entries are visible."""
+    import torch
+
+    env = os.environ if env is None else env
+    count = torch.cuda.device_count() if count is None else count
+    mask = env.get("CUDA_VISIBLE_DEVICES")
+    if mask is None:
+        return [str(i) for i in range(count)]
+    ids = [x.strip() for x in mask.split(",") if x.strip()]
+    return ids[:count]
+
+
+def worker_masks(workers: int, devices: list[str], per_worker: int = 1, share: bool = False) -> list[str | None]:
+    """CUDA_VISIBLE_DEVICES of each local worker slot: ``per_worker`` of the parent's visible devices
+    each, disjoint; more workers than that allows is an error unless ``share`` (then slots reuse the
+    devices round robin). No GPUs: None for every slot (CPU workers)."""
+    if not devices:
+        return [None] * workers
+    need = workers * per_worker
+    if per_worker > len(devices):
+        raise UserError(f"--gpus {per_worker}: a job needs {per_worker} GPUs but only {len(devices)} are visible "
+                        f"({','.join(devices)})")
+    if need > len(devices) and not share:
+        raise UserError(f"--jobs {workers} with {per_worker} GPU(s) each needs {need} GPUs; {len(devices)} are "
+                        f"visible ({','.join(devices)}): lower --jobs, or pass --share-gpus to put several "
+                        f"workers on one GPU")
+    groups = len(devices) // per_worker
+    return [",".join(devices[(slot % groups) * per_worker:(slot % groups + 1) * per_worker]) for slot in range(workers)]
 
 
 def _slug(cell: Cell) -> str:
@@ -108,31 +147,36 @@ def _finish(cell: Cell, code: int, started: float) -> None:
 
 
 # ----------------------------------------------------------------------------------- local
-def run_local(cells: list[Cell], jobs: int | None, log_dir: Path) -> Outcome:
-    """A pool of ``jobs`` worker processes on this machine: one per visible GPU by default, each
-    pinned to its GPU with CUDA_VISIBLE_DEVICES; on CPU the cores are divided among the workers."""
-    import torch
-
-    gpus = torch.cuda.device_count()
-    jobs = jobs or max(1, gpus)
+def run_local(cells: list[Cell], jobs: int | None, log_dir: Path, gpus_per_job: int = 1,
+              share_gpus: bool = False) -> Outcome:
+    """A pool of ``jobs`` worker processes on this machine: by default one per ``gpus_per_job`` of
+    the visible GPUs, each pinned to its own with CUDA_VISIBLE_DEVICES (entries of the parent's mask,
+    so ``CUDA_VISIBLE_DEVICES=4,5`` gives workers 4 and 5); a worker with several GPUs trains on all
+    of them through the distributed launcher. On CPU the cores are divided among the workers."""
+    devices = visible_devices()
+    per = max(1, gpus_per_job)
+    jobs = jobs or max(1, len(devices) // per)
     if jobs < 1:
         raise UserError(f"--jobs {jobs}: must be at least 1")
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    masks = worker_masks(jobs, devices, per, share_gpus)
+    threads = max(1, (os.cpu_count() or 1) // (jobs * (per if devices else 1)))
     free = list(range(jobs))
     log_dir.mkdir(parents=True, exist_ok=True)
     console.print(f"running {len(cells)} cell(s) on {jobs} local worker(s)"
-                  + (f", one GPU each (of {gpus})" if gpus else f", {threads} CPU thread(s) each")
+                  + (f", GPU(s) {' | '.join(dict.fromkeys(masks))} (parent's visible: {','.join(devices)})"
+                     if devices else f", {threads} CPU thread(s) each")
                   + f"; logs in {log_dir}")
 
     def work(cell: Cell) -> None:
         slot = free.pop()
         env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
-        if gpus:
-            env["CUDA_VISIBLE_DEVICES"] = str(slot % gpus)
+        if masks[slot] is not None:
+            env["CUDA_VISIBLE_DEVICES"] = masks[slot]
+        processes = per if devices else 1
         cell.log, cell.state, started = log_dir / f"{_slug(cell)}.log", "running", time.perf_counter()
         try:
             with open(cell.log, "w") as log:
-                code = subprocess.call(job_command(cell.recipe, cell.overrides), stdout=log,
+                code = subprocess.call(job_command(cell.recipe, cell.overrides, processes), stdout=log,
                                        stderr=subprocess.STDOUT, env=env)
         finally:
             free.append(slot)
@@ -151,30 +195,41 @@ def run_local(cells: list[Cell], jobs: int | None, log_dir: Path) -> Outcome:
 
 # ----------------------------------------------------------------------------------- slurm
 class CellJob:
-    """What a Slurm job runs: the cell's finetune in its own process; on preemption or timeout
-    submitit requeues it, and the requeued job resumes from the run's last checkpoint."""
+    """What a Slurm job runs: the cell's finetune in its own process(es): with ``processes`` > 1 (a
+    job holding that many GPUs) one per GPU through the distributed launcher. Its output is streamed
+    into the job's log as it comes, so a killed job's log still shows how far it got. On preemption
+    or timeout submitit requeues it, and the requeued job resumes from the run's last checkpoint."""
 
     def __init__(self, recipe: str, data_root: str | None, setup: list[str] | None = None,
-                 overrides: list[str] | None = None):
+                 overrides: list[str] | None = None, processes: int = 1):
         self.recipe, self.data_root, self.setup = recipe, data_root, setup or []
         self.overrides = overrides or []
+        self.processes = processes
+
+    def command(self) -> str:
+        """The shell script the job runs (the setup lines, then the finetune)."""
+        return "\n".join([*self.setup, shlex.join(job_command(Path(self.recipe), self.overrides, self.processes))])
 
     def __call__(self) -> str:
         env = {**os.environ, **({DATA_ENV: self.data_root} if self.data_root else {})}
-        command = shlex.join(job_command(Path(self.recipe), self.overrides))
-        script = "\n".join([*self.setup, command])
-        done = subprocess.run(["bash", "-c", script], env=env, capture_output=True, text=True)
-        sys.stdout.write(done.stdout)
-        sys.stderr.write(done.stderr)
-        if done.returncode != 0:
-            errors = [line for line in (done.stdout + done.stderr).splitlines() if line.startswith("error:")]
-            raise RuntimeError(errors[-1] if errors else f"eebench finetune exited with {done.returncode}")
-        return "elsewhere" if "is being written by" in done.stdout + done.stderr else "finished"
+        errors, elsewhere = [], False
+        with subprocess.Popen(["bash", "-c", self.command()], env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+            for line in proc.stdout:
+                sys.stdout.write(line)
+                sys.stdout.flush()
+                if line.startswith("error:"):
+                    errors.append(line.strip())
+                elsewhere = elsewhere or "is being written by" in line
+        if proc.returncode != 0:
+            raise RuntimeError(errors[-1] if errors else f"eebench finetune exited with {proc.returncode}")
+        return "elsewhere" if elsewhere else "finished"
 
     def checkpoint(self):
         import submitit
 
-        return submitit.helpers.DelayedSubmission(CellJob(self.recipe, self.data_root, self.setup, self.overrides))
+        return submitit.helpers.DelayedSubmission(CellJob(self.recipe, self.data_root, self.setup, self.overrides,
+                                                          self.processes))
 
 
 def run_slurm(cells: list[Cell], config: LauncherConfig, log_dir: Path, executor=None) -> Outcome:
@@ -200,7 +255,7 @@ def run_slurm(cells: list[Cell], config: LauncherConfig, log_dir: Path, executor
     with executor.batch():
         for cell in cells:
             jobs_of[id(cell)] = executor.submit(CellJob(str(Path(cell.recipe).resolve()), root, config.setup,
-                                                        cell.overrides))
+                                                        cell.overrides, processes=max(1, config.gpus)))
     for cell in cells:
         job = jobs_of[id(cell)]
         cell.log = Path(str(job.paths.stdout))
@@ -238,7 +293,7 @@ def run_ray(cells: list[Cell], config: LauncherConfig, log_dir: Path) -> Outcome
         raise UserError("--launcher ray needs ray: pip install 'ray[default]'") from None
     ray.init(ignore_reinit_error=True, log_to_driver=False)
     remote = ray.remote(num_gpus=config.gpus, num_cpus=config.cpus)(
-        lambda recipe, root, setup, overrides: CellJob(recipe, root, setup, overrides)())
+        lambda recipe, root, setup, overrides: CellJob(recipe, root, setup, overrides, max(1, config.gpus))())
     root = os.environ.get(DATA_ENV)
     refs = {id(c): remote.remote(str(Path(c.recipe).resolve()), root, config.setup, c.overrides) for c in cells}
     started = time.perf_counter()

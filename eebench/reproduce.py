@@ -65,7 +65,7 @@ def needed_splits(spec: TableSpec, set_name: str) -> list[tuple[Path, str]]:
 
 def run_missing(spec: TableSpec, set_name: str, launcher: str = "local", jobs: int | None = None,
                 config: LauncherConfig | None = None, log_dir: Path = Path("results/logs"),
-                executor=None, seeds: int | None = None) -> Outcome:
+                executor=None, seeds: int | None = None, share_gpus: bool = False) -> Outcome:
     """Run every unfinished cell's recipe as a job (``seeds``: one job per seed), wait for them all
     (a failed cell does not stop the others), then trace the splits the table reads."""
     from eebench.errors import UserError
@@ -82,7 +82,7 @@ def run_missing(spec: TableSpec, set_name: str, launcher: str = "local", jobs: i
     if cells:
         config = config or LauncherConfig()
         if launcher == "local":
-            outcome = run_local(cells, jobs, log_dir)
+            outcome = run_local(cells, jobs, log_dir, config.gpus, share_gpus)
         elif launcher == "slurm":
             outcome = run_slurm(cells, config, log_dir, executor)
         else:

@@ -1,5 +1,8 @@
 """Measured wall-clock of the real early-exit engine (eebench.engine) against the full model.
 
+Every time is read through eebench.device.Clock: the device is synchronised around each timed
+call, and on a GPU CUDA events time it; every input length is warmed up first.
+
 Batch size 1 is measured as a *stream*: the engine serves a block of consecutive examples, then
 the full model (every layer, final head only) serves the same block, the order alternating per
 block and per round; each example's time is the median of its rounds. That is what a deployed
@@ -19,18 +22,20 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
+from eebench.device import Clock, describe, synchronize
 from eebench.engine import EarlyExitEngine
 
 
-def timed(fn: Callable, batch: dict) -> float:
-    t0 = time.perf_counter()
-    fn(batch)
-    return time.perf_counter() - t0
+def timed(fn: Callable, batch: dict, clock: Clock | None = None) -> float:
+    """Seconds of ``fn(batch)``, the device synchronised around it (CUDA events on a GPU)."""
+    clock = clock or Clock(torch.device("cpu"))
+    return clock.seconds(fn, batch)
 
 
 def stream_times(engine: EarlyExitEngine, singles: list[dict], rounds: int = 3, block: int = 100,
                  advance: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per example: engine seconds, full-model seconds (medians over rounds), engine exit layer."""
+    clock = Clock(engine.device)
     n = len(singles)
     t_engine, t_full = np.zeros((rounds, n)), np.zeros((rounds, n))
     exits = np.zeros(n, dtype=np.int64)
@@ -40,11 +45,11 @@ def stream_times(engine: EarlyExitEngine, singles: list[dict], rounds: int = 3, 
             for which in ("engine", "full") if (r + k) % 2 == 0 else ("full", "engine"):
                 for i in rows:
                     if which == "full":
-                        t_full[r, i] = timed(engine.run_full, singles[i])
+                        t_full[r, i] = clock.seconds(engine.run_full, singles[i])
                         continue
-                    t0 = time.perf_counter()
-                    got, _ = engine.run(singles[i])
-                    t_engine[r, i] = time.perf_counter() - t0
+                    with clock.time() as t:
+                        got, _ = engine.run(singles[i])
+                    t_engine[r, i] = t[0]
                     exits[i] = got[0]
             if advance is not None:
                 advance(len(rows))
@@ -54,43 +59,76 @@ def stream_times(engine: EarlyExitEngine, singles: list[dict], rounds: int = 3, 
 def batched_times(engine: EarlyExitEngine, batches: list[tuple[np.ndarray, dict]], n: int,
                   advance: Callable[[int], None] | None = None) -> tuple[float, float, np.ndarray]:
     """Total engine seconds, total full-model seconds, and the engine's exit layer of every example."""
+    clock = Clock(engine.device)
     t_engine = t_full = 0.0
     exits = np.zeros(n, dtype=np.int64)
     for index, batch in batches:
-        t0 = time.perf_counter()
-        got, _ = engine.run(batch)
-        t_engine += time.perf_counter() - t0
-        t_full += timed(engine.run_full, batch)
+        with clock.time() as t:
+            got, _ = engine.run(batch)
+        t_engine += t[0]
+        t_full += clock.seconds(engine.run_full, batch)
         exits[index] = got
         if advance is not None:
             advance(len(index))
     return t_engine, t_full, exits
 
 
-def single_batches(data, n: int) -> list[dict]:
-    """The first n examples as batches of one (model inputs only)."""
+def warm_up(engine: EarlyExitEngine, singles: list[dict], batches: list[tuple[np.ndarray, dict]],
+            per_length: int = 2) -> int:
+    """Run engine and full model on every input length the timing will see (kernels, allocator and
+    autotuning are per shape on a GPU), ``per_length`` times each; returns the shapes warmed."""
+    seen: dict[tuple, dict] = {}
+    for batch in singles + [b for _, b in batches]:
+        seen.setdefault(tuple(batch["input_ids"].shape), batch)
+    for batch in seen.values():
+        for _ in range(per_length):
+            engine.run(batch), engine.run_full(batch)
+    synchronize(engine.device)
+    return len(seen)
+
+
+def sync_cost_us(engine: EarlyExitEngine, batch: dict, repeats: int = 200) -> float:
+    """The fixed cost of one exit decision's round trip, µs: copying a layer's exit logits to the host
+    and waiting for them, measured with the device's queue empty. The engine pays it once per layer
+    it runs (data-dependent exit needs the decision on the host); compare it with the per-layer time."""
+    logits = torch.zeros(batch["input_ids"].shape[0], engine.model.num_labels, device=engine.device)
+    synchronize(engine.device)
+    t0 = time.perf_counter()
+    for _ in range(repeats):
+        logits.to("cpu", non_blocking=True)
+        synchronize(engine.device)
+    return 1e6 * (time.perf_counter() - t0) / repeats
+
+
+def to_device(batch: dict, device: torch.device) -> dict:
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def single_batches(data, n: int, device: torch.device = torch.device("cpu")) -> list[dict]:
+    """The first n examples as batches of one (model inputs only), on ``device``."""
     out = []
     for i in range(n):
         batch = data.collate([data[i]])
         batch.pop("index"), batch.pop("labels", None)
-        out.append(batch)
+        out.append(to_device(batch, device))
     return out
 
 
-def length_batches(data, n: int, size: int) -> list[tuple[np.ndarray, dict]]:
-    """The first n examples in batches of ``size`` of similar length: (dataset indices, inputs)."""
+def length_batches(data, n: int, size: int, device: torch.device = torch.device("cpu")) -> list[tuple[np.ndarray, dict]]:
+    """The first n examples in batches of ``size`` of similar length: (dataset indices, inputs on ``device``)."""
     order = np.argsort(data.lengths()[:n], kind="stable")
     out = []
     for start in range(0, n, size):
-        batch = data.collate([data[int(i)] for i in order[start: start + size]])
+        batch = data.collate(data.__getitems__([int(i) for i in order[start: start + size]]))
         index = batch.pop("index").numpy()
         batch.pop("labels", None)
-        out.append((index, batch))
+        out.append((index, to_device(batch, device)))
     return out
 
 
 def summary(expected: np.ndarray, n_layers: int, t_engine: np.ndarray, t_full: np.ndarray,
-            got: np.ndarray, tb_engine: float, tb_full: float, got_b: np.ndarray, batch_size: int) -> dict:
+            got: np.ndarray, tb_engine: float, tb_full: float, got_b: np.ndarray, batch_size: int,
+            device: torch.device = torch.device("cpu"), sync_us: float | None = None) -> dict:
     """The record `eebench speed` writes: ideal and measured speed-ups side by side."""
     from eebench.timing import measured as measured_timing, time_and_speedup
 
@@ -122,4 +160,8 @@ def summary(expected: np.ndarray, n_layers: int, t_engine: np.ndarray, t_full: n
         "threads": torch.get_num_threads(),
         "torch": torch.__version__,
         "machine": platform.processor() or platform.machine(),
+        **describe(device),
+        "timer": "cuda events" if torch.device(device).type == "cuda" else "perf_counter, device synchronised",
+        "sync_us_per_layer": None if sync_us is None else round(sync_us, 2),
+        "full_ms_per_layer_batch_1": round(1000 * float(np.median(t_full)) / n_layers, 4),
     }

@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from eebench.device import autocast
 from eebench.errors import UserError
 from eebench.io import atomic_write
 
@@ -31,6 +32,7 @@ class Trace:
     lte: np.ndarray | None = None  # Shape: [N, L]; learned-to-exit certainty, when the model has an LTE head
     cka: np.ndarray | None = None  # Shape: [N, L-1]; linear CKA of layers i and i+1 (token representations)
     tokens: np.ndarray | None = None  # Shape: [N]; tokens per example (for MACs)
+    device: str | None = None  # where it was computed ("cuda:0 NVIDIA H200", "cpu x86_64"; None: older traces)
 
     @property
     def num_layers(self) -> int:
@@ -46,13 +48,15 @@ def trace_key(weights_sha256: str, examples_fingerprint: str, max_length: int, i
 
 @torch.no_grad()
 def compute_signals(model, loader, device: torch.device, progress=None, task_id=None,
-                    with_cka: bool = True, parallel=None) -> dict[str, np.ndarray]:
+                    with_cka: bool = True, parallel=None, dtype: torch.dtype | None = None) -> dict[str, np.ndarray]:
     """Every exit's logits (Shape: [N, L, C]), LTE certainty ([N, L]) when the model has an LTE head,
     and CKA of consecutive layers ([N, L-1]), in the dataset's order.
 
     With ``parallel`` (eebench.train.parallel.Parallel) each process runs every world-th batch and the
     rows are gathered by example index on every process: each example is computed once, in the same
-    batch as a single process would put it in, so the result equals a single-process trace."""
+    batch as a single process would put it in, so the result equals a single-process trace.
+    ``dtype``: autocast dtype of the forward pass (the recipe's precision on a GPU); the signals are
+    stored fp32 whatever it is."""
     model.eval()
     n = len(loader.dataset)
     names = ["logits"] + (["lte"] if model.lte is not None else []) + (["cka"] if with_cka else [])
@@ -68,7 +72,8 @@ def compute_signals(model, loader, device: torch.device, progress=None, task_id=
     for batch in loader:
         index = batch.pop("index").numpy()
         batch.pop("labels", None)
-        out = model(**{k: v.to(device) for k, v in batch.items()}, with_cka=with_cka)
+        with autocast(device, dtype):
+            out = model(**{k: v.to(device, non_blocking=True) for k, v in batch.items()}, with_cka=with_cka)
         for name in names:
             out_arrays[name][index] = getattr(out, name).float().cpu().numpy()
         rows.append(index)
@@ -84,8 +89,8 @@ def compute_signals(model, loader, device: torch.device, progress=None, task_id=
     return {"logits": out_arrays["logits"], "lte": out_arrays.get("lte"), "cka": out_arrays.get("cka")}
 
 
-def compute_logits(model, loader, device: torch.device, parallel=None) -> np.ndarray:
-    return compute_signals(model, loader, device, with_cka=False, parallel=parallel)["logits"]
+def compute_logits(model, loader, device: torch.device, parallel=None, dtype: torch.dtype | None = None) -> np.ndarray:
+    return compute_signals(model, loader, device, with_cka=False, parallel=parallel, dtype=dtype)["logits"]
 
 
 def save_trace(path: Path, trace: Trace) -> None:
@@ -93,9 +98,9 @@ def save_trace(path: Path, trace: Trace) -> None:
               "logits": trace.logits, "regression": np.array(trace.regression)}
     if trace.labels is not None:
         arrays["labels"] = trace.labels
-    for name in ("lte", "cka", "tokens"):
+    for name in ("lte", "cka", "tokens", "device"):
         if getattr(trace, name) is not None:
-            arrays[name] = getattr(trace, name)
+            arrays[name] = np.asarray(getattr(trace, name))
 
     def write(tmp: Path) -> None:
         with open(tmp, "wb") as f:
@@ -116,6 +121,7 @@ def load_trace(path: Path) -> Trace:
             lte=z["lte"] if "lte" in z.files else None,
             cka=z["cka"] if "cka" in z.files else None,
             tokens=z["tokens"] if "tokens" in z.files else None,
+            device=str(z["device"]) if "device" in z.files else None,
         )
 
 

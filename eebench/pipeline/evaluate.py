@@ -59,10 +59,13 @@ def current_key(run: Run, split: str, examples=None) -> str:
     return trace_key(weights, examples.fingerprint(), run.recipe.train.max_length, _input_mode(run.recipe))
 
 
-def ensure_trace(run: Run, split: str, model=None, parallel=None, retrace: bool = False) -> Trace:
+def ensure_trace(run: Run, split: str, model=None, parallel=None, retrace: bool = False,
+                 device: str | None = None) -> Trace:
     """The stored trace of ``split`` when its key matches, else a fresh one (and say why). With
     ``parallel`` every process traces its share of the batches and the main process saves the whole.
-    ``retrace`` recomputes it whatever is stored (a damaged trace file)."""
+    ``retrace`` recomputes it whatever is stored (a damaged trace file). A model loaded here runs on
+    ``device`` (eebench.device's rule: the accelerator when there is one), in the recipe's precision
+    on a GPU; a model passed in runs where it is."""
     from eebench.data.encode import eval_loader
 
     examples = load_split(run.spec, run.recipe.task, split)
@@ -75,20 +78,27 @@ def ensure_trace(run: Run, split: str, model=None, parallel=None, retrace: bool 
         console.print(f"[yellow]trace {path} is stale[/] (model, data or max_length changed); recomputing")
     from eebench.model.build import load_model
 
+    from eebench.device import describe, inference_dtype, resolve_device
+
     if model is None:
+        target = resolve_device(device)
         model, tokenizer, _ = load_model(run.model_dir, run.model_task)
+        model.to(target)
     else:
         from transformers import AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(str(run.model_dir))
-    device = next(model.parameters()).device
+    on = next(model.parameters()).device
+    dtype = inference_dtype(on, run.recipe.train.mixed_precision)
+    where = " ".join(describe(on).values())
     data = encode_split(run.recipe, tokenizer, examples)
     with progress() as bars:
-        task = bars.add_task(f"trace {split}", total=len(data), info="")
-        signals = compute_signals(model, eval_loader(data, run.recipe.train.eval_batch_size), device,
-                                  bars, task, parallel=parallel)
+        task = bars.add_task(f"trace {split} on {on}", total=len(data), info="")
+        signals = compute_signals(model, eval_loader(data, run.recipe.train.eval_batch_size, on), on,
+                                  bars, task, parallel=parallel, dtype=dtype)
     trace = Trace(split, key, np.asarray(examples.ids), signals["logits"], examples.labels,
-                  run.spec.is_regression, signals["lte"], signals["cka"], data.lengths())
+                  run.spec.is_regression, signals["lte"], signals["cka"], data.lengths(),
+                  device=where + (f" {str(dtype).removeprefix('torch.')}" if dtype else ""))
     if parallel is None or parallel.is_main:
         save_trace(path, trace)
     return trace
@@ -102,14 +112,14 @@ def _input_mode(recipe: Recipe) -> str:
 
 
 # ----------------------------------------------------------------------------------- evaluate
-def evaluate(run: Run, split: str, model=None, retrace: bool = False) -> dict:
+def evaluate(run: Run, split: str, model=None, retrace: bool = False, device: str | None = None) -> dict:
     """Trace ``split`` (or reuse its trace), write layer-wise metrics, the recipe policy's sweep and
     every saved calibration applied to this split (refitted first when the model or data changed
     since it was fitted and its split is at hand)."""
     calibrations = run.calibrations()  # read (and checked) before anything is written
-    trace = ensure_trace(run, split, model, retrace=retrace)
+    trace = ensure_trace(run, split, model, retrace=retrace, device=device)
     spec, out = run.spec, run.eval_dir(split)
-    result: dict = {"split": run.split_name(split), "n": len(trace.ids)}
+    result: dict = {"split": run.split_name(split), "n": len(trace.ids), "traced_on": trace.device}
     if trace.labels is not None:
         rows = layerwise(spec.metrics, trace.logits, trace.labels, trace.regression)
         Layerwise(rows).save(out / "layerwise.json")
@@ -125,12 +135,13 @@ def evaluate(run: Run, split: str, model=None, retrace: bool = False) -> dict:
         table = sweep(trace, spec, policy, _grid(run, policy, trace))
         write_csv(out / f"sweep_{policy.name}.csv", table)
     for cal in calibrations:
-        cal, stale = _fresh(run, cal, split, trace, model)
+        cal, stale = _fresh(run, cal, split, trace, model, device)
         result[cal.policy] = apply_calibration(run, trace, cal, stale).dump()
     return result
 
 
-def _fresh(run: Run, cal: Calibration, split: str, trace: Trace, model) -> tuple[Calibration, str | None]:
+def _fresh(run: Run, cal: Calibration, split: str, trace: Trace, model,
+           device: str | None = None) -> tuple[Calibration, str | None]:
     """The calibration refitted when it was fitted on another trace than its split's current one;
     when that split's data is not at hand, the old one and why it is stale."""
     if cal.trace_key is None:
@@ -145,7 +156,7 @@ def _fresh(run: Run, cal: Calibration, split: str, trace: Trace, model) -> tuple
         fitted_on = trace
     else:
         try:
-            fitted_on = ensure_trace(run, cal.split, model)
+            fitted_on = ensure_trace(run, cal.split, model, device=device)
         except UserError as err:
             return cal, f"fitted on an older trace of {cal.split}; its data is not at hand to refit ({err})"
     if fitted_on.key == cal.trace_key:
@@ -225,9 +236,10 @@ def _print_point(split: str, point: dict, spec: TaskSpec) -> None:
 
 # ----------------------------------------------------------------------------------- calibrate
 def calibrate(run: Run, policy_name: str, split: str, target_time_pct: float | None = None,
-              max_drop: float | None = None, grid: list | None = None, model=None) -> dict:
-    """Fit the policy's setting on ``split`` to the target, save it, apply it to the split."""
-    trace = ensure_trace(run, split, model)
+              max_drop: float | None = None, grid: list | None = None, model=None, device: str | None = None) -> dict:
+    """Fit the policy's setting on ``split`` to the target, save it, apply it to the split (tracing it
+    first on ``device`` when no stored trace matches)."""
+    trace = ensure_trace(run, split, model, device=device)
     cal = fit(run, policy_name, trace, target_time_pct, max_drop, grid)
     return apply_calibration(run, trace, cal).dump()
 

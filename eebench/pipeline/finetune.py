@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from eebench.console import console
+from eebench.device import describe as describe_device, inference_dtype
 from eebench.data.load import load_split
 from eebench.errors import UserError
 from eebench.io import write_json
@@ -29,7 +30,7 @@ from eebench.rundir import MULTITASK_MARKER, Run, Status, read_recipe, run_statu
 
 def finetune(recipe_path: str | Path, overrides: list[str], data_dir: str | None = None,
              overwrite: bool = False, resume: bool = False, recipe: Recipe | None = None,
-             run_dir: Path | None = None, if_missing: bool = False) -> Run:
+             run_dir: Path | None = None, if_missing: bool = False, device: str | None = None) -> Run:
     """Train the recipe's model and evaluate it. A multitask recipe trains one shared model and
     leaves one run folder per task under ``<run>/tasks/<task>/`` (the returned run is the parent).
     ``resume`` continues an unfinished run from its last checkpoint (or starts it when there is none).
@@ -50,7 +51,7 @@ def finetune(recipe_path: str | Path, overrides: list[str], data_dir: str | None
         overwrite, resume = _missing_mode(target)
     build = build_dir(target, overwrite, resume)
     run = Run(build, recipe, final=target if build != target else None)
-    accelerator = accelerator_for(recipe, run)
+    accelerator = accelerator_for(recipe, run, device)
     par = Parallel.from_accelerator(accelerator)
     console.quiet = not par.is_main  # one writer: the main process prints
     with owned(target, par, "finetune"):
@@ -148,8 +149,8 @@ def _finetune(run: Run, recipe_path, accelerator, par, overwrite: bool, resume: 
         out = {}
         for name, (data, labels) in devs.items():
             spec = subs[name].spec
-            logits = compute_logits(views[name], eval_loader(data, recipe.train.eval_batch_size), accelerator.device,
-                                    par)
+            logits = compute_logits(views[name], eval_loader(data, recipe.train.eval_batch_size, accelerator.device),
+                                    accelerator.device, par, inference_dtype(accelerator.device, recipe.train.mixed_precision))
             rows = layerwise((spec.primary_metric,), logits, labels, spec.is_regression)
             out[name] = {"dev_metric": spec.primary_metric, "dev_layerwise": [r[spec.primary_metric] for r in rows]}
             warn_collapse(f"{name} dev after {stage} epoch {epoch}", logits, labels, spec)
@@ -159,7 +160,9 @@ def _finetune(run: Run, recipe_path, accelerator, par, overwrite: bool, resume: 
     if par.is_main:
         previous = run_status(run.dir) if resume else Status()
         run.mark(state="training", started=previous.started or time.strftime("%Y-%m-%dT%H:%M:%S"),
-                 processes=par.world, mixed_precision=str(accelerator.mixed_precision),
+                 processes=par.world, mixed_precision=str(accelerator.mixed_precision), **describe_device(accelerator.device),
+                 tf32=bool(recipe.train.tf32 and accelerator.device.type == "cuda"
+                           and accelerator.mixed_precision == "no"),
                  global_batch=global_batch_size(recipe.train, par.world), **({"resumed": (getattr(previous, "resumed", None) or 0) + 1} if checkpoint else {}))
     try:
         history = train(model, jobs, recipe.train, accelerator, run.dir / "train_log.jsonl", on_epoch_end,
@@ -235,12 +238,12 @@ def _after_training(run: Run, model, started: float) -> None:
     run.mark(state="finished", total_seconds=round(time.perf_counter() - started, 1))
 
 
-def resume(folder: str | Path) -> Run:
+def resume(folder: str | Path, device: str | None = None) -> Run:
     """Continue the unfinished run in ``folder`` with the recipe it was started with."""
     folder = Path(folder)
     if folder.name.startswith(".") and folder.name.endswith(".overwrite"):
         folder = folder.with_name(folder.name[1:].removesuffix(".overwrite"))
     staging = staging_dir(folder)
     source = staging if (staging / "recipe.json").is_file() and training_unfinished(staging) else folder
-    return finetune(source / "recipe.toml", [], resume=True, recipe=read_recipe(source), run_dir=folder)
+    return finetune(source / "recipe.toml", [], resume=True, recipe=read_recipe(source), run_dir=folder, device=device)
 

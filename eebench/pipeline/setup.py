@@ -25,10 +25,25 @@ def describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"[:500]
 
 
-def accelerator_for(recipe: Recipe, run: Run):
-    """The Accelerator of a training run: mixed precision from the recipe, else from the launcher."""
+def accelerator_for(recipe: Recipe, run: Run, device: str | None = None):
+    """The Accelerator of a training run: mixed precision from the recipe, else from the launcher; the
+    device by eebench.device's rule (``--device``: cpu, cuda, cuda:N for a single process; under a
+    distributed launcher each process takes the GPU of its local rank)."""
+    import os
+
     import torch
     from accelerate import Accelerator
+
+    from eebench.device import enable_tf32, resolve_device
+
+    target = resolve_device(device)
+    launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    if launched and device not in (None, "auto", "cpu", "cuda"):
+        raise UserError(f"--device {device}: under a distributed launcher each process takes the GPU of its "
+                        f"local rank; drop --device (or choose the GPUs with CUDA_VISIBLE_DEVICES)")
+    if target.type == "cuda" and not launched:
+        torch.cuda.set_device(target)
+    enable_tf32(recipe.train.tf32)
 
     trackers = list(recipe.output.trackers)
     if trackers:
@@ -43,7 +58,7 @@ def accelerator_for(recipe: Recipe, run: Run):
                 raise UserError(f"output.trackers: {name!r} is not installed; pip install it (e.g. pip install "
                                 f"{'tensorboard' if name == 'tensorboard' else name}) or remove it from the recipe")
     try:
-        return Accelerator(mixed_precision=recipe.train.mixed_precision, cpu=not torch.cuda.is_available(),
+        return Accelerator(mixed_precision=recipe.train.mixed_precision, cpu=target.type == "cpu",
                            log_with=trackers or None, project_dir=str(run.dir / "tracking"))
     except (ValueError, ImportError, RuntimeError) as err:
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__

@@ -11,12 +11,15 @@ from eebench.rundir import Run, Speed
 
 
 def speed(run: Run, policy_name: str, split: str, batch_size: int = 32, limit: int | None = None,
-          rounds: int = 3, block: int = 100) -> dict:
+          rounds: int = 3, block: int = 100, device: str | None = None) -> dict:
     """Measure the real early-exit engine at the policy's calibrated setting against the full model
-    (eebench.speed), check its exits against the trace, write eval/<split>/speed_<policy>.json."""
+    (eebench.speed) on ``device`` (eebench.device's rule), check its exits against the trace, write
+    eval/<split>/speed_<policy>.json (which names the device)."""
+    from eebench.device import describe, inference_dtype, resolve_device
     from eebench.engine import EarlyExitEngine
     from eebench.model.build import load_model
-    from eebench.speed import batched_times, length_batches, single_batches, stream_times, summary
+    from eebench.speed import (batched_times, length_batches, single_batches, stream_times, summary, sync_cost_us,
+                               warm_up)
 
     policy = get_policy(policy_name)
     cal = next((c for c in run.calibrations() if c.policy == policy_name), None)
@@ -24,15 +27,22 @@ def speed(run: Run, policy_name: str, split: str, batch_size: int = 32, limit: i
         raise UserError(f"{run.dir} has no calibration for policy {policy_name!r} "
                         f"({run.calibration_path(policy_name)} missing); "
                         f"run eebench calibrate {run.dir} --policy {policy_name} --target-time-pct 50 first")
-    trace = ensure_trace(run, split)
+    target = resolve_device(device)
+    trace = ensure_trace(run, split, device=device)
     n = len(trace.logits) if limit is None else min(limit, len(trace.logits))
     expected = policy.exits(trace, [cal.setting])[0][:n]
     model, tokenizer, _ = load_model(run.model_dir, run.model_task)
-    engine = EarlyExitEngine(model, policy_name, cal.setting, trace.regression)
+    model.to(target)
+    dtype = inference_dtype(target, run.recipe.train.mixed_precision)
+    engine = EarlyExitEngine(model, policy_name, cal.setting, trace.regression, dtype=dtype)
     data = encode_split(run.recipe, tokenizer, load_split(run.spec, run.recipe.task, split))
-    singles, batches = single_batches(data, n), length_batches(data, n, batch_size)
-    for batch in singles[:20]:  # warm-up
-        engine.run(batch), engine.run_full(batch)
+    singles, batches = single_batches(data, n, target), length_batches(data, n, batch_size, target)
+    where = " ".join(describe(target).values())
+    console.print(f"timing {n} examples of {split} on {where}{f' ({dtype})' if dtype else ''}: batch 1 x "
+                  f"{rounds} rounds (engine and full model), then batch {batch_size}"
+                  + ("; --limit N times fewer" if limit is None and n > 500 else ""))
+    shapes = warm_up(engine, singles, batches)
+    sync_us = sync_cost_us(engine, singles[0]) if singles else None
     with progress() as bars:
         one = bars.add_task(f"{split} batch 1 (engine, then full model)", total=n * rounds, info="")
         t_engine, t_full, got = stream_times(engine, singles, rounds, block, lambda k: bars.advance(one, k))
@@ -40,10 +50,12 @@ def speed(run: Run, policy_name: str, split: str, batch_size: int = 32, limit: i
         tb_engine, tb_full, got_b = batched_times(engine, batches, n, lambda k: bars.advance(many, k))
     record = {"policy": policy_name, "setting": cal.setting, "calibrated_on": cal.split,
               "split": run.split_name(split),
-              **summary(expected, trace.num_layers, t_engine, t_full, got, tb_engine, tb_full, got_b, batch_size)}
+              **summary(expected, trace.num_layers, t_engine, t_full, got, tb_engine, tb_full, got_b, batch_size,
+                        target, sync_us), "warmed_shapes": shapes,
+              "precision": str(dtype).removeprefix("torch.") if dtype else "fp32"}
     Speed.model_validate(record).save(run.eval_dir(split) / f"speed_{policy_name}.json")
     b1, bb = record["batch_1"], record[f"batch_{batch_size}"]
-    console.print(f"{split} @ {policy_name} ({setting_label(cal.setting)}), {n} examples, "
+    console.print(f"{split} @ {policy_name} ({setting_label(cal.setting)}), {n} examples on {where}, "
                   f"{record['threads']} threads: mean exit layer {record['mean_exit_layer']:.2f} of "
                   f"{trace.num_layers}, ideal speed-up {record['ideal_speedup']:.2f}x")
     console.print(f"  batch 1: engine p50 {b1['engine_p50_ms']:.2f} ms p95 {b1['engine_p95_ms']:.2f} ms | full "
@@ -52,6 +64,9 @@ def speed(run: Run, policy_name: str, split: str, batch_size: int = 32, limit: i
     console.print(f"  batch {batch_size}: measured speed-up {bb['measured_speedup']:.2f}x = {bb['of_ideal']:.2f} "
                   f"of ideal; exits equal to the trace: {100 * b1['agreement']:.2f}% (batch 1), "
                   f"{100 * bb['agreement']:.2f}% (batch {batch_size})")
+    if record["sync_us_per_layer"] is not None:
+        console.print(f"  exit decision: {record['sync_us_per_layer']:.1f} µs per layer for the host round trip "
+                      f"(a full-model layer at batch 1: {1000 * record['full_ms_per_layer_batch_1']:.1f} µs)")
     if min(b1["agreement"], bb["agreement"]) < 1.0:
         console.print("[yellow]warning:[/] the engine's exits differ from the trace simulation on some examples")
     return record

@@ -167,29 +167,24 @@ def train(
                                           par, cfg.seed, s, epoch_step=b)
                         parts = _step(job, stage, batches[b], ctx, params_of[job.name], backbone_grad,
                                       accelerator, cfg.grad_accum_steps)
-                        scaler = accelerator.scaler
-                        if scaler is not None:
-                            scaler.unscale_(optimizer)
-                        if cfg.max_grad_norm:
-                            torch.nn.utils.clip_grad_norm_(params_of[job.name], cfg.max_grad_norm)
-                        if scaler is not None:
-                            scaler.step(optimizer)
-                            scaler.update()
-                        else:
-                            optimizer.step()
-                        scheduler.step()
+                        stepped = optimizer_step(optimizer, params_of[job.name], accelerator, cfg.max_grad_norm)
+                        scheduler.step()  # a skipped step still counts in the schedule (its length is fixed)
                         optimizer.zero_grad(set_to_none=True)
-                        loss = parts["loss"]
+                        if not stepped:  # no parameter got a gradient (a MAML batch too small for an episode)
+                            parts = {"skipped": True, "rows": len(batches[b])}
+                        loss = parts.get("loss")
                         pos.step += 1
                         pos.total_steps += 1
-                        pos.seen += 1
-                        pos.running += loss
+                        if stepped:
+                            pos.seen += 1
+                            pos.running += loss
                         pos.batch = b + 1
-                        info = f"epoch {epoch}/{stage0.epochs} {tag}loss {loss:.4f}"
+                        info = (f"epoch {epoch}/{stage0.epochs} {tag}loss {loss:.4f}" if stepped else
+                                f"epoch {epoch}/{stage0.epochs} {tag}step skipped (no gradient)")
                         bars.update(task, advance=1, info=info)
                         if not console.is_terminal and pos.step % max(1, total // 10) == 0:
                             console.print(f"  {stage0.name} step {pos.step}/{total} {info}")  # logs, not a live bar
-                        if pos.step % 50 == 0 or pos.step == total or (len(jobs) > 1 and b == len(batches) - 1):
+                        if not stepped or pos.step % 50 == 0 or pos.step == total or (len(jobs) > 1 and b == len(batches) - 1):
                             record = {"stage": stage0.name, "epoch": epoch, "step": pos.step,
                                       **({"task": job.name} if len(jobs) > 1 else {}),
                                       "lr": scheduler.get_last_lr()[0], **parts}
@@ -228,6 +223,26 @@ def train(
                     _save_checkpoint(accelerator, par, state, run_dir)
             state.loaded = None
     return state.history
+
+
+def optimizer_step(optimizer, params: list[torch.nn.Parameter], accelerator, max_grad_norm: float | None) -> bool:
+    """Clip and apply the gradients (through the fp16 GradScaler when there is one). A step in which
+    no parameter has a gradient is skipped and returns False: GradScaler.step refuses an optimizer
+    with no inf checks recorded, and an AdamW step on no gradients would only decay the weights.
+    Gradients are already summed over processes, so every process takes the same decision."""
+    if not any(p.grad is not None for p in params):
+        return False
+    scaler = accelerator.scaler
+    if scaler is not None:
+        scaler.unscale_(optimizer)
+    if max_grad_norm:
+        torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    return True
 
 
 def _track_epoch(accelerator, summary: dict, step: int) -> None:

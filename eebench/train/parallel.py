@@ -132,7 +132,12 @@ class Parallel:
         losses: CsdBERT's teacher ranking and contrastive negatives)."""
         if not self.active:
             return x
-        counts = [int(c) for c in self.all_objects(x.shape[0])]
+        shapes = self.all_objects((x.shape[0], tuple(x.shape[1:]), str(x.dtype).removeprefix("torch.")))
+        counts = [s[0] for s in shapes]
+        if len({s[1:] for s in shapes}) > 1:  # a collective needs one row shape and dtype everywhere
+            seen = ", ".join(f"rank {r}: rows {s[1]} {s[2]}" for r, s in enumerate(shapes))
+            raise RuntimeError(f"gather_rows: the processes disagree on the rows' shape or dtype ({seen}); "
+                               f"cast before gathering")
         width = max(counts)
         padded = x.detach()
         if x.shape[0] < width:

@@ -131,6 +131,8 @@ def _gather_outputs(model, out, labels: torch.Tensor, par: Parallel):
         out = ExitOutputs(logits=zeros(n_layers, n_labels), pooled=zeros(n_layers, hidden),
                           first_token=zeros(n_layers, hidden),
                           lte=zeros(n_layers) if model.lte is not None else None)
-    fields = {name: par.gather_rows(getattr(out, name)) for name in ("logits", "pooled", "first_token", "lte")
+    # fp32 on every process: under autocast a process with rows holds bf16/fp16 outputs while one
+    # without rows holds fp32 placeholders, and a collective needs one dtype (the loss is fp32 anyway)
+    fields = {name: par.gather_rows(getattr(out, name).float()) for name in ("logits", "pooled", "first_token", "lte")
               if getattr(out, name) is not None}
     return ExitOutputs(**fields), par.gather_rows(labels)
