@@ -2,7 +2,10 @@
 
     python benchmarks/engine_speed.py results/deebert_sst2_minilm [--split dev] [--policy entropy]
                                       [--target-time-pct 50] [--limit N] [--batch 32] [--rounds 3]
-                                      [--block 100]
+                                      [--block 100] [--device cuda]
+
+Runs on the GPU when there is one (``--device`` chooses); every time is synchronised (CUDA events
+on a GPU) and every input length is warmed up first.
 
 Picks the policy setting whose time% on the measured examples is the largest at or below the
 target (mean exit layer ≤ L/2 for 50), then measures:
@@ -20,7 +23,6 @@ target (mean exit layer ≤ L/2 for 50), then measures:
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import torch
@@ -31,7 +33,8 @@ from eebench.model.build import load_model
 from eebench.policies import get_policy
 from eebench.pipeline.evaluate import encode_split, ensure_trace
 from eebench.rundir import open_run
-from eebench.speed import batched_times, length_batches, single_batches, stream_times, timed
+from eebench.device import Clock, describe, inference_dtype, resolve_device
+from eebench.speed import batched_times, length_batches, single_batches, stream_times, sync_cost_us, timed, warm_up
 
 
 def pick_setting(trace, policy, n: int, target_time_pct: float) -> tuple[dict, np.ndarray]:
@@ -46,7 +49,7 @@ def pick_setting(trace, policy, n: int, target_time_pct: float) -> tuple[dict, n
     return settings[best], exits[best]
 
 
-def main() -> None:
+def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run")
     ap.add_argument("--split", default="dev")
@@ -56,20 +59,24 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--block", type=int, default=100)
-    a = ap.parse_args()
+    ap.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: the GPU when there is one)")
+    a = ap.parse_args(argv)
+    device = resolve_device(a.device)
     run = open_run(a.run)
-    trace = ensure_trace(run, a.split)
+    trace = ensure_trace(run, a.split, device=a.device)
     n = min(a.limit or len(trace.logits), len(trace.logits))
     setting, expected = pick_setting(trace, get_policy(a.policy), n, a.target_time_pct)
     model, tok, _ = load_model(run.model_dir, run.model_task)
-    engine = EarlyExitEngine(model, a.policy, setting, trace.regression)
+    model.to(device)
+    engine = EarlyExitEngine(model, a.policy, setting, trace.regression,
+                             dtype=inference_dtype(device, run.recipe.train.mixed_precision))
+    clock = Clock(device)
     examples = load_split(run.spec, run.recipe.task, a.split)
     data = encode_split(run.recipe, tok, examples)
     L = trace.num_layers
 
-    singles, batches = single_batches(data, n), length_batches(data, n, a.batch)
-    for b in singles[:20]:  # warm-up
-        engine.run(b), engine.run_full(b)
+    singles, batches = single_batches(data, n, device), length_batches(data, n, a.batch, device)
+    warm_up(engine, singles, batches)
     t_engine, t_full, got = stream_times(engine, singles, a.rounds, a.block)
     ideal = L / expected.mean()
     measured = t_full.sum() / t_engine.sum()
@@ -79,10 +86,10 @@ def main() -> None:
     ti_engine, ti_full = np.zeros(n), np.zeros(n)
     for i, b in enumerate(singles):
         if i % 2:
-            ti_full[i] = timed(engine.run_full, b)
-        ti_engine[i] = timed(engine.run, b)
+            ti_full[i] = timed(engine.run_full, b, clock)
+        ti_engine[i] = timed(engine.run, b, clock)
         if not i % 2:
-            ti_full[i] = timed(engine.run_full, b)
+            ti_full[i] = timed(engine.run_full, b, clock)
     measured_i = ti_full.sum() / ti_engine.sum()
 
     tb_engine, tb_full, got_b = batched_times(engine, batches, n)
@@ -90,7 +97,8 @@ def main() -> None:
     agree_b = (got_b == expected).mean()
 
     ms = lambda x: 1000 * np.percentile(x, [50, 95])  # noqa: E731
-    print(f"run {run.dir}, split {a.split}, {n} examples, policy {a.policy} {setting}, threads {torch.get_num_threads()}")
+    print(f"run {run.dir}, split {a.split}, {n} examples, policy {a.policy} {setting}, threads {torch.get_num_threads()}, "
+          f"device {' '.join(describe(device).values())}")
     print(f"mean exit layer {expected.mean():.2f} of {L}; time% {100 * expected.mean() / L:.1f}; "
           f"ideal speed-up L/mean(exit) = {ideal:.2f}x")
     e50, e95 = ms(t_engine)
@@ -110,7 +118,8 @@ def main() -> None:
     layer_us, head_us, decide_us, tokens = component_costs(engine, singles)
     print(f"batch 1 cost per layer passed (median example, {tokens} tokens, weights warm): encoder layer "
           f"{layer_us:.0f} us, exit head {head_us:.0f} us ({100 * head_us / layer_us:.1f}%), "
-          f"exit decision {decide_us:.0f} us")
+          f"exit decision {decide_us:.0f} us (host round trip of the decision's copy alone: "
+          f"{sync_cost_us(engine, singles[0]):.1f} us)")
 
 
 def component_costs(engine, singles, repeat: int = 200) -> tuple[float, float, float, int]:
@@ -123,13 +132,10 @@ def component_costs(engine, singles, repeat: int = 200) -> tuple[float, float, f
         mask = b["attention_mask"]
         logits, pooled = engine._head(1, hidden, mask, False)
 
+        clock = Clock(engine.device)
+
         def median_us(fn):
-            ts = []
-            for _ in range(repeat):
-                t0 = time.perf_counter()
-                fn()
-                ts.append(time.perf_counter() - t0)
-            return 1e6 * float(np.median(ts))
+            return 1e6 * float(np.median([clock.seconds(fn) for _ in range(repeat)]))
 
         return (median_us(lambda: engine._layer(engine.layers[0], hidden, mask4)),
                 median_us(lambda: engine._head(1, hidden, mask, False)),

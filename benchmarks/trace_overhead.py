@@ -18,7 +18,6 @@ from pathlib import Path
 import torch
 
 from eebench.data.encode import encode, eval_loader
-from eebench.data.load import read_glue_tsv
 from eebench.data.tasks import get_task
 from eebench.model import MultiExitModel
 from eebench.trace import compute_signals
@@ -52,9 +51,13 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=64)
     ap.add_argument("--length", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=5)
+    ap.add_argument("--limit", type=int, default=None, help="only the first N examples (a smoke run)")
     a = ap.parse_args()
     model, tok = load(a.model)
-    examples = read_glue_tsv(get_task("sst2"), Path(a.data), "dev")
+    spec = get_task("sst2")
+    examples = spec.format.read(spec, Path(a.data), "dev")
+    if a.limit:
+        examples = examples.subset(list(range(min(a.limit, len(examples)))))
     data = encode(tok, examples, a.length)
     loader = eval_loader(data, a.batch)
     plain_forward(model, loader)  # warm-up

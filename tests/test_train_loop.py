@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader
 from eebench.recipe import SmartConfig, TrainConfig
 from eebench.train.checkpoint import BatchPlan
 from eebench.train.loop import TaskJob, global_batch_size
-from eebench.train.step import _step
+from eebench.train.step import StepInputs, run_step
 from eebench.train.parallel import Parallel
 from eebench.train.strategies import StepContext, build_stages
 
@@ -20,7 +20,7 @@ from dist_worker import CONFIG, data
 
 
 class _Accelerator:
-    """What ``_step`` reads of an Accelerator: a CPU device, no autocast, and an optional scaler."""
+    """What ``run_step`` reads of an Accelerator: a CPU device, no autocast, and an optional scaler."""
 
     device = torch.device("cpu")
 
@@ -44,7 +44,8 @@ def _grads(strategy: str, args: dict, scaler, smart: bool = False) -> list[torch
     params = stage.trains(model)
     job = TaskJob("a", model, [stage], data(0, 8), False, SmartConfig(enabled=smart))
     ctx = StepContext(False, 0, 1, parallel=Parallel())
-    _step(job, stage, list(range(8)), ctx, params, True, _Accelerator(scaler), 1)
+    inputs = StepInputs(job.data, [list(range(8))], Parallel(), 1, stage.gradient is not None, smart)[0]
+    run_step(job, stage, inputs, ctx, params, True, _Accelerator(scaler))
     if scaler is not None:
         optimizer = torch.optim.SGD(params, lr=0.1)
         scaler.unscale_(optimizer)

@@ -113,9 +113,14 @@ def _finetune(run: Run, recipe_path, accelerator, par, overwrite: bool, resume: 
     par.broadcast_module_(model)  # every process starts from the main process's weights
     if par.rank > 0:
         set_seed(recipe.train.seed + par.rank)  # dropout differs across processes
-    jobs = [TaskJob(name, views[name], build_stages(sub.recipe.train, name, model.num_layers),
-                    encode_split(sub.recipe, tokenizer, splits[name][0]), sub.spec.is_regression,
-                    sub.recipe.train.smart, sub.recipe.task.pair_loss) for name, sub in subs.items()]
+    with accelerator.local_main_process_first():  # one process per node tokenizes; the others read its cache
+        encoded = {name: encode_split(sub.recipe, tokenizer, splits[name][0]) for name, sub in subs.items()}
+        devs = {name: (encode_split(subs[name].recipe, tokenizer, dev), dev.labels)
+                for name, (_, dev) in splits.items()
+                if dev is not None and dev.labels is not None and recipe.train.eval_each_epoch}
+    jobs = [TaskJob(name, views[name], build_stages(sub.recipe.train, name, model.num_layers), encoded[name],
+                    sub.spec.is_regression, sub.recipe.train.smart, sub.recipe.task.pair_loss)
+            for name, sub in subs.items()]
     check_lockstep(jobs)
     par.barrier()  # every process has checked the run folder before the main process changes it
     if par.is_main:
@@ -127,8 +132,6 @@ def _finetune(run: Run, recipe_path, accelerator, par, overwrite: bool, resume: 
     console.print(f"[bold]eebench finetune[/] {recipe_path} → {run.dir}"
                   + (f" (resuming from {checkpoint})" if checkpoint else " (no checkpoint yet: from the start)"
                      if resume else ""))
-    devs = {name: (encode_split(subs[name].recipe, tokenizer, dev), dev.labels) for name, (_, dev) in splits.items()
-            if dev is not None and dev.labels is not None and recipe.train.eval_each_epoch}
     for name, (train_examples, dev) in splits.items():
         console.print(f"task {name}: {len(train_examples)} train examples"
                       + (f", {len(dev)} dev examples for per-epoch metrics" if dev is not None else ""))

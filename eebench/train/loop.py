@@ -28,8 +28,11 @@ from eebench.train.parallel import Parallel
 from eebench.train.strategies import Stage, StepContext
 
 from eebench.train.checkpoint import BatchPlan, TrainState, _fault, _save_checkpoint, checkpoint_dir
-from eebench.train.step import _step
+from eebench.train.step import run_step, step_loader
 
+
+LOG_EVERY = 50
+"""Steps between two train_log.jsonl records: the loop reads the device's loss values only then."""
 
 NO_DECAY = ("bias", "LayerNorm.weight", "layer_norm.weight", "norm.weight")
 
@@ -152,6 +155,9 @@ def train(
                     for _ in range(pos.epoch - 1):
                         plan.next_epoch()
             task = bars.add_task(f"{stage0.name}", total=total, completed=pos.step, info="")
+            zero = lambda: torch.zeros((), dtype=torch.float64 if accelerator.device.type != "mps" else torch.float32,  # noqa: E731
+                                       device=accelerator.device)
+            running = zero()  # this process's share of the step losses since pos.running was last brought up to date
             for epoch in range(pos.epoch, stage0.epochs + 1):
                 pos.epoch = epoch
                 model.train()
@@ -162,41 +168,47 @@ def train(
                     pos.job = j
                     stage, tag = job.stages[s], f"{job.name} " if len(jobs) > 1 else ""
                     batches = epoch_plans[job.name]
-                    for b in range(pos.batch, len(batches)):
+                    loader = step_loader(job.data, batches, pos.batch, par, cfg.grad_accum_steps, stage,
+                                         job.smart.enabled, accelerator.device, cfg.loader_workers)
+                    for b, inputs in enumerate(loader, start=pos.batch):
                         ctx = StepContext(job.regression, pos.step, epoch, job.history, job.pair_loss,
                                           par, cfg.seed, s, epoch_step=b)
-                        parts = _step(job, stage, batches[b], ctx, params_of[job.name], backbone_grad,
-                                      accelerator, cfg.grad_accum_steps)
+                        parts = run_step(job, stage, inputs, ctx, params_of[job.name], backbone_grad, accelerator)
                         stepped = optimizer_step(optimizer, params_of[job.name], accelerator, cfg.max_grad_norm)
                         scheduler.step()  # a skipped step still counts in the schedule (its length is fixed)
                         optimizer.zero_grad(set_to_none=True)
-                        if not stepped:  # no parameter got a gradient (a MAML batch too small for an episode)
-                            parts = {"skipped": True, "rows": len(batches[b])}
-                        loss = parts.get("loss")
                         pos.step += 1
                         pos.total_steps += 1
+                        pos.batch = b + 1
                         if stepped:
                             pos.seen += 1
-                            pos.running += loss
-                        pos.batch = b + 1
-                        info = (f"epoch {epoch}/{stage0.epochs} {tag}loss {loss:.4f}" if stepped else
-                                f"epoch {epoch}/{stage0.epochs} {tag}step skipped (no gradient)")
-                        bars.update(task, advance=1, info=info)
-                        if not console.is_terminal and pos.step % max(1, total // 10) == 0:
-                            console.print(f"  {stage0.name} step {pos.step}/{total} {info}")  # logs, not a live bar
-                        if not stepped or pos.step % 50 == 0 or pos.step == total or (len(jobs) > 1 and b == len(batches) - 1):
+                            running = running + parts["loss"]  # on the device: no wait for the GPU here
+                        last = b == len(batches) - 1
+                        if not stepped or pos.step % LOG_EVERY == 0 or pos.step == total \
+                                or pos.step % max(1, total // 10) == 0 or (len(jobs) > 1 and last):
+                            # the only per-step read of the device: every LOG_EVERY steps, or a skipped step
+                            values = par.sum_floats(parts) if stepped else {"skipped": True,
+                                                                            "rows": len(batches[b])}
+                            info = (f"epoch {epoch}/{stage0.epochs} {tag}loss {values['loss']:.4f}" if stepped else
+                                    f"epoch {epoch}/{stage0.epochs} {tag}step skipped (no gradient)")
+                            bars.update(task, info=info)
+                            if not console.is_terminal and pos.step % max(1, total // 10) == 0:
+                                console.print(f"  {stage0.name} step {pos.step}/{total} {info}")  # logs, not a live bar
                             record = {"stage": stage0.name, "epoch": epoch, "step": pos.step,
                                       **({"task": job.name} if len(jobs) > 1 else {}),
-                                      "lr": scheduler.get_last_lr()[0], **parts}
+                                      "lr": scheduler.get_last_lr()[0], **values}
                             write_log(record)
                             accelerator.log({f"train/{k}": v for k, v in record.items()
                                              if isinstance(v, float)}, step=pos.total_steps)
+                        bars.update(task, advance=1)
                         if cfg.checkpoint_every and run_dir is not None and pos.total_steps % cfg.checkpoint_every == 0 \
-                                and not (j == len(jobs) - 1 and b == len(batches) - 1):
+                                and not (j == len(jobs) - 1 and last):
+                            pos.running, running = pos.running + par.sum_floats({"r": running})["r"], zero()
                             pos.log_bytes = log.tell() if par.is_main else 0
                             _save_checkpoint(accelerator, par, state, run_dir)
                         _fault(pos.total_steps, par)
                     pos.batch = 0
+                pos.running, running = pos.running + par.sum_floats({"r": running})["r"], zero()
                 n_examples = sum(len(job.data) for job in jobs)
                 summary = {"stage": stage0.name, "epoch": epoch, "train_loss": pos.running / max(1, pos.seen),
                            "seconds": round(time.perf_counter() - started, 2),

@@ -9,6 +9,8 @@ MAML when installed and chosen."""
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch.func import functional_call
 
@@ -47,11 +49,21 @@ def split_episodes(batch: dict, labels: torch.Tensor, meta_batch: int, support: 
         yield pick(lo, mid), pick(mid, hi)
 
 
-def second_order_ready(model) -> None:
-    """Second derivatives need eager attention: the fused SDPA kernels have no double backward."""
+@contextlib.contextmanager
+def second_order_ready(model, needed: bool = True):
+    """Second derivatives need eager attention (the fused SDPA kernels have no double backward): the
+    backbone runs eager inside the block and returns to its own implementation after it, so the rest
+    of the run (later stages, evaluation, the trace) keeps the fast kernels."""
     config = model.backbone.config
-    if getattr(config, "_attn_implementation", "eager") != "eager" and hasattr(model.backbone, "set_attn_implementation"):
+    before = getattr(config, "_attn_implementation", "eager")
+    switch = needed and before != "eager" and hasattr(model.backbone, "set_attn_implementation")
+    if switch:
         model.backbone.set_attn_implementation("eager")
+    try:
+        yield
+    finally:
+        if switch:
+            model.backbone.set_attn_implementation(before)
 
 
 def my_episodes(batch, labels, args, parallel=None) -> tuple[list, int]:
@@ -65,37 +77,35 @@ def my_episodes(batch, labels, args, parallel=None) -> tuple[list, int]:
 
 
 def maml_step_torch_func(model, batch, labels, regression, args, parallel=None, backward=None) -> dict[str, float]:
-    if not args.first_order:
-        second_order_ready(model)
     backward = backward or (lambda loss: loss.backward())
     params = {n: p for n, p in model.named_parameters()}
     mine, count = my_episodes(batch, labels, args, parallel)
     total = 0.0
-    for (s_batch, s_labels), (q_batch, q_labels) in mine:
-        fast = adapt(model, params, s_batch, s_labels, regression, args.inner_lr, args.inner_steps,
-                     args.first_order)
-        loss = _task_loss(model, fast, q_batch, q_labels, regression) / count
-        backward(loss)
-        total += loss.item()
+    with second_order_ready(model, not args.first_order):
+        for (s_batch, s_labels), (q_batch, q_labels) in mine:
+            fast = adapt(model, params, s_batch, s_labels, regression, args.inner_lr, args.inner_steps,
+                         args.first_order)
+            loss = _task_loss(model, fast, q_batch, q_labels, regression) / count
+            backward(loss)
+            total = total + loss.detach()
     return {"loss": total, "loss_query": total}
 
 
 def maml_step_learn2learn(model, batch, labels, regression, args, parallel=None, backward=None) -> dict[str, float]:
     import learn2learn as l2l
 
-    if not args.first_order:
-        second_order_ready(model)
     backward = backward or (lambda loss: loss.backward())
     maml = l2l.algorithms.MAML(model, lr=args.inner_lr, first_order=args.first_order)
     mine, count = my_episodes(batch, labels, args, parallel)
     total = 0.0
-    for (s_batch, s_labels), (q_batch, q_labels) in mine:
-        learner = maml.clone()
-        for _ in range(args.inner_steps):
-            learner.adapt(exit_losses(learner(**s_batch).logits, s_labels, regression).sum())
-        loss = exit_losses(learner(**q_batch).logits, q_labels, regression).sum() / count
-        backward(loss)
-        total += loss.item()
+    with second_order_ready(model, not args.first_order):
+        for (s_batch, s_labels), (q_batch, q_labels) in mine:
+            learner = maml.clone()
+            for _ in range(args.inner_steps):
+                learner.adapt(exit_losses(learner(**s_batch).logits, s_labels, regression).sum())
+            loss = exit_losses(learner(**q_batch).logits, q_labels, regression).sum() / count
+            backward(loss)
+            total = total + loss.detach()
     return {"loss": total, "loss_query": total}
 
 

@@ -94,13 +94,16 @@ class Parallel:
         self.sum_([t for t in out if t is not None])
         return out
 
-    def sum_floats(self, values: dict[str, float]) -> dict[str, float]:
-        """Sum a dict of floats over processes (a key a process lacks counts 0 there)."""
-        if not self.active:
-            return values
+    def sum_floats(self, values: dict[str, float | torch.Tensor]) -> dict[str, float]:
+        """Sum a dict of numbers (floats or 0-dim tensors on any device) over processes (a key a process
+        lacks counts 0 there), read to the host with one copy."""
         keys = self.union(values)
-        t = torch.tensor([values.get(k, 0.0) for k in keys], dtype=torch.float64, device=self.device)
-        dist.all_reduce(t)
+        if not keys:
+            return {}
+        t = torch.stack([torch.as_tensor(values.get(k, 0.0), dtype=torch.float64).to(self.device).reshape(())
+                         for k in keys])
+        if self.active:
+            dist.all_reduce(t)
         return dict(zip(keys, t.tolist()))
 
     def union(self, keys) -> list[str]:

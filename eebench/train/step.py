@@ -18,45 +18,93 @@ if TYPE_CHECKING:
     from eebench.train.loop import TaskJob
 
 
-def _step(job: TaskJob, stage: Stage, rows: list[int], ctx: StepContext, params: list, backbone_grad: bool,
-          accelerator, accum: int) -> dict[str, float]:
-    """One optimisation step's forward and backward passes over the global batch ``rows``: this
-    process's share, in micro-batches, gradients summed over processes. Returns the global batch's
-    logged values (the same on every process)."""
+class StepInputs(torch.utils.data.Dataset):
+    """The tensors of every optimisation step of one job's epoch, for a DataLoader: item ``b`` is this
+    process's micro-batches of global batch ``b`` (``None`` for an empty one) and, for a stage with its
+    own gradient rule, the whole global batch. Built with one Arrow read per batch (``__getitems__``),
+    so a DataLoader with workers, pinned memory and prefetch builds the next steps while this one runs."""
+
+    def __init__(self, data, batches: list[list[int]], par: Parallel, accum: int, whole: bool, smart: bool):
+        self.data, self.batches, self.par = data, batches, par
+        self.accum, self.whole, self.smart = accum, whole, smart
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def _collate(self, index) -> dict | None:
+        index = [int(i) for i in index]
+        return self.data.collate(self.data.__getitems__(index)) if index else None
+
+    def __getitem__(self, b: int) -> dict:
+        rows = self.batches[b]
+        share = self.par.share(rows)
+        if self.whole:  # MAML: the global batch; SMART's term on this process's share
+            return {"rows": len(rows), "whole": self._collate(rows),
+                    "micro": [self._collate(share)] if self.smart else []}
+        return {"rows": len(rows),
+                "micro": [self._collate(mb) for mb in np.array_split(np.asarray(share, dtype=np.int64), self.accum)]}
+
+
+def passthrough(item):
+    """The DataLoader's collate_fn: items are already batches."""
+    return item
+
+
+def step_loader(data, batches: list[list[int]], start: int, par: Parallel, accum: int, stage: Stage,
+                smart: bool, device: torch.device, workers: int | None) -> torch.utils.data.DataLoader:
+    """Steps ``start``.. of an epoch as a DataLoader: ``workers`` processes (None: 2 on a GPU, 0 on the
+    CPU) build them ahead, pinned for an asynchronous copy to a GPU."""
+    gpu = torch.device(device).type == "cuda"
+    workers = (2 if gpu else 0) if workers is None else workers
+    inputs = StepInputs(data, batches, par, accum, stage.gradient is not None, smart)
+    return torch.utils.data.DataLoader(inputs, batch_size=None, sampler=range(start, len(batches)),
+                                       collate_fn=passthrough, num_workers=workers, pin_memory=gpu,
+                                       prefetch_factor=4 if workers else None)
+
+
+def _on(batch: dict | None, device) -> tuple[dict, torch.Tensor, torch.Tensor] | None:
+    if batch is None:
+        return None
+    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+    return batch, batch.pop("labels"), batch.pop("index")
+
+
+def run_step(job: TaskJob, stage: Stage, inputs: dict, ctx: StepContext, params: list, backbone_grad: bool,
+             accelerator) -> dict:
+    """One optimisation step's forward and backward passes over a global batch (``inputs`` from
+    StepInputs: this process's share, in micro-batches), gradients summed over processes. Returns
+    this process's weighted share of the logged values as 0-dim tensors, not yet summed over processes
+    (reading them waits for the device: the loop does it only when it logs)."""
     par = ctx.parallel
-    n_global = len(rows)
-    model, data = job.model, job.data
+    n_global = inputs["rows"]
+    model = job.model
     device = accelerator.device
     scale = accelerator.scaler.scale if accelerator.scaler is not None else (lambda x: x)
-    logs: dict[str, float] = defaultdict(float)
-
-    def batch_of(index) -> tuple[dict, torch.Tensor, torch.Tensor]:
-        batch = {k: v.to(device) for k, v in data.collate([data[int(i)] for i in index]).items()}
-        return batch, batch.pop("labels"), batch.pop("index")
+    logs: dict = defaultdict(float)
 
     if stage.gradient is not None:  # the strategy runs its own passes over the global batch (MAML)
-        batch, labels, _ = batch_of(rows)
+        batch, labels, _ = _on(inputs["whole"], device)
         ctx.backward = lambda loss: scale(loss).backward()
         with accelerator.autocast():
             for k, v in stage.gradient(model, batch, labels, ctx, params).items():
                 logs[k] += v
         if job.smart.enabled:
-            _smart_only(job, batch_of, par.share(rows), n_global, ctx, accelerator, scale, logs)
+            _smart_only(job, _on(inputs["micro"][0], device), n_global, ctx, accelerator, scale, logs)
         par.sum_grads(params)
-        return par.sum_floats(dict(logs))
+        return dict(logs)
 
     parts_grads: dict[str, list[torch.Tensor | None]] = {}
-    for mb in np.array_split(np.asarray(par.share(rows), dtype=np.int64), accum):
-        if len(mb) == 0 and not stage.coupled:
+    for micro in inputs["micro"]:
+        if micro is None and not stage.coupled:
             continue
-        w_local = len(mb) / n_global
         with accelerator.autocast():
-            if len(mb):
-                batch, labels, index = batch_of(mb)
+            if micro is not None:
+                batch, labels, index = _on(micro, device)
                 out = model(**batch, backbone_grad=backbone_grad)
             else:
                 labels = torch.zeros(0, dtype=torch.float32 if job.regression else torch.long, device=device)
                 batch, index, out = None, None, None
+            w_local = labels.shape[0] / n_global
             clean = out.logits if out is not None else None
             w = w_local
             if stage.coupled:  # the loss sees the whole global micro-batch (every process's rows)
@@ -65,17 +113,17 @@ def _step(job: TaskJob, stage: Stage, rows: list[int], ctx: StepContext, params:
             if stage.parts is not None:
                 losses = stage.parts(out, labels, ctx)
                 loss = sum(losses.values())
-                parts = {f"loss_{k}": v.item() for k, v in losses.items()}
+                parts = {f"loss_{k}": v.detach() for k, v in losses.items()}
             else:
                 loss, parts = stage.loss(out, labels, ctx)
             contribution = loss * (w * par.world if stage.coupled else w)
-            for k, v in {"loss": loss.item(), **parts}.items():
+            for k, v in {"loss": loss.detach(), **parts}.items():
                 logs[k] += v * w
             if job.smart.enabled and batch is not None:
                 reg = smart_regularizer(model, batch, clean, job.regression, job.smart, index, n_global,
                                         ctx.noise_key)
-                logs["loss"] += job.smart.lambda_s * reg.item() * w_local
-                logs["loss_smart"] += reg.item() * w_local
+                logs["loss"] += job.smart.lambda_s * reg.detach() * w_local
+                logs["loss_smart"] += reg.detach() * w_local
                 contribution_smart = job.smart.lambda_s * reg * w_local
             else:
                 contribution_smart = None
@@ -94,30 +142,36 @@ def _step(job: TaskJob, stage: Stage, rows: list[int], ctx: StepContext, params:
             total = contribution if contribution_smart is None else contribution + contribution_smart
             if total.requires_grad:
                 scale(total).backward()
-    par.sum_grads(params)
-    logs = par.sum_floats(dict(logs))
-    if stage.parts is not None:
-        parts_grads = {name: par.sum_optional(parts_grads.get(name, [None] * len(params)), params)
-                       for name in par.union(parts_grads)}
+    if stage.parts is None:
+        par.sum_grads(params)
+    else:  # the plain gradients (SMART's) and every part's, summed over processes in one collective
+        names = par.union(parts_grads)
+        k = len(params)
+        flat = par.sum_optional([p.grad for p in params]
+                                + [g for name in names for g in parts_grads.get(name, [None] * k)],
+                                params * (1 + len(names)))
+        for p, g in zip(params, flat[:k]):
+            p.grad = g
+        parts_grads = {name: flat[(j + 1) * k:(j + 2) * k] for j, name in enumerate(names)}
         grads, extra = stage.combine(model, params, parts_grads)
         for p, g in zip(params, grads):
             if g is not None:
                 p.grad = g if p.grad is None else p.grad + g
         logs.update(extra)
-    return logs
+    return dict(logs)
 
 
-def _smart_only(job, batch_of, share, n_global, ctx, accelerator, scale, logs) -> None:
+def _smart_only(job, share, n_global, ctx, accelerator, scale, logs) -> None:
     """SMART's term for strategies that set their own gradients: on this process's share."""
-    if not len(share):
+    if share is None:
         return
-    batch, _, index = batch_of(share)
-    w = len(share) / n_global
+    batch, labels, index = share
+    w = labels.shape[0] / n_global
     with accelerator.autocast():
         clean = job.model(**batch).logits
         reg = smart_regularizer(job.model, batch, clean, job.regression, job.smart, index, n_global, ctx.noise_key)
     scale(job.smart.lambda_s * reg * w).backward()
-    logs["loss_smart"] += reg.item() * w
+    logs["loss_smart"] += reg.detach() * w
 
 
 def _gather_outputs(model, out, labels: torch.Tensor, par: Parallel):

@@ -106,19 +106,19 @@ _final_exit_and_backbone.exit_heads = "final"
 # ------------------------------------------------------------------------ losses
 def final_exit_loss(out, labels, ctx):
     loss = exit_losses(out.logits[:, -1:], labels, ctx.regression, ctx.pair_loss).sum()
-    return loss, {"loss_final": loss.item()}
+    return loss, {"loss_final": loss.detach()}
 
 
 def early_exits_loss(out, labels, ctx):
     loss = exit_losses(out.logits[:, :-1], labels, ctx.regression, ctx.pair_loss).sum()
-    return loss, {"loss_exits": loss.item()}
+    return loss, {"loss_exits": loss.detach()}
 
 
 def weighted_exits_loss(weight_fn: Callable[[int], torch.Tensor]) -> LossFn:
     def loss(out, labels, ctx):
         losses = exit_losses(out.logits, labels, ctx.regression, ctx.pair_loss)  # Shape: [L]
         total = (weight_fn(losses.numel()).to(losses) * losses).sum()
-        return total, {"loss_final": losses[-1].item(), "loss_mean": losses.mean().item()}
+        return total, {"loss_final": losses[-1].detach(), "loss_mean": losses.mean().detach()}
 
     return loss
 

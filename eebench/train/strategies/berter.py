@@ -67,7 +67,7 @@ def _layer_params(i: int) -> Callable[[Any], list[torch.nn.Parameter]]:
 def _exit_loss(i: int) -> LossFn:
     def loss(out, labels, ctx):
         value = exit_losses(out.logits[:, i - 1: i], labels, ctx.regression, ctx.pair_loss).sum()
-        return value, {f"loss_exit{i}": value.item()}
+        return value, {f"loss_exit{i}": value.detach()}
 
     return loss
 

@@ -31,7 +31,7 @@ def csdbert_loss(args: CsdBertArgs, n_layers: int | None) -> LossFn:
         terms = csdbert_terms(out.logits, out.first_token, ce, min(n_teachers, ce.numel()), args.tau,
                               args.kd_temperature, ctx.regression, args.contrastive, args.distillation)
         total = ce.sum() + args.alpha * terms.get("scl", 0.0) + args.beta * terms.get("kd", 0.0)
-        return total, {"loss_ce": ce.sum().item(), **{f"loss_{k}": v.item() for k, v in terms.items()}}
+        return total, {"loss_ce": ce.sum().detach(), **{f"loss_{k}": v.detach() for k, v in terms.items()}}
 
     return loss
 

@@ -56,7 +56,7 @@ def self_distill_loss(gamma: float, temperature: float, class_mean: bool = False
         kd = distill_losses(out.logits[:, :-1], out.logits[:, -1].detach(), temperature, ctx.regression,
                             class_mean)
         total = ((1 - gamma) * ce + gamma * kd).sum()
-        return total, {"loss_sd": total.item(), "loss_kd": kd.sum().item()}
+        return total, {"loss_sd": total.detach(), "loss_kd": kd.sum().detach()}
 
     return loss
 

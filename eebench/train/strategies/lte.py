@@ -51,7 +51,7 @@ def lte_loss_fn(reduction: str = "sum") -> LossFn:
         target = lte_targets(out.logits.detach(), labels, ctx.regression)
         per_layer = ((out.lte - target) ** 2).mean(0)  # Shape: [L]
         value = per_layer.mean() if reduction == "mean" else per_layer.sum()
-        return value, {"loss_lte": value.item()}
+        return value, {"loss_lte": value.detach()}
 
     return loss
 

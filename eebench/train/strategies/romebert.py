@@ -57,7 +57,7 @@ def _param_names(model, params) -> list[str]:
 def romebert(train, args: RomeBertArgs, n_layers: int | None = None) -> list[Stage]:
     def loss(out, labels, ctx):
         l_final, l_sd = romebert_parts(out, labels, ctx, args.gamma, args.temperature, args.kd_reduction)
-        return l_final + l_sd, {"loss_final": l_final.item(), "loss_sd": l_sd.item()}
+        return l_final + l_sd, {"loss_final": l_final.detach(), "loss_sd": l_sd.detach()}
 
     if not args.gradient_regularization:
         return [Stage("romebert", train.epochs, train.lr, _all_params, loss)]

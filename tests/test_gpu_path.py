@@ -1,0 +1,268 @@
+"""The GPU path, checked without a GPU as far as torch allows: the device rule and its records, device
+plumbing caught by a default device that is not the model's, the fp16 MetaBERT last batch (a CPU
+GradScaler, as accelerate gives on CUDA), CsdBERT under bf16 on 2 processes (gloo), the launcher's
+slot → device mapping under a parent mask, and the command an N-GPU Slurm cell runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import ROOT, quickstart_overrides
+
+QUICKSTART = str(ROOT / "recipes" / "quickstart.toml")
+
+
+# ------------------------------------------------------------------------------ the device rule
+def test_the_accelerator_is_the_default_and_device_names_are_checked(monkeypatch):
+    from eebench.device import resolve_device
+    from eebench.errors import UserError
+
+    assert resolve_device("cpu") == torch.device("cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    assert resolve_device(None) == torch.device("cuda", 0)
+    assert resolve_device("cuda") == torch.device("cuda", 0)
+    assert resolve_device("cuda:1") == torch.device("cuda", 1)
+    with pytest.raises(UserError, match=r"only 2 CUDA device\(s\) are visible"):
+        resolve_device("cuda:2")
+    with pytest.raises(UserError, match="not a device name"):
+        resolve_device("gpu0")
+
+
+def test_inference_runs_in_the_recipe_precision_on_a_gpu_only():
+    from eebench.device import inference_dtype
+
+    assert inference_dtype(torch.device("cuda", 0), "bf16") is torch.bfloat16
+    assert inference_dtype(torch.device("cuda", 0), "fp16") is torch.float16
+    assert inference_dtype(torch.device("cuda", 0), "no") is None
+    assert inference_dtype(torch.device("cpu"), "bf16") is None
+
+
+# ------------------------------------------------------------------------------ device plumbing
+def _tiny_engine(policy: str = "entropy", setting: dict | None = None):
+    from transformers import AutoConfig, AutoModel
+
+    from eebench.engine import EarlyExitEngine
+    from eebench.model.multiexit import MultiExitModel
+
+    torch.manual_seed(0)
+    config = AutoConfig.for_model("bert", hidden_size=32, num_hidden_layers=4, num_attention_heads=2,
+                                  intermediate_size=64, vocab_size=50, max_position_embeddings=32)
+    model = MultiExitModel(AutoModel.from_config(config), 3).eval()
+    if setting is None:  # a threshold some rows pass early and some do not
+        with torch.no_grad():
+            p = model(**_batch()).logits[:, 0].softmax(-1)  # layer 1: half the rows leave there
+        setting = {"threshold": float((-(p * p.log()).sum(-1)).median())}
+    return EarlyExitEngine(model, policy, setting)
+
+
+def _batch(b: int = 6, t: int = 9) -> dict:
+    g = torch.Generator().manual_seed(1)
+    mask = torch.ones(b, t, dtype=torch.long)
+    mask[0, 6:] = 0
+    return {"input_ids": torch.randint(1, 50, (b, t), generator=g), "attention_mask": mask}
+
+
+def test_engine_outputs_live_on_the_models_device_not_the_default_one():
+    """With the default device set elsewhere (meta), every tensor the engine makes must still follow
+    the model: an allocation that forgets ``device=`` lands on meta and the output is caught."""
+    engine = _tiny_engine()
+    batch = _batch()
+    want_exits, want = engine.run(batch)
+    assert want_exits.min() < want_exits.max()  # some rows leave before others: compaction ran
+    with torch.device("meta"):
+        exits, logits = engine.run(batch)
+    assert logits.device == torch.device("cpu") and logits.dtype == torch.float32
+    assert (exits == want_exits).all() and torch.equal(logits, want)
+
+
+def test_the_trace_is_computed_on_the_models_device_in_fp32():
+    from eebench.data.encode import Encoded, eval_loader
+    from eebench.trace import compute_signals
+
+    engine = _tiny_engine()
+    rows = [{"input_ids": list(range(1, 5 + i % 4)), "attention_mask": [1] * (4 + i % 4)} for i in range(10)]
+    data = Encoded(rows, np.zeros(10, dtype=np.int64), 0)
+    plain = compute_signals(engine.model, eval_loader(data, 4), torch.device("cpu"))
+    assert plain["logits"].dtype == np.float32
+    bf16 = compute_signals(engine.model, eval_loader(data, 4), torch.device("cpu"), dtype=torch.bfloat16)
+    assert bf16["logits"].dtype == np.float32  # stored fp32 whatever the compute precision
+    assert np.abs(bf16["logits"] - plain["logits"]).max() < 0.1
+
+
+def test_timers_synchronise_and_speed_names_its_device():
+    from eebench.device import Clock
+    from eebench.speed import summary, sync_cost_us, warm_up
+
+    engine = _tiny_engine()
+    singles = [{k: v[i:i + 1] for k, v in _batch().items()} for i in range(3)]
+    assert warm_up(engine, singles, [(np.arange(6), _batch())]) == 2  # lengths 9 (one shape) + the batch
+    assert Clock(torch.device("cpu")).seconds(engine.run_full, singles[0]) > 0
+    assert sync_cost_us(engine, singles[0], repeats=5) >= 0
+    exits = np.array([2, 3, 4])
+    record = summary(exits, 4, np.ones(3), 2 * np.ones(3), exits, 1.0, 2.0, exits, 32, torch.device("cpu"), 3.0)
+    assert record["device"] == "cpu" and record["sync_us_per_layer"] == 3.0
+    assert record["timer"].startswith("perf_counter")
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    from eebench.pipeline.finetune import finetune
+
+    root = tmp_path_factory.mktemp("device")
+    run = finetune(QUICKSTART, quickstart_overrides(root, "dev") + ["output.report=false"])
+    return run.dir
+
+
+def test_evaluate_calibrate_speed_record_the_device_they_ran_on(trained, monkeypatch):
+    import eebench.device
+    from eebench.cli import app
+    from eebench.trace import load_trace
+
+    asked = []
+    real = eebench.device.resolve_device
+    monkeypatch.setattr(eebench.device, "resolve_device", lambda name=None: asked.append(name) or real(name))
+    runner = CliRunner()
+    status = json.loads((trained / "status.json").read_text())
+    assert status["device"] == "cpu" and status["tf32"] is False
+    result = runner.invoke(app, ["evaluate", str(trained), "--split", "test", "--retrace"])
+    assert result.exit_code == 0, result.output
+    assert None in asked  # no --device: the rule (the accelerator when there is one)
+    assert load_trace(trained / "traces" / "test.npz").device.startswith("cpu")
+    result = runner.invoke(app, ["speed", str(trained), "--limit", "8", "--rounds", "1", "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    record = json.loads((trained / "eval" / "dev" / "speed_entropy.json").read_text())
+    assert record["device"] == "cpu" and record["sync_us_per_layer"] is not None
+    assert "cpu" in asked
+    for command in (["evaluate", str(trained), "--device", "cuda:7"],
+                    ["calibrate", str(trained), "--device", "cuda"],
+                    ["speed", str(trained), "--device", "cuda:0"]):
+        result = runner.invoke(app, command)
+        assert result.exit_code == 2 and "--device cuda" in result.output, result.output
+        assert len(result.output.strip().splitlines()) == 1
+
+
+# ------------------------------------------------------------------------------ crashes
+def test_fp16_metabert_skips_a_last_batch_without_an_episode(tmp_path, monkeypatch):
+    """130 examples, meta batch 64: the last global batch has 2 rows, no episode, no gradient. With the
+    fp16 GradScaler accelerate uses on CUDA this raised "No inf checks were recorded"."""
+    import eebench.pipeline.finetune as ft
+
+    real = ft.accelerator_for
+
+    def fp16_like(recipe, run, *device):
+        accelerator = real(recipe, run, *device)
+        accelerator.scaler = torch.amp.GradScaler("cpu")
+        return accelerator
+
+    monkeypatch.setattr(ft, "accelerator_for", fp16_like)
+    ft.finetune(QUICKSTART, [*quickstart_overrides(tmp_path, "maml"), "task.synthetic.n_train=130",
+                             'train.strategy="metabert"', "train.args={meta_epochs=1}", "train.epochs=0",
+                             "output.report=false", "output.calibrate=false", "output.evaluate_splits=[]"])
+    records = [json.loads(line) for line in (tmp_path / "maml" / "train_log.jsonl").read_text().splitlines()]
+    steps = [r for r in records if "step" in r]
+    assert steps[-1] == {"stage": "meta", "epoch": 1, "step": 3, "lr": steps[-1]["lr"], "skipped": True, "rows": 2}
+    assert all(r["loss"] > 0 for r in steps if not r.get("skipped"))  # no step logged as loss 0.0
+
+
+@pytest.mark.multiprocess
+def test_csdbert_bf16_on_two_processes_with_a_one_row_last_batch(tmp_path):
+    """65 examples on 2 processes: the last micro-batch leaves one process without rows; its fp32
+    placeholders met the other's bf16 logits in the all-gather ("Received data size doesn't match")."""
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           "-m", "eebench.cli", "finetune", QUICKSTART,
+           *[x for o in [*quickstart_overrides(tmp_path, "csd"), "task.synthetic.n_train=65",
+                         'train.strategy="csdbert"', "train.args={}", 'train.mixed_precision="bf16"',
+                         "output.report=false", "output.calibrate=false", "output.evaluate_splits=[]"]
+             for x in ("--set", o)]]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1"}
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=ROOT, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    status = json.loads((tmp_path / "csd" / "status.json").read_text())
+    assert status["processes"] == 2 and status["mixed_precision"] == "bf16" and status["trained"]
+
+
+def test_gather_rows_refuses_disagreeing_dtypes():
+    from eebench.train.parallel import Parallel
+
+    class Two(Parallel):  # two processes whose other one sends fp32 rows
+        def all_objects(self, obj):
+            return [obj, (0, obj[1], "float32")]
+
+    with pytest.raises(RuntimeError, match="disagree on the rows' shape or dtype"):
+        Two(0, 2).gather_rows(torch.zeros(1, 3, dtype=torch.bfloat16))
+
+
+# ------------------------------------------------------------------------------ launchers
+def test_worker_slots_map_to_the_parents_visible_devices():
+    from eebench.errors import UserError
+    from eebench.jobs import visible_devices, worker_masks
+
+    assert visible_devices({"CUDA_VISIBLE_DEVICES": "4,5"}, 2) == ["4", "5"]
+    assert visible_devices({}, 3) == ["0", "1", "2"]
+    mig = "MIG-1b2c3d4e-aaaa-bbbb-cccc-000000000001,MIG-1b2c3d4e-aaaa-bbbb-cccc-000000000002"
+    assert visible_devices({"CUDA_VISIBLE_DEVICES": mig}, 2) == mig.split(",")
+    assert visible_devices({"CUDA_VISIBLE_DEVICES": "GPU-aa,GPU-bb,GPU-cc"}, 2) == ["GPU-aa", "GPU-bb"]
+    assert worker_masks(2, ["4", "5"]) == ["4", "5"]
+    assert worker_masks(2, mig.split(",")) == mig.split(",")
+    assert worker_masks(2, ["0", "1", "2", "3"], per_worker=2) == ["0,1", "2,3"]
+    assert worker_masks(3, [], 1) == [None, None, None]
+    with pytest.raises(UserError, match="--share-gpus"):
+        worker_masks(3, ["4", "5"])
+    assert worker_masks(3, ["4", "5"], share=True) == ["4", "5", "4"]
+
+
+def test_run_local_pins_each_worker_to_a_parent_device(tmp_path, monkeypatch):
+    import eebench.jobs as jobs
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5")
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    seen = []
+    monkeypatch.setattr(subprocess, "call", lambda cmd, stdout=None, stderr=None, env=None:
+                        seen.append((env["CUDA_VISIBLE_DEVICES"], cmd)) or 0)
+    cells = [jobs.Cell(tmp_path / f"r{i}.toml", [f"c{i}"]) for i in range(4)]
+    jobs.run_local(cells, None, tmp_path / "logs")
+    assert sorted({mask for mask, _ in seen}) == ["4", "5"] and len(seen) == 4
+    seen.clear()
+    jobs.run_local(cells[:1], None, tmp_path / "logs", gpus_per_job=2)
+    (mask, cmd), = seen
+    assert mask == "4,5" and "torch.distributed.run" in cmd and "--nproc_per_node=2" in cmd
+
+
+def test_a_slurm_cell_with_n_gpus_starts_n_processes():
+    from eebench.jobs import CellJob
+
+    one = CellJob("/r/a.toml", None).command()
+    four = CellJob("/r/a.toml", None, ["module load cuda"], ["train.seed=2"], processes=4).command()
+    assert "torch.distributed.run" not in one and one.endswith("finetune /r/a.toml --if-missing")
+    lines = four.splitlines()
+    assert lines[0] == "module load cuda"
+    assert "-m torch.distributed.run --standalone --nproc_per_node=4 -m eebench.cli finetune /r/a.toml" in lines[1]
+    assert lines[1].endswith("--if-missing --set train.seed=2")
+
+
+@pytest.mark.multiprocess
+def test_a_two_gpu_slurm_cell_trains_on_two_processes_through_submitits_local_executor(tmp_path, monkeypatch):
+    submitit = pytest.importorskip("submitit")
+    from eebench.jobs import CellJob
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    executor = submitit.LocalExecutor(folder=str(tmp_path / "slurm" / "%j"))
+    executor.update_parameters(timeout_min=10)
+    overrides = [*quickstart_overrides(tmp_path, "cell"), "output.report=false", "output.evaluate_splits=[]",
+                 "output.calibrate=false"]
+    job = executor.submit(CellJob(QUICKSTART, None, overrides=overrides, processes=2))
+    assert job.result() == "finished"
+    status = json.loads((tmp_path / "cell" / "status.json").read_text())
+    assert status["processes"] == 2 and status["state"] == "finished"
+    assert "eebench finetune" in Path(job.paths.stdout).read_text()  # streamed into the job's log
