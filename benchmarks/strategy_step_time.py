@@ -47,7 +47,8 @@ class _Accelerator:
 def step_fn(model, stage, data: Encoded, smart=None):
     """One optimizer step of ``stage`` through the training loop's own step (eebench.train.loop)."""
     from eebench.train.loop import TaskJob
-    from eebench.train.step import _step
+    from eebench.train.parallel import Parallel
+    from eebench.train.step import StepInputs, run_step
 
     for p in model.parameters():
         p.requires_grad_(False)
@@ -57,13 +58,15 @@ def step_fn(model, stage, data: Encoded, smart=None):
     backbone_grad = any(p.requires_grad for p in model.backbone.parameters())
     opt = torch.optim.AdamW(params, lr=1e-5)
     job = TaskJob("sst2", model, [stage], data, False, smart or SmartConfig())
+    inputs = StepInputs(data, [list(range(len(data)))], Parallel(), 1, stage.gradient is not None,
+                        job.smart.enabled)[0]
 
     def run(step):
         for p in model.parameters():
             p.requires_grad_(False)
         for p in params:
             p.requires_grad_(True)
-        _step(job, stage, list(range(len(data))), StepContext(False, step, 1), params, backbone_grad, _Accelerator(), 1)
+        run_step(job, stage, inputs, StepContext(False, step, 1), params, backbone_grad, _Accelerator())
         opt.step()
         opt.zero_grad(set_to_none=True)
 

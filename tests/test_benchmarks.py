@@ -1,0 +1,86 @@
+"""Every benchmark runs with tiny arguments, so none can rot unseen (an import that no longer exists,
+an option that changed). These check that each one runs to its last line, not its numbers."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, SHARED_DATA, quickstart_overrides
+
+BENCH = ROOT / "benchmarks"
+ENV = {**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", "PYTHONPATH": str(ROOT)}
+
+
+def _bench(name: str, *args, cwd: Path = ROOT, timeout: int = 300) -> str:
+    done = subprocess.run([sys.executable, str(BENCH / name), *map(str, args)], capture_output=True, text=True,
+                          env=ENV, cwd=cwd, timeout=timeout)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return done.stdout
+
+
+def test_every_benchmark_has_a_smoke_test():
+    here = Path(__file__).read_text()
+    for script in BENCH.glob("*.py"):
+        assert f'"{script.name}"' in here, f"{script.name} has no smoke run in {Path(__file__).name}"
+
+
+@pytest.fixture(scope="module")
+def run_folder(tmp_path_factory):
+    from eebench.pipeline.finetune import finetune
+
+    root = tmp_path_factory.mktemp("bench")
+    return finetune(str(ROOT / "recipes" / "quickstart.toml"), quickstart_overrides(root, "b") +
+                    ["output.report=false"]).dir
+
+
+def test_engine_speed(run_folder):
+    out = _bench("engine_speed.py", run_folder, "--limit", 12, "--rounds", 1, "--block", 4, "--batch", 4,
+                 "--target-time-pct", 80, "--device", "cpu")
+    assert "exits equal to the trace simulation" in out and "host round trip" in out
+
+
+def test_gpu_check_runs_its_cpu_parts(tmp_path):
+    out = _bench("gpu.py", "--small", "--only", "precision,memory,engine", "--work", tmp_path)
+    lines = out.splitlines()
+    assert lines[0].startswith("INFO device: cpu")
+    assert sum(x.startswith("PASS precision:") for x in lines) == 3  # romebert, metabert, joint + SMART in bf16
+    assert any(x.startswith("SKIP memory:") for x in lines)
+    assert sum(x.startswith("INFO engine: batch") for x in lines) == 2
+    assert lines[-1] == "all checks passed"
+
+
+def test_train_throughput(tmp_path):
+    out = _bench("train_throughput.py", "--model", "random", "--examples", 64, "--rounds", 1, "--batch", 16,
+                 "--length", 16, cwd=tmp_path)
+    assert "host batch building" in out and "eebench / plain loop =" in out
+
+
+def test_policy_sweep_speed():
+    assert "ms" in _bench("policy_sweep_speed.py", "--examples", 200, "--layers", 4, "--repeat", 1)
+
+
+def test_strategy_step_time():
+    out = _bench("strategy_step_time.py", "--model", "random", "--steps", 1, "--batch", 4, "--length", 8,
+                 timeout=600)
+    assert "joint" in out
+
+
+def test_tokenize_memory():
+    assert _bench("tokenize_memory.py", "--n", 300).strip()
+
+
+@pytest.mark.skipif(not (SHARED_DATA / "glue" / "SST-2" / "dev.tsv").is_file(),
+                    reason="needs the GLUE SST-2 dev file under the shared data folder")
+def test_trace_overhead():
+    out = _bench("trace_overhead.py", "--model", "random", "--data", SHARED_DATA / "glue" / "SST-2" / "dev.tsv",
+                 "--limit", 64, "--repeat", 1, "--batch", 32)
+    assert "ratio" in out
+
+
+def test_table_jobs():
+    assert "--jobs 1:" in _bench("table_jobs.py", "--jobs", "1", "--tasks", "sst2", timeout=600)
