@@ -197,7 +197,7 @@ def test_gather_rows_refuses_disagreeing_dtypes():
 
     class Two(Parallel):  # two processes whose other one sends fp32 rows
         def all_objects(self, obj):
-            return [obj, (0, obj[1], "float32")]
+            return [obj, [(0, shape, "float32") for _, shape, _ in obj]]
 
     with pytest.raises(RuntimeError, match="disagree on the rows' shape or dtype"):
         Two(0, 2).gather_rows(torch.zeros(1, 3, dtype=torch.bfloat16))
@@ -266,3 +266,13 @@ def test_a_two_gpu_slurm_cell_trains_on_two_processes_through_submitits_local_ex
     status = json.loads((tmp_path / "cell" / "status.json").read_text())
     assert status["processes"] == 2 and status["state"] == "finished"
     assert "eebench finetune" in Path(job.paths.stdout).read_text()  # streamed into the job's log
+
+
+def test_cka_stays_fp32_under_autocast():
+    from eebench.model.signals import centered_gram
+
+    hidden, mask = torch.randn(2, 5, 8), torch.ones(2, 5, dtype=torch.long)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        gram = centered_gram(hidden, mask)
+    assert gram.dtype == torch.float32
+    torch.testing.assert_close(gram, centered_gram(hidden, mask))

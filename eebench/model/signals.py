@@ -8,11 +8,12 @@ import torch
 def centered_gram(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Linear kernel over one example's real tokens, centred: K = Xc Xcᵀ with Xc the token vectors
     minus their mean; padded tokens are zero rows. hidden Shape: [B, T, H]; mask [B, T] → [B, T, T]."""
-    m = mask.unsqueeze(-1).to(torch.float32)
-    x = hidden.to(torch.float32) * m
-    mean = x.sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp(min=1.0)
-    xc = (x - mean) * m
-    return xc @ xc.transpose(1, 2)
+    with torch.autocast(hidden.device.type, enabled=False):  # an exit signal: fp32 even under bf16 / fp16
+        m = mask.unsqueeze(-1).to(torch.float32)
+        x = hidden.to(torch.float32) * m
+        mean = x.sum(1, keepdim=True) / m.sum(1, keepdim=True).clamp(min=1.0)
+        xc = (x - mean) * m
+        return xc @ xc.transpose(1, 2)
 
 
 def linear_cka(gram_a: torch.Tensor, gram_b: torch.Tensor) -> torch.Tensor:

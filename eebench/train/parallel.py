@@ -133,23 +133,33 @@ class Parallel:
         process's own rows still carrying their gradient. Every process computes the same function of the
         result, so summing the per-process gradients gives that function's gradient (for batch-coupled
         losses: CsdBERT's teacher ranking and contrastive negatives)."""
+        return self.gather_many([x])[0]
+
+    def gather_many(self, xs: list[torch.Tensor]) -> list[torch.Tensor]:
+        """``gather_rows`` of several tensors with one exchange of their row counts, shapes and dtypes
+        (a collective needs them equal on every process: a disagreement is an error, not a hang)."""
         if not self.active:
-            return x
-        shapes = self.all_objects((x.shape[0], tuple(x.shape[1:]), str(x.dtype).removeprefix("torch.")))
-        counts = [s[0] for s in shapes]
-        if len({s[1:] for s in shapes}) > 1:  # a collective needs one row shape and dtype everywhere
-            seen = ", ".join(f"rank {r}: rows {s[1]} {s[2]}" for r, s in enumerate(shapes))
-            raise RuntimeError(f"gather_rows: the processes disagree on the rows' shape or dtype ({seen}); "
-                               f"cast before gathering")
-        width = max(counts)
-        padded = x.detach()
-        if x.shape[0] < width:
-            padded = torch.cat([padded, padded.new_zeros((width - x.shape[0], *x.shape[1:]))])
-        parts = [torch.empty_like(padded) for _ in range(self.world)]
-        dist.all_gather(parts, padded.contiguous())
-        rows = [p[:c] for p, c in zip(parts, counts)]
-        rows[self.rank] = x
-        return torch.cat(rows)
+            return list(xs)
+        mine = [(x.shape[0], tuple(x.shape[1:]), str(x.dtype).removeprefix("torch.")) for x in xs]
+        every = self.all_objects(mine)
+        out = []
+        for k, x in enumerate(xs):
+            shapes = [theirs[k] for theirs in every]
+            if len({s[1:] for s in shapes}) > 1:
+                seen = ", ".join(f"rank {r}: rows {s[1]} {s[2]}" for r, s in enumerate(shapes))
+                raise RuntimeError(f"gather_rows: the processes disagree on the rows' shape or dtype ({seen}); "
+                                   f"cast before gathering")
+            counts = [s[0] for s in shapes]
+            width = max(counts)
+            padded = x.detach()
+            if x.shape[0] < width:
+                padded = torch.cat([padded, padded.new_zeros((width - x.shape[0], *x.shape[1:]))])
+            parts = [torch.empty_like(padded) for _ in range(self.world)]
+            dist.all_gather(parts, padded.contiguous())
+            rows = [p[:c] for p, c in zip(parts, counts)]
+            rows[self.rank] = x
+            out.append(torch.cat(rows))
+        return out
 
     def broadcast_module_(self, module: torch.nn.Module) -> None:
         """Make every process's parameters and buffers equal to the main process's."""

@@ -187,6 +187,6 @@ def _gather_outputs(model, out, labels: torch.Tensor, par: Parallel):
                           lte=zeros(n_layers) if model.lte is not None else None)
     # fp32 on every process: under autocast a process with rows holds bf16/fp16 outputs while one
     # without rows holds fp32 placeholders, and a collective needs one dtype (the loss is fp32 anyway)
-    fields = {name: par.gather_rows(getattr(out, name).float()) for name in ("logits", "pooled", "first_token", "lte")
-              if getattr(out, name) is not None}
-    return ExitOutputs(**fields), par.gather_rows(labels)
+    names = [name for name in ("logits", "pooled", "first_token", "lte") if getattr(out, name) is not None]
+    *gathered, labels = par.gather_many([getattr(out, name).float() for name in names] + [labels])
+    return ExitOutputs(**dict(zip(names, gathered))), labels
