@@ -22,12 +22,6 @@ app = typer.Typer(
 RunArg = Annotated[Path, typer.Argument(help="A run folder written by `eebench finetune`, e.g. results/quickstart.")]
 DataDirOpt = Annotated[Optional[str], typer.Option(
     "--data-dir", help="Folder of the task's files (GLUE TSV / ELUE TSV / CS224N); overrides task.data_dir.")]
-def resolve_device(name: str | None):
-    from eebench.device import resolve_device as resolve
-
-    return resolve(name)
-
-
 DeviceOpt = Annotated[Optional[str], typer.Option(
     "--device", help="Where the model runs: cpu, cuda, cuda:N, mps (default: the GPU when there is one, else "
                      "the CPU); recorded in the run.")]
@@ -181,6 +175,8 @@ def evaluate(
     if as_ and not data_dir:
         raise UserError("--as names an evaluation on other data: give it with --data-dir")
     r = open_run(run, data_dir, as_)
+    from eebench.device import resolve_device
+
     resolve_device(device)  # a device this machine lacks is an error even when nothing needs tracing
     with owned(r.owner_dir, what="evaluate"):
         run_evaluate(r, split, retrace=retrace, device=device)
@@ -216,6 +212,8 @@ def calibrate(
     r = open_run(run, data_dir)
     if target_time_pct is None and max_drop is None:
         target_time_pct, max_drop = r.recipe.exit.target_time_pct, r.recipe.exit.max_drop
+    from eebench.device import resolve_device
+
     resolve_device(device)  # a device this machine lacks is an error even when nothing needs tracing
     with owned(r.owner_dir, what="calibrate"):
         run_calibrate(r, policy, split, target_time_pct, max_drop, _parse_grid(grid), device=device)
@@ -246,6 +244,8 @@ def speed(
     from eebench.ownership import owned
 
     r = open_run(run, data_dir)
+    from eebench.device import resolve_device
+
     resolve_device(device)  # a device this machine lacks is an error even when nothing needs tracing
     with owned(r.owner_dir, what="speed"):
         run_speed(r, policy, split, batch_size, limit, rounds, device=device)

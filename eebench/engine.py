@@ -24,10 +24,6 @@ def keep_rows(state: dict, rows: np.ndarray, index: torch.Tensor) -> dict:
 
 
 class EarlyExitEngine:
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
     def __init__(self, model, policy: str, setting: dict, regression: bool = False, dtype: torch.dtype | None = None):
         self.policy = get_policy(policy)  # every policy depends only on layers up to the exit
         self.policy.check_task(regression)
@@ -50,6 +46,10 @@ class EarlyExitEngine:
         # the module calls around two small matmuls cost as much as the matmuls themselves.
         self.heads = [(h.pooling, h.dense.weight, h.dense.bias, h.classifier.weight, h.classifier.bias)
                       for h in model.heads]
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
 
     def _embed(self, batch):
         b = self.model.backbone
