@@ -276,3 +276,31 @@ def test_cka_stays_fp32_under_autocast():
         gram = centered_gram(hidden, mask)
     assert gram.dtype == torch.float32
     torch.testing.assert_close(gram, centered_gram(hidden, mask))
+
+
+def test_the_step_loader_leaves_torchs_global_generator_alone():
+    """Building batches ahead must not shift the dropout masks: a run trains exactly as it did when
+    each step built its own batch (the CI regression run checks the numbers end to end)."""
+    from eebench.train.parallel import Parallel
+    from eebench.train.step import step_loader
+    from eebench.train.strategies import Stage
+
+    class Rows:
+        def __len__(self):
+            return 8
+
+        def __getitems__(self, index):
+            return index
+
+        def collate(self, items):
+            return {"input_ids": torch.tensor(items)}
+
+    stage = Stage("s", 1, 1e-3, trains=lambda m: [], loss=lambda *a: None)
+    torch.manual_seed(0)
+    expected = torch.rand(3)
+    torch.manual_seed(0)
+    loader = step_loader(Rows(), [[0, 1], [2, 3], [4, 5]], 1, Parallel(), 1, stage, False,
+                         torch.device("cpu"), 0)
+    got = [item["micro"][0]["input_ids"].tolist() for item in loader]
+    assert got == [[2, 3], [4, 5]]
+    assert torch.equal(torch.rand(3), expected)

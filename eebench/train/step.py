@@ -57,9 +57,12 @@ def step_loader(data, batches: list[list[int]], start: int, par: Parallel, accum
     gpu = torch.device(device).type == "cuda"
     workers = (2 if gpu else 0) if workers is None else workers
     inputs = StepInputs(data, batches, par, accum, stage.gradient is not None, smart)
+    # a generator of its own: a DataLoader draws its workers' base seed when iterated, and drawing it
+    # from torch's global generator would shift every dropout mask after it (the run would change)
+    generator = torch.Generator().manual_seed(start)
     return torch.utils.data.DataLoader(inputs, batch_size=None, sampler=range(start, len(batches)),
                                        collate_fn=passthrough, num_workers=workers, pin_memory=gpu,
-                                       prefetch_factor=4 if workers else None)
+                                       prefetch_factor=4 if workers else None, generator=generator)
 
 
 def _on(batch: dict | None, device) -> tuple[dict, torch.Tensor, torch.Tensor] | None:
