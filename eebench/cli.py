@@ -19,6 +19,18 @@ app = typer.Typer(
     add_completion=False,
 )
 
+def _switches_show_no_type() -> None:
+    """typer prints a value type on every option, ``<bool>`` on switches that take no value too,
+    which reads as "--overwrite true"; switches show none."""
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is not None:
+        TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag else shown(self, ctx)
+
+
+_switches_show_no_type()
+
 RunArg = Annotated[Path, typer.Argument(help="A run folder written by `eebench finetune`, e.g. results/quickstart.")]
 DataDirOpt = Annotated[Optional[str], typer.Option(
     "--data-dir", help="Folder of the task's files (GLUE TSV / ELUE TSV / CS224N); overrides task.data_dir.")]
@@ -80,8 +92,22 @@ def os_error_line(err: OSError) -> str | None:
     return None if fix is None else f"{where}: {fix}"
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            print(f"eebench {version('eebench')}")
+        except PackageNotFoundError:
+            print("eebench (not installed: run `pip install -e .` in the repository)")
+        raise typer.Exit()
+
+
 @app.callback()
-def _setup() -> None:
+def _setup(
+    _show_version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+                                                help="Print eebench's version and exit.")] = False,
+) -> None:
     from eebench.hub import settle_offline_mode
 
     settle_offline_mode()
@@ -91,9 +117,9 @@ def _setup() -> None:
 @user_errors
 def finetune(
     recipes: Annotated[list[Path], typer.Argument(
-        help="Recipe TOML file(s), e.g. recipes/quickstart.toml; several run one after another.")],
+        metavar="RECIPE...", help="Recipe TOML file(s), e.g. recipes/quickstart.toml; several run one after another.")],
     set_: Annotated[list[str], typer.Option(
-        "--set", help="Override a recipe value, e.g. --set train.lr=3e-5 (repeatable; values are TOML).")] = [],
+        "--set", metavar="KEY=VALUE", help="Override a recipe value, e.g. --set train.lr=3e-5 (repeatable; values are TOML).")] = [],
     data_dir: DataDirOpt = None,
     overwrite: Annotated[bool, typer.Option(help="Replace an existing run folder of the same name.")] = False,
     resume: Annotated[bool, typer.Option(help="Continue an unfinished (killed) run from its last checkpoint; "
@@ -120,10 +146,16 @@ def finetune(
     set_data_root(data_root)
     if if_missing and (overwrite or resume):
         raise UserError("--if-missing decides by itself whether to resume or start over; drop --overwrite / --resume")
+    from eebench.paths import resolve_recipe
+    from eebench.recipe_io import load_recipe
+
+    for recipe in recipes:  # every recipe checked before the first one trains for hours
+        if str(recipe).lower() in ("true", "false", "yes", "no", "on", "off"):
+            raise UserError(f"{recipe!s}: not a recipe file; switches such as --if-missing, --overwrite and "
+                            f"--resume take no value (write --if-missing alone)")
+        load_recipe(resolve_recipe(recipe), set_)
     jobs = [(recipe, set_) for recipe in recipes]
     if seeds is not None:
-        from eebench.paths import resolve_recipe
-        from eebench.recipe_io import load_recipe
         from eebench.seeds import seed_overrides
 
         jobs = [(recipe, [*set_, *extra]) for recipe in recipes

@@ -51,7 +51,7 @@ def owned(folder: Path, par=None, what: str = "write"):
             raise UserError(f"{folder.parent} is not a folder (a file is in the way); set output.root to a "
                             f"folder") from None
         try:
-            lock.acquire(timeout=0)
+            _acquire(lock, lock_path(folder))
         except Timeout:
             acquired, previous = False, owner_note(folder)
     if par is not None and not par.from_main(acquired) or not acquired:
@@ -74,6 +74,7 @@ def owned(folder: Path, par=None, what: str = "write"):
             _recover_swap(folder)
             remove_orphans(folder)
     except BaseException:
+        lock_path(folder).unlink(missing_ok=True)
         lock.release()
         raise
     try:
@@ -81,7 +82,26 @@ def owned(folder: Path, par=None, what: str = "write"):
     finally:
         if lock is not None:
             owner_path(folder).unlink(missing_ok=True)
+            lock_path(folder).unlink(missing_ok=True)  # still held: nobody can take it in between
             lock.release()
+
+
+def _acquire(lock, path: Path) -> None:
+    """Take ``lock`` without waiting. The file is removed on release (no lock file stays behind),
+    so a writer that opened it just before it was removed holds a lock on a file nobody sees: it
+    checks that the file it locked is the one at the path, and tries again when it is not."""
+    from filelock import Timeout
+
+    for _ in range(20):
+        lock.acquire(timeout=0)
+        fd = getattr(getattr(lock, "_context", None), "lock_file_fd", None)
+        try:
+            if fd is None or os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return
+        except FileNotFoundError:
+            pass
+        lock.release()
+    raise Timeout(str(path))
 
 
 def owner_note(folder: Path) -> dict | None:
@@ -97,10 +117,13 @@ def owner(folder: Path) -> dict | None:
 
     if not lock_path(folder).is_file():
         return None
+    lock = FileLock(str(lock_path(folder)))
     try:
-        FileLock(str(lock_path(folder))).acquire(timeout=0).lock.release()
+        lock.acquire(timeout=0)
     except Timeout:
         return owner_note(folder) or {}
+    lock_path(folder).unlink(missing_ok=True)  # a left-over file from an older eebench: nobody holds it
+    lock.release()
     return None
 
 

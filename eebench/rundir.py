@@ -212,6 +212,13 @@ class Run:
     def name(self) -> str:
         return (self.final or self.dir).name
 
+    def shown(self, path: Path | None = None) -> Path:
+        """``path`` (default: the run folder) where the user will find it once the run is in place."""
+        path = self.dir if path is None else Path(path)
+        if self.final is not None and path.is_relative_to(self.dir):
+            return self.final / path.relative_to(self.dir)
+        return path
+
     @property
     def spec(self) -> TaskSpec:
         return get_task(self.recipe.task.name)

@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -8,7 +9,16 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the hub
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-os.environ.setdefault("EEBENCH_CACHE", tempfile.mkdtemp(prefix="eebench-test-cache-"))  # tokenized splits
+if "EEBENCH_CACHE" not in os.environ:  # tokenized splits: a folder of the session's own, removed at its end
+    _CACHE = tempfile.mkdtemp(prefix="eebench-test-cache-")
+    os.environ["EEBENCH_CACHE"] = _CACHE
+else:
+    _CACHE = None
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _CACHE is not None and os.environ.get("PYTEST_XDIST_WORKER") is None:
+        shutil.rmtree(_CACHE, ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = Path(os.environ.get("EEBENCH_SHARED_DATA", ROOT.parent / "shared" / "data"))

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
@@ -19,6 +18,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from eebench.data.examples import Examples
+from eebench.io import atomic_write
 
 
 @dataclass
@@ -109,12 +109,9 @@ def _write_arrow(path: Path, tokenizer, examples: Examples, max_length: int, pai
     place when complete: a concurrent or killed writer never leaves a half file under the key."""
     import pyarrow as pa
 
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
+    def write(tmp: Path) -> None:
         writer = None
-        with pa.OSFile(tmp, "wb") as sink:
+        with pa.OSFile(str(tmp), "wb") as sink:
             for start in range(0, len(examples), chunk):
                 part = examples.subset(np.arange(start, min(start + chunk, len(examples))))
                 rows = _encode_rows(tokenizer, part, max_length, pair_input, segments)
@@ -125,10 +122,8 @@ def _write_arrow(path: Path, tokenizer, examples: Examples, max_length: int, pai
                     writer = pa.ipc.new_stream(sink, batch.schema)
                 writer.write_batch(batch)
             writer.close()
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+
+    atomic_write(path, write)
 
 
 def _cache_key(tokenizer, examples: Examples, max_length: int, pair_input: str, segments: bool) -> str:

@@ -129,7 +129,7 @@ def _finetune(run: Run, recipe_path, accelerator, par, overwrite: bool, resume: 
         track(accelerator, run)
     par.barrier()
     checkpoint = checkpoint_dir(run.dir) if resume else None
-    console.print(f"[bold]eebench finetune[/] {recipe_path} → {run.dir}"
+    console.print(f"[bold]eebench finetune[/] {recipe_path} → {run.shown()}"
                   + (f" (resuming from {checkpoint})" if checkpoint else " (no checkpoint yet: from the start)"
                      if resume else ""))
     for name, (train_examples, dev) in splits.items():
@@ -181,7 +181,7 @@ def _finetune(run: Run, recipe_path, accelerator, par, overwrite: bool, resume: 
         stamp_weights(run)
         run.mark(state="trained", trained=True, train_seconds=round(train_seconds, 1))
         remove_checkpoint(run.dir)  # the model is saved: the training state is no longer needed
-        console.print(f"trained in {train_seconds:.1f} s; model saved to {run.model_dir}")
+        console.print(f"trained in {train_seconds:.1f} s; model saved to {run.shown(run.model_dir)}")
     for tracker in accelerator.trackers:  # not end_training(): that also ends the process group
         tracker.finish()
     par.barrier()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -25,18 +26,40 @@ def markdown(frame: pd.DataFrame, digits: int = 2) -> str:
 
 
 def latex(frame: pd.DataFrame, digits: int = 2, caption: str = "") -> str:
-    body = tabulate(_cells(frame, digits), headers=[_tex_escape(str(c)) for c in frame.columns],
-                    tablefmt="latex_booktabs", disable_numparse=True)
+    """A booktabs tabular that compiles as written: every header and cell escaped once, number
+    columns right-aligned (a column is a number column when every filled cell is a number, a
+    ``mean ± std`` or a marked number such as ``78.1*``)."""
+    cells = _cells(frame, digits)
+    align = "".join("r" if _numeric_column([row[j] for row in cells]) else "l" for j in range(frame.shape[1]))
+    lines = [f"\\begin{{tabular}}{{{align}}}", "\\toprule",
+             " & ".join(_tex_escape(str(c)) for c in frame.columns) + " \\\\", "\\midrule"]
+    lines += [" & ".join(_tex_escape("" if v is None else str(v)) for v in row) + " \\\\" for row in cells]
+    lines += ["\\bottomrule", "\\end{tabular}"]
+    body = "\n".join(lines)
     if not caption:
         return body + "\n"
     return ("\\begin{table}[t]\n\\centering\n" + body + f"\n\\caption{{{_tex_escape(caption)}}}\n"
             "\\end{table}\n")
 
 
+_NUMBER = re.compile(r"^[-+−]?\d+(\.\d+)?(x|×|%)?\*?( ± \d+(\.\d+)?)?\*?$")
+
+
+def _numeric_column(values: list) -> bool:
+    filled = [str(v).strip() for v in values if v is not None and str(v).strip() not in ("", "-", "—")]
+    return bool(filled) and all(_NUMBER.match(v) for v in filled)
+
+
+_TEX = {"\\": "\\textbackslash{}", "%": "\\%", "_": "\\_", "&": "\\&", "#": "\\#", "$": "\\$",
+        "{": "\\{", "}": "\\}", "~": "\\textasciitilde{}", "^": "\\textasciicircum{}",
+        "±": "$\\pm$", "≤": "$\\le$", "≥": "$\\ge$", "×": "$\\times$", "−": "$-$", "…": "\\ldots{}",
+        "δ": "$\\delta$", "θ": "$\\theta$", "λ": "$\\lambda$", "γ": "$\\gamma$", "α": "$\\alpha$",
+        "β": "$\\beta$", "τ": "$\\tau$"}
+
+
 def _tex_escape(text: str) -> str:
-    for a, b in (("\\", "\\textbackslash{}"), ("%", "\\%"), ("_", "\\_"), ("&", "\\&"), ("#", "\\#")):
-        text = text.replace(a, b)
-    return text
+    """Escape ``text`` for LaTeX, each character once (a table cell or a caption)."""
+    return "".join(_TEX.get(ch, ch) for ch in text)
 
 
 def write_table(frame: pd.DataFrame, stem: Path, caption: str = "", digits: int = 2) -> list[Path]:

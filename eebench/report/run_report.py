@@ -116,7 +116,8 @@ def report_run(run) -> Path:
                 "split's examples.\n")
         sections += ["## Measured speed (real early exit)\n", note, markdown(frame), "\n"]
     written.append(write_text(out / "report.md", "\n".join(sections)))
-    console.print(f"report: {len(written)} files in {out} (open {out / 'report.md'})")
+    shown = run.shown(out)
+    console.print(f"report: {len(written)} files in {shown} (open {shown / 'report.md'})")  # where it will be
     return out
 
 
