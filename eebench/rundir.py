@@ -96,7 +96,8 @@ def _with_setting(data: Any) -> Any:
 
 class Status(Record):
     fix: ClassVar[str] = "the run's state is unknown: start it again with eebench finetune RECIPE --overwrite"
-    state: Literal["training", "trained", "finished", "failed"] | None = None
+    state: Literal["training", "trained", "finished", "failed", "interrupted"] | None = None
+    """``interrupted``: stopped by Ctrl-C (``trained`` says whether training had ended)."""
     started: str | None = None
     trained: bool | None = None
     train_seconds: float | None = None
@@ -116,7 +117,7 @@ class Status(Record):
     @property
     def training_unfinished(self) -> bool:
         """Training started and never completed (killed, failed, or still running)."""
-        return self.state == "training" or (self.state == "failed" and not self.trained)
+        return self.state == "training" or (self.state in ("failed", "interrupted") and not self.trained)
 
 
 class Calibration(Record):
@@ -316,8 +317,8 @@ def open_run(path: str | Path, data_dir: str | None = None, data_name: str | Non
     if status.training_unfinished:
         if owner(parent) is not None:
             raise UserError(f"{parent} is still training ({describe_owner(owner(parent))}); wait for it to finish")
-        raise UserError(f"{parent} is an unfinished run (status {status.state}: its training was killed "
-                        f"or failed); continue it with eebench finetune RECIPE --resume (or eebench resume {parent})")
+        raise UserError(f"{parent} is an unfinished run (status {status.state}: its training was killed, "
+                        f"interrupted or failed); continue it with: eebench resume {parent}")
     return Run(folder, recipe, read_json(marker)["task"] if marker.is_file() else None, data_name=data_name)
 
 

@@ -58,3 +58,35 @@ def test_a_finished_cli_run_leaves_no_lock_and_files_follow_the_umask(tmp_path, 
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
     for name in ("status.json", "recipe.json", "report/report.md", "report/layerwise.tex"):
         assert stat.S_IMODE((tmp_path / "files" / name).stat().st_mode) == 0o640, name
+
+
+def test_ctrl_c_is_recorded_as_interrupted_and_the_hint_followed_literally_resumes(tmp_path, monkeypatch):
+    import re
+    import shlex
+
+    import eebench.train.loop as loop
+    from eebench.cli import app
+    from eebench.rundir import run_status
+
+    def ctrl_c(total_steps, par):
+        if total_steps == 6:
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(loop, "_fault", ctrl_c)
+    args = ["finetune", str(ROOT / "recipes" / "quickstart.toml")]
+    for override in [*quickstart_overrides(tmp_path, "ctrlc"), "train.checkpoint_every=4"]:
+        args += ["--set", override]
+    runner = CliRunner()
+    result = runner.invoke(app, args)
+    assert result.exit_code == 130, result.output
+    status = run_status(tmp_path / "ctrlc")
+    assert status.state == "interrupted" and not status.trained
+    hint = re.search(r"continue it from its last checkpoint with: (eebench resume \S+)\n", result.output)
+    assert hint, result.output
+    monkeypatch.setattr(loop, "_fault", lambda *a: None)
+    again = runner.invoke(app, args)  # the same command again: refused, naming the resume command
+    assert again.exit_code == 2 and f"eebench resume {tmp_path / 'ctrlc'}" in again.output.replace("\n", "")
+    resumed = runner.invoke(app, shlex.split(hint.group(1))[1:])
+    assert resumed.exit_code == 0, resumed.output
+    assert re.search(r"resuming\s+from\s+\S*checkpoint", resumed.output), resumed.output[:600]
+    assert run_status(tmp_path / "ctrlc").state == "finished"

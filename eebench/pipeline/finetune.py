@@ -20,7 +20,7 @@ from eebench.metrics import layerwise
 from eebench.paths import resolve_recipe
 from eebench.pipeline.evaluate import calibrate, encode_split, ensure_trace, evaluate, stamp_weights, warn_collapse
 from eebench.pipeline.setup import (accelerator_for, build_dir, check_run_dir, check_splits, check_task_setup,
-                                    describe, maybe_dev, prepare_run_dir, splits_after_training, track)
+                                    mark_stopped, maybe_dev, prepare_run_dir, splits_after_training, track)
 from eebench.recipe import Recipe
 from eebench.recipe_io import load_recipe, task_recipe
 from eebench.trace import compute_logits
@@ -172,7 +172,7 @@ def _finetune(run: Run, recipe_path, accelerator, par, overwrite: bool, resume: 
                         run_dir=run.dir, resume=resume)
     except BaseException as err:
         if par.is_main:
-            run.mark(state="failed", trained=False, error=describe(err))
+            mark_stopped(run, err, trained=False)
         raise
     if par.is_main and not history:  # zero epochs: still save the (untrained) model so the rest of the path runs
         save_model(model, tokenizer, run.model_dir, {**meta, "stage": None, "epoch": 0})
@@ -196,7 +196,7 @@ def _finetune(run: Run, recipe_path, accelerator, par, overwrite: bool, resume: 
                 _after_training(sub, views[name], started)
     except BaseException as err:
         if par.is_main:
-            run.mark(state="failed", trained=True, error=describe(err))
+            mark_stopped(run, err, trained=True)
         raise
     if par.is_main:
         if recipe.is_multitask:

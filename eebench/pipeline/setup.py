@@ -25,6 +25,18 @@ def describe(err: BaseException) -> str:
     return f"{type(err).__name__}: {err}"[:500]
 
 
+def mark_stopped(run: Run, err: BaseException, trained: bool) -> None:
+    """Record why a run stopped: ``interrupted`` (Ctrl-C) or ``failed``, and say how to go on."""
+    stopped = isinstance(err, (KeyboardInterrupt, SystemExit))
+    run.mark(state="interrupted" if stopped else "failed", trained=trained, error=describe(err))
+    if stopped and not trained:
+        console.print(f"[yellow]interrupted[/]: continue it from its last checkpoint with: "
+                      f"eebench resume {run.shown()}", soft_wrap=True)  # one line: a command to paste
+    elif stopped:
+        console.print(f"[yellow]interrupted[/] after training (the model is saved): finish it with: "
+                      f"eebench evaluate {run.shown()} --split SPLIT (and calibrate / report)", soft_wrap=True)
+
+
 def accelerator_for(recipe: Recipe, run: Run, device: str | None = None):
     """The Accelerator of a training run: mixed precision from the recipe, else from the launcher; the
     device by eebench.device's rule (``--device``: cpu, cuda, cuda:N for a single process; under a
@@ -122,8 +134,8 @@ def check_run_dir(run: Run, recipe_path, overwrite: bool, resume: bool) -> bool 
     at = (f"last checkpoint: stage {where.stage + 1}, epoch {where.epoch}, step {where.step}" if where
           else "no checkpoint yet")
     if not resume:
-        raise UserError(f"{run.dir} holds an unfinished run (status {status.state}, {at}); continue it with "
-                        f"eebench finetune {recipe_path} --resume, or start over with --overwrite")
+        raise UserError(f"{run.dir} holds an unfinished run (status {status.state}, {at}); continue it with: "
+                        f"eebench resume {run.shown()} (or start over with --overwrite)")
     stored = read_json(run.dir / "recipe.json")
     now = run.recipe.model_dump(mode="json", exclude={"task"} if run.recipe.is_multitask else None)
     if stored != now:
