@@ -228,6 +228,7 @@ def calibrate(
     grid: Annotated[Optional[str], typer.Option(
         help="Comma-separated values of the policy's parameter to sweep (default: the recipe's or the policy's grid).")] = None,
     data_dir: DataDirOpt = None,
+    data_root: DataRootOpt = None,
     device: DeviceOpt = None,
 ) -> None:
     """Choose an exit policy's setting on one split to meet a time% target or a maximum metric drop, save it
@@ -240,10 +241,16 @@ def calibrate(
     if target_time_pct is not None and not 0 < target_time_pct <= 100:
         raise UserError(f"--target-time-pct {target_time_pct:g}: must be in (0, 100]")
     from eebench.ownership import owned
+    from eebench.paths import set_data_root
 
+    set_data_root(data_root)
     r = open_run(run, data_dir)
     if target_time_pct is None and max_drop is None:
         target_time_pct, max_drop = r.recipe.exit.target_time_pct, r.recipe.exit.max_drop
+        if target_time_pct is not None or max_drop is not None:
+            console.print(f"no target given: the recipe's exit."
+                          + (f"target_time_pct = {target_time_pct:g}" if target_time_pct is not None
+                             else f"max_drop = {max_drop:g}"))
     from eebench.device import resolve_device
 
     resolve_device(device)  # a device this machine lacks is an error even when nothing needs tracing
@@ -261,6 +268,7 @@ def speed(
     limit: Annotated[Optional[int], typer.Option(help="Time only the split's first N examples.")] = None,
     rounds: Annotated[int, typer.Option(help="Batch-1 rounds; each example's time is its median.")] = 3,
     data_dir: DataDirOpt = None,
+    data_root: DataRootOpt = None,
     device: DeviceOpt = None,
 ) -> None:
     """Run the real early-exit engine (it stops computing at the exit) at the policy's calibrated setting
@@ -274,7 +282,9 @@ def speed(
         if value is not None and value < least:
             raise UserError(f"{name} {value}: must be at least {least}")
     from eebench.ownership import owned
+    from eebench.paths import set_data_root
 
+    set_data_root(data_root)
     r = open_run(run, data_dir)
     from eebench.device import resolve_device
 

@@ -103,6 +103,16 @@ class Status(Record):
     train_seconds: float | None = None
     total_seconds: float | None = None
     error: str | None = None
+    data_root: str | None = None
+    """The data root the run was trained with (``--data-root`` / EEBENCH_DATA): later commands on the
+    run search it when they are given none."""
+    data: dict[str, dict[str, Any]] = {}
+    """Per split read for the run: ``source`` (file, hub dataset and split, or synthetic),
+    ``fingerprint`` (eebench.data.examples.Examples.fingerprint) and ``n``."""
+
+    def record_split(self, split: str, examples) -> dict:
+        return {**self.data, split: {"source": examples.source, "fingerprint": examples.fingerprint(),
+                                     "n": len(examples)}}
 
     @classmethod
     def upgrade(cls, data: Any) -> Any:
@@ -301,10 +311,13 @@ def open_run(path: str | Path, data_dir: str | None = None, data_name: str | Non
     (default: the data folder's name)."""
     folder = Path(path)
     recipe = read_recipe(folder)
+    remember_data_root(folder)
     if recipe.is_multitask:
         tasks = ", ".join(str(folder / "tasks" / t.name) for t in recipe.tasks)
         raise UserError(f"{folder} is a multitask run; each task is a run folder of its own: {tasks}")
-    if data_dir and Path(data_dir).resolve() != Path(recipe.task.data_dir or "/nonexistent").resolve():
+    if data_dir and _own_data(folder, recipe, Path(data_dir)):
+        recipe.task.data_dir, data_name = str(Path(data_dir).resolve()), None
+    elif data_dir:
         recipe.task.data_dir = data_dir
         data_name = data_name or Path(data_dir).resolve().name
         if not data_name.replace("-", "").replace("_", "").replace(".", "").isalnum():
@@ -320,6 +333,30 @@ def open_run(path: str | Path, data_dir: str | None = None, data_name: str | Non
         raise UserError(f"{parent} is an unfinished run (status {status.state}: its training was killed, "
                         f"interrupted or failed); continue it with: eebench resume {parent}")
     return Run(folder, recipe, read_json(marker)["task"] if marker.is_file() else None, data_name=data_name)
+
+
+def remember_data_root(folder: Path) -> None:
+    """Search the data root the run was trained with when the command was given none."""
+    from eebench.paths import data_root, set_data_root
+
+    status = run_status(_status_folder(Path(folder)))
+    if data_root() is None and status.data_root and Path(status.data_root).is_dir():
+        set_data_root(status.data_root)
+
+
+def _status_folder(folder: Path) -> Path:
+    return folder.parent.parent if (folder / MULTITASK_MARKER).is_file() else folder
+
+
+def _own_data(folder: Path, recipe: Recipe, data_dir: Path) -> bool:
+    """``--data-dir`` names the folder the run's own splits were read from (the recipe's data_dir,
+    or where the data root led): it is the run's data, not other data to be stored apart."""
+    data_dir = data_dir.resolve()
+    if recipe.task.data_dir and data_dir == Path(recipe.task.data_dir).resolve():
+        return True
+    sources = run_status(folder).data.values()
+    return any(Path(s.get("source", "")).parent == data_dir for s in sources if not s.get("source", "").startswith(
+        ("hub:", "synthetic")))
 
 
 def task_runs(folder: str | Path) -> list[Path]:

@@ -101,7 +101,7 @@ def test_lte_policy_without_lte_head_is_a_clear_error(run_dir):
                     "policy 'lte' needs lte signals", "train.strategy")
 
 
-def test_trace_is_reused_and_stale_trace_recomputed(run_dir):
+def test_trace_is_reused_and_a_stale_one_never_replaces_results_unasked(run_dir):
     from eebench.trace import load_trace
 
     path = run_dir / "traces/dev.npz"
@@ -109,19 +109,25 @@ def test_trace_is_reused_and_stale_trace_recomputed(run_dir):
     assert _invoke("evaluate", run_dir, "--split", "dev").exit_code == 0
     assert path.stat().st_mtime_ns == before  # same key: reused, not rewritten
     old_key = load_trace(path).key
-    # change the data: a different dev set size gives a different key, and a recomputed trace
+    kept = {p: p.read_bytes() for p in [*(run_dir / "calibration").glob("*.json"), *(run_dir / "eval/dev").glob("*")]}
+    # change the data: a different dev set: refused, naming the data and --retrace; nothing replaced
     import json
 
     recipe = json.loads((run_dir / "recipe.json").read_text())
     recipe["task"]["synthetic"]["n_dev"] = 60
     (run_dir / "recipe.json").write_text(json.dumps(recipe))
-    result = _invoke("evaluate", run_dir, "--split", "dev")
-    assert result.exit_code == 0 and "stale" in result.output
+    for command in (["evaluate", run_dir, "--split", "dev"], ["calibrate", run_dir, "--target-time-pct", "80"]):
+        result = _invoke(*command)
+        _one_line_error(result, "other data (120 examples from synthetic; now 60 from synthetic)", "--retrace")
+    assert path.stat().st_mtime_ns == before and kept and all(p.read_bytes() == b for p, b in kept.items())
+    result = _invoke("evaluate", run_dir, "--split", "dev", "--retrace")
+    assert result.exit_code == 0, result.output
     fresh = load_trace(path)
     assert fresh.key != old_key and fresh.logits.shape[0] == 60
     recipe["task"]["synthetic"]["n_dev"] = 120
     (run_dir / "recipe.json").write_text(json.dumps(recipe))
-    assert _invoke("evaluate", run_dir, "--split", "dev").exit_code == 0
+    assert _invoke("evaluate", run_dir, "--split", "dev", "--retrace").exit_code == 0
+    assert load_trace(path).key == old_key
 
 
 def test_trace_matches_a_fresh_forward_pass(run_dir):

@@ -86,7 +86,7 @@ def test_unreachable_hub_is_a_user_error(monkeypatch):
         raise ConnectionError("Couldn't reach 'nyu-mll/glue' on the Hub")
 
     monkeypatch.setattr(datasets, "load_dataset", offline)
-    with pytest.raises(UserError, match="could not load nyu-mll/glue.*--data-root DIR.*task.data_dir"):
+    with pytest.raises(UserError, match=r"could not load nyu-mll/glue/rte split 'validation' \(eebench's 'dev'\) from the hub.*--data-root DIR.*task.data_dir"):
         load_split(get_task("rte"), TaskConfig(name="rte"), "dev")
 
 

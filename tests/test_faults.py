@@ -309,6 +309,6 @@ def test_a_killed_run_is_not_evaluated_or_reported(run_copy):
     status = json.loads((run_copy / "status.json").read_text())
     (run_copy / "status.json").write_text(json.dumps({**status, "state": "training"}))
     before = snapshot(run_copy)
-    one_line_error(_invoke("evaluate", run_copy), run_copy, "--resume")
-    one_line_error(_invoke("report", "--run", run_copy), run_copy, "--resume")
+    one_line_error(_invoke("evaluate", run_copy), run_copy, f"eebench resume {run_copy}")
+    one_line_error(_invoke("report", "--run", run_copy), run_copy, f"eebench resume {run_copy}")
     assert snapshot(run_copy) == before

@@ -3,6 +3,7 @@ no lock file survives a finished or refused run."""
 
 from __future__ import annotations
 
+import json
 import os
 import stat
 from pathlib import Path
@@ -90,3 +91,46 @@ def test_ctrl_c_is_recorded_as_interrupted_and_the_hint_followed_literally_resum
     assert resumed.exit_code == 0, resumed.output
     assert re.search(r"resuming\s+from\s+\S*checkpoint", resumed.output), resumed.output[:600]
     assert run_status(tmp_path / "ctrlc").state == "finished"
+
+
+def test_a_run_remembers_its_data_root_and_its_own_data_folder(tmp_path, monkeypatch):
+    """Trained with --data-root: evaluate / calibrate / speed need no flag, --data-dir at the run's own
+    folder is the run's data (no `dev@SST-2` copy), and a stored trace serves when the files are gone."""
+    import shutil
+
+    from conftest import tiny_sst2_recipe
+    from eebench.cli import app
+    from eebench.paths import DATA_ENV
+
+    data = tmp_path / "data" / "SST-2"
+    data.mkdir(parents=True)
+    for split, n in (("train", 48), ("dev", 24), ("test", 12)):
+        rows = ["sentence\tlabel" if split != "test" else "index\tsentence"]
+        rows += [f"a {'good' if i % 2 else 'bad'} film number {i}\t{i % 2}" if split != "test"
+                 else f"{i}\ta film number {i}" for i in range(n)]
+        (data / f"{split}.tsv").write_text("\n".join(rows) + "\n")
+    recipe = tiny_sst2_recipe(tmp_path / "r.toml", data, tmp_path / "results", "remember")
+    recipe.write_text(recipe.read_text().replace(f'data_dir = "{data}"\n', ""))  # the data root finds it
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    runner = CliRunner()
+    result = runner.invoke(app, ["finetune", str(recipe), "--data-root", str(tmp_path / "data")])
+    assert result.exit_code == 0, result.output
+    monkeypatch.delenv(DATA_ENV, raising=False)  # a new shell: no data root given
+    run = tmp_path / "results" / "remember"
+    for args in (["evaluate", str(run), "--split", "test"],
+                 ["calibrate", str(run), "--target-time-pct", "80"],
+                 ["speed", str(run), "--limit", "8", "--rounds", "1"]):
+        monkeypatch.delenv(DATA_ENV, raising=False)
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, (args, result.output)
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    result = runner.invoke(app, ["evaluate", str(run), "--split", "dev", "--data-dir", str(data)])
+    assert result.exit_code == 0, result.output
+    assert not list((run / "eval").glob("*@*")) and not list((run / "calibration").glob("*@*"))
+    status = json.loads((run / "status.json").read_text())
+    assert status["data_root"] == str((tmp_path / "data").resolve())
+    assert status["data"]["test"]["source"] == str((data / "test.tsv").resolve()) and status["data"]["test"]["n"] == 12
+    shutil.rmtree(tmp_path / "data")  # the files are gone: the stored traces, made from the recorded data, serve
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    result = runner.invoke(app, ["evaluate", str(run), "--split", "dev"])
+    assert result.exit_code == 0 and "its stored trace is of the data the run recorded" in result.output, result.output

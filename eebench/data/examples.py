@@ -14,6 +14,8 @@ class Examples:
     text_a: list[str]
     text_b: list[str] | None
     labels: np.ndarray | None  # Shape: [N]; int64 class ids or float32 regression targets
+    source: str = ""
+    """Where the examples were read: a file's absolute path, ``hub:<dataset>:<split>`` or ``synthetic``."""
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -25,6 +27,7 @@ class Examples:
             text_a=pick(self.text_a),
             text_b=pick(self.text_b) if self.text_b is not None else None,
             labels=self.labels[index] if self.labels is not None else None,
+            source=self.source,
         )
 
     def fingerprint(self) -> str:

@@ -40,7 +40,9 @@ def _load_raw(spec: TaskSpec, cfg: TaskConfig, split: str) -> Examples:
     if spec.format is None:
         from eebench.data.synthetic import generate
 
-        return generate(cfg.synthetic, split)
+        examples = generate(cfg.synthetic, split)
+        examples.source = "synthetic"
+        return examples
     fmt = spec.format
     if cfg.data_dir:
         return _read_local(spec, _local_file(spec, cfg, split), split)
@@ -56,7 +58,7 @@ def _load_raw(spec: TaskSpec, cfg: TaskConfig, split: str) -> Examples:
         except MissingData as err:
             raise MissingData(f"task {spec.name} split {split!r}: no {fmt.file_name(split)} under the data "
                               f"root {root} (looked in {', '.join(str(f) for f in looked)}) and no hub copy "
-                              f"({str(err).split('(', 1)[-1].split(')')[0]}); put the files there, or set "
+                              f"({getattr(err, 'reason', 'the task has no hub dataset')}); put the files there, or set "
                               f"task.data_dir / --data-dir") from None
     return load_from_hub(spec, split)
 
@@ -73,6 +75,7 @@ def _find(spec: TaskSpec, cfg: TaskConfig, folder: Path, split: str) -> Path | N
 
 def _read_local(spec: TaskSpec, path: Path, split: str) -> Examples:
     examples = spec.format.read(spec, path, split)
+    examples.source = str(Path(path).resolve())
     if not len(examples):
         raise UserError(f"{path}: no examples (only a header, or every row malformed); "
                         f"split {split!r} of task {spec.name} needs at least one row")
@@ -106,10 +109,13 @@ def load_from_hub(spec: TaskSpec, split: str) -> Examples:
         ds = load_dataset(*spec.hub, split=hub_split)
     except Exception as err:  # network, auth and cache errors all mean: no hub copy here
         reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
-        raise MissingData(
-            f"task {spec.name}: could not load {'/'.join(x for x in spec.hub if x)} split {hub_split!r} from the hub "
-            f"({reason}); set a data root (--data-root DIR or EEBENCH_DATA, with DIR/{spec.folder}/) or "
-            f"task.data_dir (or --data-dir) to a folder of the task's files") from None
+        named = f"split {hub_split!r}" + (f" (eebench's {split!r})" if hub_split != split else "")
+        missing = MissingData(
+            f"task {spec.name}: could not load {'/'.join(x for x in spec.hub if x)} {named} from the hub: "
+            f"{reason}; set a data root (--data-root DIR or EEBENCH_DATA, with DIR/{spec.folder}/) or "
+            f"task.data_dir (or --data-dir) to a folder of the task's files")
+        missing.reason = reason
+        raise missing from None
     a, b = spec.hub_fields
     labels = np.asarray(ds["label"])
     if labels.dtype.kind in "US" and spec.labels is not None:  # class names (SciTail: "entails")
@@ -122,4 +128,5 @@ def load_from_hub(spec: TaskSpec, split: str) -> Examples:
         text_a=[text_a[i] for i in keep],
         text_b=[text_b[i] for i in keep] if b else None,
         labels=labels[keep].astype(np.float32 if spec.is_regression else np.int64) if has_labels else None,
+        source=f"hub:{'/'.join(x for x in spec.hub if x)}:{hub_split}",
     )

@@ -68,14 +68,22 @@ def ensure_trace(run: Run, split: str, model=None, parallel=None, retrace: bool 
     on a GPU; a model passed in runs where it is."""
     from eebench.data.encode import eval_loader
 
-    examples = load_split(run.spec, run.recipe.task, split)
-    key = current_key(run, split, examples)
     path = run.trace_path(split)
+    examples = _examples_or_stored(run, split, path, retrace)
+    if isinstance(examples, Trace):
+        return examples
+    key = current_key(run, split, examples)
     old = None if retrace else stored_key(path)
     if old == key:
+        _record_split(run, split, examples, parallel)
         return load_trace(path)
+    if old is not None and model is None:  # results of a finished run: never replaced unasked
+        raise UserError(f"{path} was made from {_what_changed(run, split, examples)} than there is now; its "
+                        f"results and calibrations are kept: restore that data, or replace them with "
+                        f"eebench evaluate {run.shown()} --split {split} --retrace")
     if old is not None:
         console.print(f"[yellow]trace {path} is stale[/] (model, data or max_length changed); recomputing")
+    _record_split(run, split, examples, parallel)
     from eebench.model.build import load_model
 
     from eebench.device import describe, inference_dtype, resolve_device
@@ -102,6 +110,50 @@ def ensure_trace(run: Run, split: str, model=None, parallel=None, retrace: bool 
     if parallel is None or parallel.is_main:
         save_trace(path, trace)
     return trace
+
+
+def _examples_or_stored(run: Run, split: str, path: Path, retrace: bool):
+    """The split's examples; when its files cannot be found, the stored trace made from the very
+    examples the run recorded (its fingerprint gives the trace's key without the files)."""
+    from eebench.errors import MissingData
+    from eebench.rundir import run_status
+
+    try:
+        return load_split(run.spec, run.recipe.task, split)
+    except MissingData as err:
+        recorded = run_status(run.dir).data.get(split) if run.data_name is None else None
+        if retrace or recorded is None or not path.is_file():
+            raise
+        meta = read_json(run.model_dir / "exits.json")
+        key = trace_key(meta.get("weights_sha256") or stamp_weights(run), recorded["fingerprint"],
+                        run.recipe.train.max_length, _input_mode(run.recipe))
+        if stored_key(path) != key:
+            raise
+        console.print(f"note: split {split} not found ({str(err).split(';')[0]}); its stored trace is of the data "
+                      f"the run recorded ({recorded['source']}): using it", soft_wrap=True)
+        return load_trace(path)
+
+
+def _record_split(run: Run, split: str, examples, parallel) -> None:
+    """Note in status.json where the split was read from and its fingerprint (the run's own data)."""
+    from eebench.rundir import run_status
+
+    if run.data_name is None and (parallel is None or parallel.is_main) and (run.dir / "status.json").is_file():
+        status = run_status(run.dir)
+        if status.data.get(split, {}).get("fingerprint") != examples.fingerprint():
+            run.mark(data=status.record_split(split, examples))
+
+
+def _what_changed(run: Run, split: str, examples) -> str:
+    from eebench.rundir import run_status
+
+    recorded = run_status(run.dir).data.get(split)
+    if recorded is None:
+        return "another model, data or max_length"
+    if recorded["fingerprint"] != examples.fingerprint():
+        return (f"other data ({recorded['n']} examples from {recorded['source']}; now {len(examples)} from "
+                f"{examples.source})")
+    return "another model or max_length"
 
 
 def _input_mode(recipe: Recipe) -> str:
@@ -260,7 +312,11 @@ def fit(run: Run, policy_name: str, trace: Trace, target_time_pct: float | None,
     cal = Calibration(policy=policy_name, setting=row_setting(best, policy), split=trace.split,
                       target_time_pct=target_time_pct, max_drop=max_drop, metric=metric,
                       last_exit_metric=final, trace_key=trace.key)
-    cal.save(run.calibration_path(policy_name))
+    path = run.calibration_path(policy_name)
+    previous = Calibration.load(path, run.dir) if path.is_file() else None
+    cal.save(path)
+    if previous is not None and previous.setting != cal.setting:
+        console.print(f"replaced {path}: it held {setting_label(previous.setting)} (fitted on {previous.split})")
     write_csv(run.dir / "calibration" / f"{run.calibration_path(policy_name).stem}_sweep_{trace.split}.csv", table)
     console.print(f"calibrated {policy_name} on {run.split_name(trace.split)}: {setting_label(cal.setting)}")
     return cal

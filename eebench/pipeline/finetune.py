@@ -166,7 +166,8 @@ def _finetune(run: Run, recipe_path, accelerator, par, overwrite: bool, resume: 
                  processes=par.world, mixed_precision=str(accelerator.mixed_precision), **describe_device(accelerator.device),
                  tf32=bool(recipe.train.tf32 and accelerator.device.type == "cuda"
                            and accelerator.mixed_precision == "no"),
-                 global_batch=global_batch_size(recipe.train, par.world), **({"resumed": (getattr(previous, "resumed", None) or 0) + 1} if checkpoint else {}))
+                 global_batch=global_batch_size(recipe.train, par.world), data_root=_data_root(),
+                 data=_split_records(run, splits), **({"resumed": (getattr(previous, "resumed", None) or 0) + 1} if checkpoint else {}))
     try:
         history = train(model, jobs, recipe.train, accelerator, run.dir / "train_log.jsonl", on_epoch_end,
                         run_dir=run.dir, resume=resume)
@@ -212,6 +213,22 @@ def _finetune(run: Run, recipe_path, accelerator, par, overwrite: bool, resume: 
     return run
 
 
+
+
+def _data_root() -> str | None:
+    from eebench.paths import data_root
+
+    root = data_root()
+    return str(root.resolve()) if root is not None else None
+
+
+def _split_records(run: Run, splits: dict) -> dict:
+    """status.json's record of the training data (each task's in its own run folder when multitask)."""
+    if run.recipe.is_multitask:
+        return {}
+    (train_examples, dev), = splits.values()
+    data = Status().record_split("train", train_examples)
+    return Status(data=data).record_split("dev", dev) if dev is not None else data
 
 
 def _prepare_task_run(sub: Run, train_seconds: float) -> None:
