@@ -336,7 +336,8 @@ def report(
     the paper's numbers beside ours (--run-missing runs the missing cells first)."""
     from eebench.report.render import markdown
     from eebench.report.run_report import report_run
-    from eebench.report.tables import load_spec, mismatches, render
+    from eebench.report.tables import SETS, caption, load_spec, mismatches, render
+    from eebench.report.tables.display import how_cells_fill
     from eebench.rundir import open_run
 
     from eebench.jobs import LAUNCHERS, load_launcher_config
@@ -366,9 +367,15 @@ def report(
             failed += len(fill(spec, set_name, launcher, jobs, config, logs, seeds=seeds, share_gpus=share_gpus).failed)
         frame, shown, paths = render(spec.id, out, (set_name,) if run_missing or cpu else ("paper", "cpu"), scores)
         print(markdown(shown, spec.digits))
+        console.print(caption(spec, frame), highlight=False)
+        if spec.notes:
+            console.print(" ".join(spec.notes.split()), highlight=False)
+        console.print(how_cells_fill(spec, frame, (set_name,) if run_missing or cpu else SETS), highlight=False)
         for line in mismatches(frame):
             console.print(f"[yellow]paper inconsistency:[/] {line}")
-        console.print(f"wrote {len(paths)} files under {out} ({spec.id}.md, .tex, .csv, {spec.id}_cells.csv, ...)")
+        names = sorted({p.name for p in paths})
+        console.print(f"wrote {len(paths)} files under {out}: " + ", ".join(names[:6])
+                      + (f" and {len(names) - 6} more" if len(names) > 6 else ""), highlight=False)
     if failed:
         console.print(f"[bold red]{failed} cell(s) failed[/] (their logs are named above); run the same command "
                       f"again to retry them (finished cells are kept)")

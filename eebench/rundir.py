@@ -155,7 +155,8 @@ class OperatingPoint(Record):
     time_pct: float
     speedup: float
     mean_exit_layer: float | None = None
-    histogram: list[float] = []
+    histogram: list[int] = []
+    """Examples leaving at each exit (1..L); older runs stored counts as floats (1089.0): read as ints."""
     trace_key: str | None = None
     """Key of the trace of this split the point was computed on."""
     calibration_key: str | None = None

@@ -27,18 +27,23 @@ def group_key(recipe: Recipe) -> str:
 
 
 def group_runs(runs: list) -> dict[str, list]:
-    """Runs grouped by setting (seeds of one recipe together), labelled by strategy when that is
-    unambiguous, else by the run name without its seed suffix. Order: first appearance."""
+    """Runs grouped by setting (seeds of one recipe together), labelled by the run name without its
+    seed suffix (and the strategy when the name does not say it). Runs of one setting are pooled
+    only when their seeds all differ: two runs with one seed are repeats, not a spread, and each
+    keeps a column of its own. Order: first appearance."""
     groups: dict[str, list] = {}
     for run in runs:
         groups.setdefault(group_key(run.recipe), []).append(run)
-    strategies = [g[0].recipe.train.strategy for g in groups.values()]
-    labels = {}
+    pooled: list[list] = []
     for members in groups.values():
-        label = members[0].recipe.train.strategy
-        if strategies.count(label) > 1:
-            label = SEED_SUFFIX.sub("", members[0].name)
-        labels[label if label not in labels else members[0].name] = members
+        seeds = [run.recipe.train.seed for run in members]
+        pooled += [members] if len(set(seeds)) == len(seeds) else [[run] for run in members]
+    labels = {}
+    for members in pooled:
+        name = SEED_SUFFIX.sub("", members[0].name) if len(members) > 1 else members[0].name
+        strategy = members[0].recipe.train.strategy
+        label = name if strategy in name else f"{name} ({strategy})"
+        labels[label if label not in labels else f"{label} [{members[0].dir}]"] = members
     return labels
 
 

@@ -33,8 +33,11 @@ def timed(fn: Callable, batch: dict, clock: Clock | None = None) -> float:
 
 
 def stream_times(engine: EarlyExitEngine, singles: list[dict], rounds: int = 3, block: int = 100,
-                 advance: Callable[[int], None] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Per example: engine seconds, full-model seconds (medians over rounds), engine exit layer."""
+                 advance: Callable[[int], None] | None = None,
+                 per_round: list | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per example: engine seconds, full-model seconds (medians over rounds), engine exit layer.
+    ``per_round`` (a list) receives each round's measured speed-up: their spread says how noisy
+    the machine was while timing."""
     clock = Clock(engine.device)
     n = len(singles)
     t_engine, t_full = np.zeros((rounds, n)), np.zeros((rounds, n))
@@ -53,7 +56,20 @@ def stream_times(engine: EarlyExitEngine, singles: list[dict], rounds: int = 3, 
                     exits[i] = got[0]
             if advance is not None:
                 advance(len(rows))
+    if per_round is not None:
+        per_round += [float(t_full[r].sum() / t_engine[r].sum()) for r in range(rounds)]
     return np.median(t_engine, 0), np.median(t_full, 0), exits
+
+
+NOISY_SPREAD = 0.10
+"""Rounds whose speed-ups differ by more than this share of their median: the timing is noisy."""
+
+
+def round_spread(speedups: list[float]) -> float | None:
+    """(max − min) / median of the rounds' speed-ups; None with fewer than 2 rounds."""
+    if len(speedups) < 2:
+        return None
+    return float((max(speedups) - min(speedups)) / np.median(speedups))
 
 
 def batched_times(engine: EarlyExitEngine, batches: list[tuple[np.ndarray, dict]], n: int,
@@ -128,7 +144,8 @@ def length_batches(data, n: int, size: int, device: torch.device = torch.device(
 
 def summary(expected: np.ndarray, n_layers: int, t_engine: np.ndarray, t_full: np.ndarray,
             got: np.ndarray, tb_engine: float, tb_full: float, got_b: np.ndarray, batch_size: int,
-            device: torch.device = torch.device("cpu"), sync_us: float | None = None) -> dict:
+            device: torch.device = torch.device("cpu"), sync_us: float | None = None,
+            per_round: list[float] | None = None) -> dict:
     """The record `eebench speed` writes: ideal and measured speed-ups side by side."""
     from eebench.timing import measured as measured_timing, time_and_speedup
 
@@ -150,6 +167,8 @@ def summary(expected: np.ndarray, n_layers: int, t_engine: np.ndarray, t_full: n
             # by its own full-model time
             "cost_weighted_ideal": float(t_full.sum() / (t_full * got / n_layers).sum()),
             "agreement": float((got == expected).mean()),
+            "speedup_per_round": [round(x, 4) for x in per_round or []],
+            "round_spread": round_spread(per_round or []),
         },
         f"batch_{batch_size}": {
             "engine_s": round(tb_engine, 4), "full_s": round(tb_full, 4),

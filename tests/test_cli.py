@@ -253,7 +253,7 @@ def test_compare_runs_side_by_side(run_dir, tmp_path):
     result = _invoke("compare", run_dir, run_dir, "--out", tmp_path)
     assert result.exit_code == 0, result.output
     text = (tmp_path / "compare_synthetic_dev.md").read_text()
-    assert "| two_stage " in text and "(n=" not in text  # the same folder twice counts once
+    assert f"{run_dir.name} (two_stage) |" in text and "(n=" not in text  # the same folder twice counts once
     assert (tmp_path / "compare_synthetic_dev.png").is_file()
     _one_line_error(_invoke("compare", run_dir, "no/such/run"), "not a run folder")
     _one_line_error(_invoke("compare", run_dir, "--time-pct", "50"), "--policy")
@@ -276,13 +276,20 @@ def test_seeds_train_one_run_per_seed_and_compare_pools_them(tmp_path):
                      "--policy", "entropy", "--time-pct", "50", "--at-metric", "60")
     assert result.exit_code == 0, result.output
     frame = pd.read_csv(out / "compare_synthetic_dev.csv")
-    assert list(frame.columns) == ["row", "two_stage (n=2)", "joint"]
+    assert list(frame.columns) == ["row", "qs (two_stage) (n=2)", "joint"]
     rows = frame.set_index("row")
     layer = [json.loads((tmp_path / r / "eval/dev/layerwise.json").read_text())[0]["acc"] for r in runs]
     mean, std = np.mean(layer), np.std(layer, ddof=1)
-    assert rows.loc["exit 1", "two_stage (n=2)"] == f"{mean:.1f} ± {std:.1f}"
+    assert rows.loc["exit 1", "qs (two_stage) (n=2)"] == f"{mean:.1f} ± {std:.1f}"
     assert "entropy: acc at time% ≤ 50" in rows.index and "entropy: time% for acc ≥ 60" in rows.index
     assert "mean ± std over 1/2 seeds" in (out / "compare_synthetic_dev.md").read_text()
+    import shutil
+
+    shutil.copytree(tmp_path / "qs-seed42", tmp_path / "again")  # the same seed twice: repeats, not a spread
+    result = _invoke("compare", tmp_path / "qs-seed42", tmp_path / "again", "--out", out)
+    assert result.exit_code == 0, result.output
+    assert list(pd.read_csv(out / "compare_synthetic_dev.csv").columns) == ["row", "qs-seed42 (two_stage)",
+                                                                           "again (two_stage)"]
 
 
 def test_a_second_writer_of_a_run_gets_one_line_and_changes_nothing(tmp_path):

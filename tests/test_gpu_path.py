@@ -304,3 +304,15 @@ def test_the_step_loader_leaves_torchs_global_generator_alone():
     got = [item["micro"][0]["input_ids"].tolist() for item in loader]
     assert got == [[2, 3], [4, 5]]
     assert torch.equal(torch.rand(3), expected)
+
+
+def test_speed_records_each_rounds_speedup_and_flags_a_noisy_machine():
+    from eebench.speed import NOISY_SPREAD, round_spread, summary
+
+    exits = np.array([1, 2, 4])
+    quiet = summary(exits, 4, np.ones(3), 2 * np.ones(3), exits, 1.0, 2.0, exits, 32, per_round=[2.0, 2.02, 1.99])
+    busy = summary(exits, 4, np.ones(3), 2 * np.ones(3), exits, 1.0, 2.0, exits, 32, per_round=[1.5, 2.0, 1.7])
+    assert quiet["batch_1"]["speedup_per_round"] == [2.0, 2.02, 1.99]
+    assert quiet["batch_1"]["round_spread"] < NOISY_SPREAD < busy["batch_1"]["round_spread"]
+    assert busy["batch_1"]["round_spread"] == pytest.approx(0.5 / 1.7)
+    assert round_spread([2.0]) is None

@@ -13,7 +13,7 @@ import pytest
 
 from eebench.report.render import latex, write_table
 
-GOLDEN = Path(__file__).parent / "golden" / "operating_points.tex"
+GOLDEN = Path(__file__).parent / "fixtures" / "golden" / "operating_points.tex"
 
 
 def _frame() -> pd.DataFrame:
@@ -43,3 +43,23 @@ def test_the_written_tex_compiles(tmp_path):
     assert done.returncode == 0, done.stdout[-2000:]
     assert "Missing character" not in (tmp_path / "doc.log").read_text()
     assert (tmp_path / "doc.pdf").stat().st_size > 0
+
+
+def test_every_policy_gets_a_curve_or_shares_one_it_coincides_with():
+    from eebench.report.run_report import coinciding_fronts, flops_unit, front_at_budgets
+    from eebench.report.render import line_style
+
+    curves = pd.DataFrame({"policy": ["entropy"] * 3 + ["max_prob"] * 3 + ["patience"] * 2,
+                           "setting": list("abcabcde"),
+                           "metric": [70, 75, 80, 70, 75, 80, 72, 78], "time_pct": [20, 40, 60, 20, 40, 60, 30, 90]})
+    groups = coinciding_fronts(curves)
+    assert [names for names, _ in groups] == [["entropy", "max_prob"], ["patience"]]
+    styles = [line_style(i) for i in range(10)]
+    assert len({(s["marker"], s["ls"], s["color"]) for s in styles}) == 10  # no two curves look alike
+    front = pd.DataFrame({"policy": ["entropy"] * 4, "setting": ["t=0.9", "t=0.8", "t=0.79", "t=0.5"],
+                          "metric": [70.0, 75.0, 75.01, 80.0], "time_pct": [19.0, 38.0, 39.0, 95.0]})
+    corners = front_at_budgets(front)
+    assert list(corners["time% budget"]) == ["≤ 20", "≤ 40", "≤ 100"]
+    assert list(corners["setting"]) == ["t=0.9", "t=0.79", "t=0.5"]
+    assert flops_unit(pd.Series([4.08e6])) == ("MFLOPs", 1e6)
+    assert flops_unit(pd.Series([2.2e10])) == ("GFLOPs", 1e9)

@@ -218,10 +218,12 @@ def _fresh(run: Run, cal: Calibration, split: str, trace: Trace, model,
     return fit(run, cal.policy, fitted_on, cal.target_time_pct, cal.max_drop, None), None
 
 
-def warn_collapse(where: str, logits: np.ndarray, labels: np.ndarray, spec: TaskSpec) -> list[dict]:
+def warn_collapse(where: str, logits: np.ndarray, labels: np.ndarray, spec: TaskSpec,
+                  layers: set[int] | None = None) -> list[dict]:
     """Warn (and return) the exits whose predictions collapsed to one class (BERTer's paraphrase
-    head that "always predicts 0"); regression tasks: constant predictions."""
-    found = collapse(logits, labels, spec.is_regression)
+    head that "always predicts 0"); regression tasks: constant predictions. ``layers``: only these
+    exits (1-based; e.g. the heads the stage just trained: DeeBERT's stage 1 trains the last one)."""
+    found = [f for f in collapse(logits, labels, spec.is_regression) if layers is None or f["layer"] in layers]
     if found:
         w = found[-1]  # the deepest: the one a reader of the last exit cares about
         what = (f"exit {w['layer']} predicts class {w['class']} ({spec.labels[w['class']]}) for {w['share']:.1%} "

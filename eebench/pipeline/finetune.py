@@ -84,6 +84,11 @@ def _finetune(run: Run, recipe_path, accelerator, par, overwrite: bool, resume: 
     resume = check_run_dir(run, recipe_path, overwrite, resume)
     if resume is None:  # finished already
         return run
+    checkpoint = checkpoint_dir(run.dir) if resume else None
+    if par.is_main:  # first: before the libraries print their own loading bars
+        console.print(f"[bold]eebench finetune[/] {recipe_path} → {run.shown()}"
+                      + (f" (resuming from {checkpoint})" if checkpoint else " (no checkpoint yet: from the start)"
+                         if resume else ""))
     # Everything that can fail on bad input (data, tokenizer, model) happens before the run folder
     # is touched, so a mistake never leaves a half-made run behind.
     subs = ({t.name: Run(run.dir / "tasks" / t.name, task_recipe(recipe, t.name), t.name) for t in recipe.tasks}
@@ -128,10 +133,6 @@ def _finetune(run: Run, recipe_path, accelerator, par, overwrite: bool, resume: 
             prepare_run_dir(run, Path(recipe_path))
         track(accelerator, run)
     par.barrier()
-    checkpoint = checkpoint_dir(run.dir) if resume else None
-    console.print(f"[bold]eebench finetune[/] {recipe_path} → {run.shown()}"
-                  + (f" (resuming from {checkpoint})" if checkpoint else " (no checkpoint yet: from the start)"
-                     if resume else ""))
     for name, (train_examples, dev) in splits.items():
         console.print(f"task {name}: {len(train_examples)} train examples"
                       + (f", {len(dev)} dev examples for per-epoch metrics" if dev is not None else ""))
@@ -156,7 +157,7 @@ def _finetune(run: Run, recipe_path, accelerator, par, overwrite: bool, resume: 
                                     accelerator.device, par, inference_dtype(accelerator.device, recipe.train.mixed_precision))
             rows = layerwise((spec.primary_metric,), logits, labels, spec.is_regression)
             out[name] = {"dev_metric": spec.primary_metric, "dev_layerwise": [r[spec.primary_metric] for r in rows]}
-            warn_collapse(f"{name} dev after {stage} epoch {epoch}", logits, labels, spec)
+            warn_collapse(f"{name} dev after {stage} epoch {epoch}", logits, labels, spec, trained_heads(jobs, name, stage))
         return {"tasks": out} if recipe.is_multitask else next(iter(out.values()), {})
 
     started = time.perf_counter()
@@ -213,6 +214,16 @@ def _finetune(run: Run, recipe_path, accelerator, par, overwrite: bool, resume: 
     return run
 
 
+
+
+def trained_heads(jobs, name: str, stage: str) -> set[int] | None:
+    """The exits (1-based) whose heads the stage ``stage`` of task ``name`` trains."""
+    job = next((j for j in jobs if j.name == name), None)
+    current = next((s for s in job.stages if s.name == stage), None) if job is not None else None
+    if current is None:
+        return None
+    trained = {id(p) for p in current.trains(job.model)}
+    return {i + 1 for i, head in enumerate(job.model.heads) if any(id(p) in trained for p in head.parameters())}
 
 
 def _data_root() -> str | None:

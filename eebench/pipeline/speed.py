@@ -45,13 +45,14 @@ def speed(run: Run, policy_name: str, split: str, batch_size: int = 32, limit: i
     sync_us = sync_cost_us(engine, singles[0]) if singles else None
     with progress() as bars:
         one = bars.add_task(f"{split} batch 1 (engine, then full model)", total=n * rounds, info="")
-        t_engine, t_full, got = stream_times(engine, singles, rounds, block, lambda k: bars.advance(one, k))
+        per_round: list[float] = []
+        t_engine, t_full, got = stream_times(engine, singles, rounds, block, lambda k: bars.advance(one, k), per_round)
         many = bars.add_task(f"{split} batch {batch_size}", total=n, info="")
         tb_engine, tb_full, got_b = batched_times(engine, batches, n, lambda k: bars.advance(many, k))
     record = {"policy": policy_name, "setting": cal.setting, "calibrated_on": cal.split,
               "split": run.split_name(split),
               **summary(expected, trace.num_layers, t_engine, t_full, got, tb_engine, tb_full, got_b, batch_size,
-                        target, sync_us), "warmed_shapes": shapes,
+                        target, sync_us, per_round), "warmed_shapes": shapes,
               "precision": str(dtype).removeprefix("torch.") if dtype else "fp32"}
     Speed.model_validate(record).save(run.eval_dir(split) / f"speed_{policy_name}.json")
     b1, bb = record["batch_1"], record[f"batch_{batch_size}"]
@@ -67,6 +68,14 @@ def speed(run: Run, policy_name: str, split: str, batch_size: int = 32, limit: i
     if record["sync_us_per_layer"] is not None:
         console.print(f"  exit decision: {record['sync_us_per_layer']:.1f} µs per layer for the host round trip "
                       f"(a full-model layer at batch 1: {1000 * record['full_ms_per_layer_batch_1']:.1f} µs)")
+    from eebench.speed import NOISY_SPREAD
+
+    if b1["round_spread"] is not None and b1["round_spread"] > NOISY_SPREAD:
+        console.print(f"[yellow]warning:[/] noisy timing: the {rounds} rounds' speed-ups differ by "
+                      f"{100 * b1['round_spread']:.0f}% ({', '.join(f'{x:.2f}x' for x in b1['speedup_per_round'])}); "
+                      f"something else was using the machine: measure again when it is idle (and with more --rounds)")
+    elif b1["round_spread"] is None:
+        console.print("note: one round cannot show whether the timing was noisy; use --rounds 3 for that")
     if min(b1["agreement"], bb["agreement"]) < 1.0:
         console.print("[yellow]warning:[/] the engine's exits differ from the trace simulation on some examples")
     return record

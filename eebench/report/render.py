@@ -21,14 +21,16 @@ def _cells(frame: pd.DataFrame, digits: int) -> list[list]:
 
 
 def markdown(frame: pd.DataFrame, digits: int = 2) -> str:
-    return tabulate(_cells(frame, digits), headers=list(frame.columns), tablefmt="pipe",
-                    disable_numparse=True)
+    cells = _cells(frame, digits)
+    align = ["right" if _numeric_column([row[j] for row in cells]) else "left" for j in range(frame.shape[1])]
+    return tabulate(cells, headers=list(frame.columns), tablefmt="pipe", disable_numparse=True,
+                    colalign=align or None)
 
 
 def latex(frame: pd.DataFrame, digits: int = 2, caption: str = "") -> str:
     """A booktabs tabular that compiles as written: every header and cell escaped once, number
-    columns right-aligned (a column is a number column when every filled cell is a number, a
-    ``mean ± std`` or a marked number such as ``78.1*``)."""
+    columns right-aligned (a column is a number column when every filled cell starts with a number:
+    ``78.1``, ``78.1*``, ``80.2 ± 0.4``, ``78.1 (92.1, -14.0)``)."""
     cells = _cells(frame, digits)
     align = "".join("r" if _numeric_column([row[j] for row in cells]) else "l" for j in range(frame.shape[1]))
     lines = [f"\\begin{{tabular}}{{{align}}}", "\\toprule",
@@ -42,7 +44,7 @@ def latex(frame: pd.DataFrame, digits: int = 2, caption: str = "") -> str:
             "\\end{table}\n")
 
 
-_NUMBER = re.compile(r"^[-+−]?\d+(\.\d+)?(x|×|%)?\*?( ± \d+(\.\d+)?)?\*?$")
+_NUMBER = re.compile(r"^[-+−]?\d+(\.\d+)?([x×%*]|\s|$)")  # 78.1, 78.1*, 1.96x, 80.2 ± 0.4, 78.1 (92.1, -14.0)
 
 
 def _numeric_column(values: list) -> bool:
@@ -62,14 +64,30 @@ def _tex_escape(text: str) -> str:
     return "".join(_TEX.get(ch, ch) for ch in text)
 
 
-def write_table(frame: pd.DataFrame, stem: Path, caption: str = "", digits: int = 2) -> list[Path]:
-    """Write ``stem``.md, .tex and .csv; returns the paths."""
+def write_table(frame: pd.DataFrame, stem: Path, caption: str = "", digits: int = 2,
+                csv_frame: pd.DataFrame | None = None) -> list[Path]:
+    """Write ``stem``.md, .tex and .csv (``csv_frame`` when the CSV keeps more rows than the
+    tables show); returns the paths."""
+    csv = frame if csv_frame is None else csv_frame
     stem = Path(stem)
     md = (f"**{caption}**\n\n" if caption else "") + markdown(frame, digits) + "\n"
     paths = [write_text(stem.with_suffix(".md"), md),
              write_text(stem.with_suffix(".tex"), latex(frame, digits, caption))]
-    paths.append(atomic_write(stem.with_suffix(".csv"), lambda p: frame.to_csv(p, index=False)))
+    paths.append(atomic_write(stem.with_suffix(".csv"), lambda p: csv.to_csv(p, index=False)))
     return paths
+
+
+LINE_STYLES = [("o", "-"), ("s", "--"), ("^", "-."), ("D", ":"), ("v", "-"), ("P", "--"), ("X", "-."),
+               ("*", ":"), ("<", "-"), (">", "--")]
+"""(marker, line style) per curve: curves that coincide stay visible, in grey print too."""
+
+
+def line_style(i: int) -> dict:
+    """Matplotlib keywords giving curve ``i`` a colour, marker and line style of its own; later
+    curves are drawn smaller and hollow so one exactly on top of another still shows beneath."""
+    marker, ls = LINE_STYLES[i % len(LINE_STYLES)]
+    return {"marker": marker, "ls": ls, "color": f"C{i % 10}", "ms": max(3.0, 7.0 - 0.8 * i),
+            "mfc": "none" if i % 2 else f"C{i % 10}", "lw": 1.4}
 
 
 def save_figure(fig, stem: Path) -> list[Path]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from eebench.console import console
@@ -14,7 +15,8 @@ from eebench.io import write_text
 from eebench.calibrate import row_setting
 from eebench.policies import get_policy, setting_label
 from eebench.report.pareto import area_under_curves, pareto_front, policy_curves
-from eebench.report.render import markdown, save_figure, write_table
+from eebench.metrics import layerwise
+from eebench.report.render import line_style, markdown, save_figure, write_table
 from eebench.rundir import Calibration, OperatingPoint
 from eebench.trace import load_trace, stored_key
 
@@ -61,9 +63,12 @@ def report_run(run) -> Path:
             policy = path.stem.removeprefix("sweep_")
             table = pd.read_csv(path)
             shown = table.drop(columns=["histogram"])
+            for name in get_policy(policy).params:  # a setting as exact as it is applied, the rest 2 decimals
+                if name in shown:
+                    shown[name] = shown[name].map(lambda v: "" if pd.isna(v) else f"{v:g}")
             stem = out / f"sweep_{s}_{policy}"
-            written += write_table(shown, stem, f"{policy} sweep on {s}", digits=3)
-            sections += [f"## {policy} sweep on {s}\n", markdown(shown, 3), "\n"]
+            written += write_table(shown, stem, f"{policy} sweep on {s}", csv_frame=table.drop(columns=["histogram"]))
+            sections += [f"## {policy} sweep on {s}\n", markdown(shown), "\n"]
             point = _operating_point(points, s, policy, table)
             if metric in table:
                 written += _curve_figure(table, metric, point, out / f"curve_{s}_{policy}", f"{s}, {policy}")
@@ -81,12 +86,21 @@ def report_run(run) -> Path:
         curves = policy_curves(trace, spec)
         auc = area_under_curves(curves)
         front = pareto_front(curves)
-        written += write_table(auc, out / f"policies_{s}", f"Exit policies on {s}: area under the "
-                               f"{metric}-vs-time% curve (mean {metric} over the common time% range)")
-        written += write_table(front, out / f"pareto_{s}", f"Pareto front across exit policies on {s}")
-        sections += [f"## Exit policies on {s}\n", markdown(auc), "\n",
-                     f"Pareto front across policies ({len(front)} points):\n", markdown(front), "\n"]
-        written += _policies_figure(curves, front, metric, out / f"policies_{s}", s)
+        caption = (f"Exit policies on {s}. auc_mean_metric: the policy's best {metric} reachable within a time% "
+                   f"budget, averaged over budgets from from_time_pct to 100 (the area under its curve in the "
+                   f"figure divided by the range); from_time_pct: the largest of the policies' least time%, so "
+                   f"that every policy covers the range; best_metric_at_50pct_time: its best {metric} at time% "
+                   f"at most 50")
+        written += write_table(auc, out / f"policies_{s}", caption)
+        corners = front_at_budgets(front)
+        written += write_table(corners, out / f"pareto_{s}", f"Pareto front across exit policies on {s}: the "
+                               f"best point within each time% budget ({len(front)} points in pareto_{s}.csv)",
+                               csv_frame=front)
+        sections += [f"## Exit policies on {s}\n", f"{caption}.\n", markdown(auc), "\n",
+                     f"Pareto front across policies, the best point within each time% budget "
+                     f"({len(front)} points in pareto_{s}.csv):\n", markdown(corners), "\n"]
+        full = layerwise((metric,), trace.logits, trace.labels, trace.regression)[-1][metric]
+        written += _policies_figure(curves, front, metric, full, out / f"policies_{s}", s)
         sections.append(f"![policies](policies_{s}.png)\n")
 
     if points:
@@ -94,12 +108,16 @@ def report_run(run) -> Path:
         frame["setting"] = frame["setting"].map(setting_label)
         cols = ["split", "policy", "setting", "calibrated_on", *[m for m in spec.metrics if m in frame],
                 "time_pct", "speedup", "mean_exit_layer"]
+        unlabelled = ~frame[metric].notna() if metric in frame else pd.Series(True, index=frame.index)
+        frame["note"] = [n or ("unlabelled split: no metric, time% only" if u else "")
+                         for n, u in zip(frame["note"], unlabelled)]
         if frame["note"].astype(bool).any():
             cols.append("note")
         if "flops" in frame:
-            frame["GFLOPs"] = frame["flops"] / 1e9
+            unit, scale = flops_unit(frame["flops"])
+            frame[f"{unit} / example"] = frame["flops"] / scale
             frame["MACs saved %"] = 100 * frame["macs_saved_fraction"]
-            cols += ["GFLOPs", "MACs saved %"]
+            cols += [f"{unit} / example", "MACs saved %"]
         written += write_table(frame[cols], out / "operating_points", "Calibrated operating points")
         sections += ["## Calibrated operating points\n", markdown(frame[cols]), "\n"]
         files = [p for p in points if p.get("submission")]
@@ -137,6 +155,28 @@ def speed_frame(records: list[dict]) -> pd.DataFrame:
                             "full p50 ms": b["full_p50_ms"], "full p95 ms": b["full_p95_ms"]})
             rows.append(row)
     return pd.DataFrame(rows)
+
+
+def flops_unit(values: pd.Series) -> tuple[str, float]:
+    """The unit that shows FLOPs per example with digits before the point (a 6-layer MiniLM at 40
+    tokens is 0.7 GFLOPs, a tiny test model 0.002)."""
+    top = float(values.abs().max()) if len(values) else 0.0
+    for unit, scale in (("TFLOPs", 1e12), ("GFLOPs", 1e9), ("MFLOPs", 1e6), ("kFLOPs", 1e3)):
+        if top >= scale:
+            return unit, scale
+    return "FLOPs", 1.0
+
+
+def front_at_budgets(front: pd.DataFrame, budgets=(20, 25, 30, 40, 50, 60, 70, 75, 80, 90, 100)) -> pd.DataFrame:
+    """The Pareto front read at round time% budgets: per budget the best point within it (a
+    front of dozens of thresholds that differ in the fourth decimal reads as a handful of rows)."""
+    rows = []
+    for budget in budgets:
+        within = front[front["time_pct"] <= budget + 1e-9]
+        if len(within):
+            rows.append({"time% budget": f"≤ {budget}", **within.loc[within["metric"].idxmax()].to_dict()})
+    frame = pd.DataFrame(rows)
+    return frame.drop_duplicates(subset=["policy", "setting"], keep="first") if len(frame) else frame
 
 
 def _operating_point(points: list[dict], split: str, policy: str, table: pd.DataFrame) -> dict:
@@ -183,7 +223,8 @@ def _curve_figure(table: pd.DataFrame, metric: str, point: dict, stem: Path, tit
     fig, ax = plt.subplots(figsize=(5, 3.2))
     ax.plot(t["time_pct"], t[metric], marker=".", label="sweep")
     if metric in point:
-        ax.scatter([point["time_pct"]], [point[metric]], color="red", zorder=3, label="calibrated")
+        ax.scatter([point["time_pct"]], [point[metric]], color="red", marker="D", zorder=3,
+                   label=f"calibrated ({setting_label(point['setting'])})")
     ax.set_xlabel("time% (100 · mean exit layer / L)")
     ax.set_ylabel(f"{metric} (%)")
     ax.set_title(title)
@@ -192,19 +233,41 @@ def _curve_figure(table: pd.DataFrame, metric: str, point: dict, stem: Path, tit
     return save_figure(fig, stem)
 
 
-def _policies_figure(curves: pd.DataFrame, front: pd.DataFrame, metric: str, stem: Path, split: str) -> list[Path]:
+def _policies_figure(curves: pd.DataFrame, front: pd.DataFrame, metric: str, full: float, stem: Path,
+                     split: str) -> list[Path]:
+    """Each policy's best metric reachable within a time% budget (a step curve up to 100%: the whole
+    model is every policy's last resort), each with its own colour, marker and line style; policies
+    whose curves coincide share one legend entry ("entropy = max_prob"), the full model is a star."""
     plt = _plt()
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    for name, group in curves.groupby("policy"):
-        f = pareto_front(group)
-        ax.plot(f["time_pct"], f["metric"], marker=".", ms=3, label=name)
-    ax.plot(front["time_pct"], front["metric"], color="black", lw=1, ls="--", label="Pareto front")
+    fig, ax = plt.subplots(figsize=(6.8, 3.6))
+    for i, (names, f) in enumerate(coinciding_fronts(curves)):
+        t = np.append(f[:, 0], 100.0)
+        m = np.append(f[:, 1], f[-1, 1])
+        style = line_style(i)
+        ax.plot(t, m, drawstyle="steps-post", ls=style["ls"], color=style["color"], lw=style["lw"])
+        ax.plot(f[:, 0], f[:, 1], ls="none", **{k: v for k, v in style.items() if k not in ("ls", "lw")},
+                label=" = ".join(names))
+    ax.plot([100.0], [full], marker="*", ms=12, color="black", ls="none", label="all layers (full model)")
     ax.set_xlabel("time% (100 · mean exit layer / L)")
-    ax.set_ylabel(f"{metric} (%)")
+    ax.set_ylabel(f"best {metric} (%) within the time%")
     ax.set_title(f"exit policies on {split}")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5), frameon=False)
     return save_figure(fig, stem)
+
+
+def coinciding_fronts(curves: pd.DataFrame) -> list[tuple[list[str], np.ndarray]]:
+    """Each policy's Pareto front ([k, 2]: time%, metric), policies with identical fronts together
+    (entropy and max_prob on a binary task)."""
+    groups: list[tuple[list[str], np.ndarray]] = []
+    for name, group in curves.groupby("policy", sort=False):
+        f = pareto_front(group)[["time_pct", "metric"]].to_numpy()
+        same = next((names for names, g in groups if g.shape == f.shape and np.allclose(g, f)), None)
+        if same is not None:
+            same.append(name)
+        else:
+            groups.append(([name], f))
+    return groups
 
 
 def _histogram_figure(point: dict, stem: Path, title: str) -> list[Path]:

@@ -51,6 +51,30 @@ def caption(spec: TableSpec, frame: pd.DataFrame) -> str:
     return text + (f", recipe set {'/'.join(sets)})." if sets else ").")
 
 
+def how_cells_fill(spec: TableSpec, frame: pd.DataFrame, sets: tuple[str, ...]) -> str:
+    """Where a measured cell comes from, for the terminal: which recipes' run folders count, and how
+    to fill the rest (a run of one's own counts only when it is the run of the cell's recipe)."""
+    from eebench.recipe_io import load_recipe
+
+    lines = []
+    for set_name in sets:
+        pattern = spec.recipes.get(set_name)
+        if pattern is None:
+            continue
+        column, method = next(iter(spec.columns)), next(iter(spec.methods))
+        example = spec.recipe_path(set_name, method, column)
+        try:
+            folder = load_recipe(example).run_dir(example.stem) if example and example.is_file() else None
+        except Exception:  # a broken recipe is reported where it is used; here it only misses an example
+            folder = None
+        lines.append(f"{set_name} set: a cell is measured from the finished run of {pattern}"
+                     + (f" (e.g. {folder} for {column} / {method})" if folder else "")
+                     + "; a run of your own counts when it is that recipe's run: train it with eebench finetune "
+                     f"{pattern.format(task=spec.columns[column].task, method=spec.methods[method])}, or fill "
+                     f"every missing cell with --run-missing")
+    return "\n".join(lines)
+
+
 def mismatches(frame: pd.DataFrame) -> list[str]:
     """The paper's derived values that do not follow from its own components."""
     bad = frame[has_flag(frame, "paper_inconsistent")]
