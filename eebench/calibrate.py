@@ -109,8 +109,12 @@ def choose(table: pd.DataFrame, metric: str, final_metric: float, target_time_pc
     if target_time_pct is not None:
         ok = table[table["time_pct"] <= target_time_pct + 1e-9]
         if ok.empty:
-            raise UserError(f"no setting reaches time% ≤ {target_time_pct:g} (lowest: "
-                            f"{table['time_pct'].min():.1f}); raise --target-time-pct or widen exit.grid")
+            lowest = table["time_pct"].min()
+            floor = 100 / len(json.loads(table["histogram"].iloc[0])) if "histogram" in table else None
+            fix = (f"nothing goes below {floor:.1f} (every example at exit 1 of {round(100 / floor)}); raise "
+                   f"--target-time-pct" if floor is not None and target_time_pct < floor - 1e-9
+                   else "raise --target-time-pct or widen the grid (--grid / exit.grid)")
+            raise UserError(f"no setting reaches time% ≤ {target_time_pct:g} (lowest: {lowest:.1f}); {fix}")
         return ok.sort_values([metric, "time_pct"], ascending=[False, True]).iloc[0]
     if max_drop is not None:
         ok = table[table[metric] >= final_metric - max_drop - 1e-9]

@@ -318,7 +318,7 @@ def report(
                                           "worker processes), slurm (one job per cell via submitit), ray.")] = "local",
     jobs: Annotated[Optional[int], typer.Option(help="Local workers (default: one per visible GPU, else 1); "
                                                 "each worker gets one GPU, or its share of the CPU cores.")] = None,
-    launcher_config: Annotated[Optional[Path], typer.Option(help="TOML file with a [launcher] section: partition, "
+    launcher_config: Annotated[Optional[Path], typer.Option(help="TOML file with a \\[launcher] section: partition, "
                                                             "gpus, cpus, time_min, mem_gb, account, qos, setup, ...")] = None,
     partition: Annotated[Optional[str], typer.Option(help="Slurm partition.")] = None,
     gpus: Annotated[Optional[int], typer.Option(help="GPUs per job (default 1); a job with N GPUs trains on all N "

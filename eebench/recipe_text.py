@@ -69,6 +69,9 @@ def describe_validation_error(err: ValidationError, source: str, overrides: list
         text = f"{source}: {key}: {msg}" if key else f"{source}: {msg}"
         if "input" in first and kind != "value_error":
             text += f" (got {first['input']!r})"
+        if kind in ("list_type", "tuple_type") and isinstance(first.get("input"), str):
+            items = ", ".join(f'"{x.strip()}"' for x in first["input"].split(",") if x.strip())
+            text += f"; a list is written in TOML: {key}=[{items}] (quote it in the shell: '--set {key}=[{items}]')"
     more = len(err.errors()) - 1
     return text + (f" (and {more} more problem{'s' * (more > 1)})" if more else "")
 

@@ -299,3 +299,23 @@ def test_a_second_writer_of_a_run_gets_one_line_and_changes_nothing(tmp_path):
         result = _invoke("finetune", QUICKSTART, *_sets(quickstart_overrides(tmp_path)))
     assert result.exit_code == 2 and f"being written by eebench pid {os.getpid()}" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "qs").exists()
+
+
+def test_cli_mistakes_get_a_line_that_fixes_them(run_dir, tmp_path):
+    """Each natural mistake: one line that shows the right form."""
+    from eebench.cli import app
+
+    result = _invoke("finetune", QUICKSTART, tmp_path / "nope.toml", "--set", f'output.root="{tmp_path}"')
+    _one_line_error(result, "nope.toml")
+    assert not any(tmp_path.iterdir())  # nothing trained before the second recipe was found missing
+    _one_line_error(_invoke("finetune", QUICKSTART, "--if-missing", "true"), "take no value")
+    _one_line_error(_invoke("finetune", QUICKSTART, "--set", "output.evaluate_splits=dev,test"),
+                    'output.evaluate_splits=["dev", "test"]')
+    _one_line_error(_invoke("finetune", QUICKSTART, "--set", "train.strategy=deebert"), 'strategy = "two_stage"')
+    _one_line_error(_invoke("calibrate", run_dir, "--target-time-pct", "5"), "nothing goes below 16.7", "exit 1")
+    _one_line_error(_invoke("calibrate", run_dir, "--policy", "lte", "--target-time-pct", "80"), "train.lte = true")
+    version = CliRunner().invoke(app, ["--version"])
+    assert version.exit_code == 0 and version.output.startswith("eebench ")
+    help_text = CliRunner().invoke(app, ["report", "--help"], terminal_width=200).output
+    assert "with a [launcher]" in help_text
+    assert "<bool>" not in CliRunner().invoke(app, ["finetune", "--help"], terminal_width=200).output

@@ -134,3 +134,19 @@ def test_a_run_remembers_its_data_root_and_its_own_data_folder(tmp_path, monkeyp
     monkeypatch.delenv(DATA_ENV, raising=False)
     result = runner.invoke(app, ["evaluate", str(run), "--split", "dev"])
     assert result.exit_code == 0 and "its stored trace is of the data the run recorded" in result.output, result.output
+
+
+def test_overwrite_names_the_report_where_it_will_be(tmp_path):
+    from eebench.cli import app
+
+    args = ["finetune", str(ROOT / "recipes" / "quickstart.toml")]
+    for override in [*quickstart_overrides(tmp_path, "over"), "train.epochs=0", "train.args.stage2_epochs=0"]:
+        args += ["--set", override]
+    runner = CliRunner()
+    assert runner.invoke(app, args).exit_code == 0
+    result = runner.invoke(app, [*args, "--overwrite"])
+    assert result.exit_code == 0, result.output
+    text = result.output.replace("\n", "")
+    assert ".overwrite" not in text and f"files in {tmp_path / 'over' / 'report'}" in text
+    assert (tmp_path / "over" / "report" / "report.md").is_file()
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []

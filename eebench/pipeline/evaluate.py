@@ -179,7 +179,7 @@ def evaluate(run: Run, split: str, model=None, retrace: bool = False, device: st
         result["layerwise"] = rows
         m = spec.primary_metric
         console.print(f"{run.split_name(split)}: {m} per exit " + " ".join("none" if r[m] != r[m] else f"{r[m]:.1f}" for r in rows))
-        warnings = warn_collapse(f"{run.dir} {run.split_name(split)}", trace.logits, trace.labels, spec)
+        warnings = warn_collapse(f"{run.shown()} {run.split_name(split)}", trace.logits, trace.labels, spec)
         write_json(out / "warnings.json", warnings)
         result["warnings"] = warnings
     policy = get_policy(run.recipe.exit.policy)
@@ -203,7 +203,7 @@ def _fresh(run: Run, cal: Calibration, split: str, trace: Trace, model,
         own = run.dir / "traces" / f"{cal.split}.npz"
         key = stored_key(own) if own.is_file() else None
         return cal, (None if key in (None, cal.trace_key) else
-                     f"fitted on an older trace of {cal.split}; re-run eebench evaluate {run.dir} --split {cal.split}")
+                     f"fitted on an older trace of {cal.split}; re-run eebench evaluate {run.shown()} --split {cal.split}")
     if cal.split == split:
         fitted_on = trace
     else:

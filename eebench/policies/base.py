@@ -91,7 +91,8 @@ class Policy:
     def check(self, trace) -> None:
         self.check_task(bool(trace.regression))
         if self.needs and getattr(trace, self.needs, None) is None:
-            hint = ('train with train.strategy = "lte"' if self.needs == "lte"
+            hint = ('train with train.strategy = "lte", or add an LTE head to any strategy with train.lte = true'
+                    if self.needs == "lte"
                     else "re-run eebench evaluate to store CKA similarities")
             raise UserError(f"policy {self.name!r} needs {self.needs} signals, which this run's trace "
                             f"does not have; {hint}")

@@ -20,7 +20,8 @@ from eebench.recipe_text import toml_value
 
 HERE = Path(__file__).parent
 
-# Table 2 rows → how eebench builds them (docs/berter.md explains each choice).
+# Table 2 rows → how eebench builds them (docs/tables.md, "Choices, table by table", and docs/methods.md
+# explain each choice).
 #   strategy/args: training; lte: the LTE head trained jointly (needed to exit on STS);
 #   pair_input: "embed_then_concat" (BERTer's default) or "concat" ("Conc Before Embed");
 #   smart: SMART on every task ("Full SMART"); cosine: the cosine embedding loss on Quora.

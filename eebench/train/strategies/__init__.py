@@ -50,8 +50,20 @@ def needs_dev_metrics(train) -> bool:
     return strategy.dev_metrics(strategy.args.model_validate(train.args))
 
 
+PAPER_NAMES = {"deebert": ("two_stage", ""), "deebert_sd": ("self_distill", ""),
+               "fastbert": ("self_distill", ' with args = { gamma = 1, temperature = 1, kd_reduction = "batchmean" }'),
+               "pabee": ("joint", ' with args = { layer_weights = "pabee" }'), "berxit": ("alternating", ""),
+               "berter": ("slf", "")}
+"""A paper's name → the strategy that trains as it does (and its arguments), for the error's hint."""
+
+
 def validate_strategy(name: str, args: dict[str, Any]) -> _Args:
     if name not in STRATEGIES:
+        key = name.lower().replace("+", "_").replace("-", "_")
+        if key in PAPER_NAMES:
+            strategy, extra = PAPER_NAMES[key]
+            raise ValueError(f"no strategy is named {name!r}: {name} trains with strategy = \"{strategy}\"{extra} "
+                             f"(docs/methods.md)")
         raise ValueError(f"unknown strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
     model = STRATEGIES[name].args
     try:
