@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from eebench.errors import UserError
-from eebench.report.render import save_figure, write_table
+from eebench.report.render import line_style, save_figure, write_table
 from eebench.seeds import fmt, group_runs
 
 
@@ -97,14 +97,15 @@ def _figure(values: dict, stem: Path, task: str, split: str, metric: str) -> lis
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    for name, col in values.items():
+    for i, (name, col) in enumerate(values.items()):
         layers = [k for k in col if k.startswith("exit ")]
         x = np.arange(1, len(layers) + 1)
         mean = np.array([np.mean(col[k]) for k in layers])
         std = np.array([np.std(col[k], ddof=1) if len(col[k]) > 1 else 0.0 for k in layers])
-        ax.plot(x, mean, marker="o", label=name)
+        style = line_style(i)
+        ax.plot(x, mean, label=name, **style)
         if std.any():
-            ax.fill_between(x, mean - std, mean + std, alpha=0.15)
+            ax.fill_between(x, mean - std, mean + std, alpha=0.15, color=style["color"])
     ax.set_xlabel("exit layer")
     ax.set_ylabel(f"{metric} (%)")
     ax.set_title(f"{task} {split}")

@@ -207,8 +207,8 @@ def _staleness(run, split: str, point: OperatingPoint) -> str:
 def _layer_figure(frames: dict, metric: str, stem: Path) -> list[Path]:
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5, 3.2))
-    for split, f in frames.items():
-        ax.plot(f["layer"], f[metric], marker="o", label=split)
+    for i, (split, f) in enumerate(frames.items()):
+        ax.plot(f["layer"], f[metric], label=split, **line_style(i))
     ax.set_xlabel("exit layer")
     ax.set_ylabel(f"{metric} (%)")
     ax.set_xticks(list(next(iter(frames.values()))["layer"]))

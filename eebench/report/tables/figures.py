@@ -15,7 +15,7 @@ from eebench.report.tables.spec import TableSpec
 def table_figures(spec: TableSpec, frame: pd.DataFrame, out_dir: Path) -> list[Path]:
     """Across methods, per task column: layer-wise metric of every exit, and the exit-layer histogram
     at the measured operating point (RomeBERT Fig. 2-6, MetaBERT Fig. 2). Only measured cells."""
-    from eebench.report.render import save_figure
+    from eebench.report.render import line_style, save_figure
     from eebench.rundir import open_run
 
     measured = frame[frame["ours"].notna() & (frame["run"] != "") & frame["task"].isin(spec.columns)]
@@ -42,7 +42,7 @@ def table_figures(spec: TableSpec, frame: pd.DataFrame, out_dir: Path) -> list[P
             n = trace.num_layers
             per_layer = [_metric_at(trace, np.full(len(trace.ids), i), metric) for i in range(1, n + 1)]
             label = rows[rows["run"] == folder]["method"].iloc[-1]
-            ax1.plot(range(1, n + 1), per_layer, marker="o", label=label)
+            ax1.plot(range(1, n + 1), per_layer, label=label, **line_style(k))
             point = rows[(rows["run"] == folder) & (rows["policy"] != "")]
             if not point.empty:
                 policy = get_policy(point["policy"].iloc[0])
