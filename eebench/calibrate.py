@@ -73,8 +73,10 @@ def sweep(trace: Trace, spec: TaskSpec, policy: Policy, settings: list[dict]) ->
         elif trace.labels is not None:
             scores = [score(spec.metrics, exit_predictions(trace, e), trace.labels) for e in exits]
             metrics = {m: np.array([s[m] for s in scores]) for m in spec.metrics}
-    keys = settings[0] if settings else {}
-    columns = {k: [json.dumps(s[k]) if isinstance(s[k], list) else s[k] for s in settings] for k in keys}
+    # every parameter of every setting, completed: a grid mixing {patience} with {patience, delta}
+    # keeps delta, so the row chosen is the setting saved (and applied again)
+    keys = [k for k in policy.params if any(k in s for s in full)]
+    columns = {k: [json.dumps(s[k]) if isinstance(s[k], list) else s[k] for s in full] for k in keys}
     columns.update(metrics)
     columns.update(mean_exit_layer=mean, **time_and_speedup(mean, n_layers),
                    histogram=[json.dumps(h) for h in hist.tolist()])
