@@ -195,9 +195,10 @@ class Recipe(_Strict):
     def is_multitask(self) -> bool:
         return bool(self.tasks)
 
-    def task_recipe(self, name: str, regression: bool = False) -> "Recipe":
+    def task_recipe(self, name: str, regression: bool = False, lte_head: bool = True) -> "Recipe":
         """The single-task recipe of one task of a multitask recipe: what its sub-run records
-        (eebench.recipe_io.task_recipe fills ``regression`` from the task registry)."""
+        (eebench.recipe_io.task_recipe fills ``regression`` from the task registry and ``lte_head``
+        from the strategy). A regression task exits by its LTE head, or by patience without one."""
         entry = next(t for t in self.tasks if t.name == name)
 
         train = self.train.model_copy(update={
@@ -205,7 +206,7 @@ class Recipe(_Strict):
             "args": entry.args if entry.args is not None
             else (self.train.args if entry.strategy in (None, self.train.strategy) else {}),
             "smart": entry.smart or self.train.smart})
-        policy = entry.policy or ("lte" if regression else self.exit.policy or "entropy")
+        policy = entry.policy or (("lte" if lte_head else "patience") if regression else self.exit.policy or "entropy")
         task = TaskConfig(**entry.model_dump(include=set(TaskConfig.model_fields)))
         return self.model_copy(update={"task": task, "tasks": [], "train": train,
                                        "exit": self.exit.model_copy(update={"policy": policy, "grid": None}

@@ -83,6 +83,7 @@ def check_registries(recipe: Recipe, source: str = "<recipe>", overrides: list[s
             POLICIES[recipe.exit.policy].check_task(regression, f"task {recipe.task.name}: ")
         except UserError as err:
             _fail(source, overrides, "exit.policy", str(err))
+        _check_signals(recipe.exit.policy, recipe.train, source, overrides, "exit.policy", "")
     for i, t in enumerate(recipe.tasks):
         if t.strategy is not None or t.args is not None:
             try:
@@ -97,10 +98,31 @@ def check_registries(recipe: Recipe, source: str = "<recipe>", overrides: list[s
                 POLICIES[t.policy].check_task(get_task(t.name).is_regression)
             except UserError as err:
                 _fail(source, overrides, f"tasks.{i} ({t.name})", str(err))
+        if known(t.name):  # what the task will exit by, checked now
+            sub = task_recipe(recipe, t.name)
+            _check_signals(sub.exit.policy, sub.train, source, overrides, f"tasks.{i} ({t.name}).policy", "")
+
+
+def _check_signals(policy_name: str, train, source: str, overrides, key: str, why: str) -> None:
+    """A policy that reads the LTE head needs a model with one: known from the recipe, so refused
+    before training rather than at calibration hours later."""
+    from eebench.policies import POLICIES
+    from eebench.train.strategies import needs_lte_head
+
+    policy = POLICIES.get(policy_name)
+    if policy is not None and policy.needs == "lte" and not needs_lte_head(train):
+        _fail(source, overrides, key, f"exit policy {policy_name!r} reads the LTE head{why}, which this model "
+              f"would not have; add one with train.lte = true (or train.strategy = \"lte\"), or set another "
+              f"policy (e.g. patience)")
 
 
 def task_recipe(recipe: Recipe, name: str) -> Recipe:
     """The single-task recipe of one task of a multitask recipe (regression tasks exit by LTE)."""
     from eebench.data.tasks import get_task
 
-    return recipe.task_recipe(name, get_task(name).is_regression)
+    from eebench.train.strategies import needs_lte_head
+
+    entry = next(t for t in recipe.tasks if t.name == name)
+    probe = recipe.task_recipe(name, get_task(name).is_regression)  # its training settings (strategy, args)
+    return recipe.task_recipe(name, get_task(name).is_regression, lte_head=needs_lte_head(probe.train)) \
+        if entry.policy is None else probe

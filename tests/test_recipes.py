@@ -92,3 +92,23 @@ def test_overrides_are_typed_and_validated(tmp_path):
         parse_override("train.lr")
     assert parse_override("exit.grid=[0, 0.1]") == (["exit", "grid"], [0, 0.1])
     assert apply_overrides({}, ["a.b=true"]) == {"a": {"b": True}}
+
+
+def test_what_a_policy_needs_from_the_model_is_checked_before_training(tmp_path):
+    """A multitask regression task exits by its LTE head only when the model has one (else patience);
+    an LTE policy set on a model without the head is refused when the recipe loads, not hours later."""
+    base = """[model]\nsource = "random"\nname = "bert"\n[[tasks]]\nname = "sst5"\n[[tasks]]\nname = "sts"\n{extra}
+[train]\nstrategy = "{strategy}"\n{lte}\n"""
+    path = tmp_path / "r.toml"
+    path.write_text(base.format(extra="", strategy="finetune", lte=""))
+    assert task_recipe(load_recipe(path), "sts").exit.policy == "patience"  # no LTE head: patience
+    path.write_text(base.format(extra="", strategy="joint", lte="lte = true"))
+    assert task_recipe(load_recipe(path), "sts").exit.policy == "lte"
+    path.write_text(base.format(extra='policy = "lte"', strategy="finetune", lte=""))
+    with pytest.raises(UserError, match=r"tasks.1 \(sts\).policy: exit policy 'lte' reads the LTE head.*train.lte = true"):
+        load_recipe(path)
+    single = tmp_path / "s.toml"
+    single.write_text('[model]\nsource = "random"\nname = "bert"\n[task]\nname = "sst2"\n[train]\n'
+                      'strategy = "two_stage"\n[exit]\npolicy = "lte"\ntarget_time_pct = 50\n')
+    with pytest.raises(UserError, match=r"exit.policy: exit policy 'lte' reads the LTE head"):
+        load_recipe(single)
