@@ -141,3 +141,54 @@ def test_real_elue_files(monkeypatch):
     assert len(snli) == 9842 and np.bincount(snli.labels).tolist() == [3329, 3235, 3278]
     scitail = load_split(get_task("elue_scitail"), TaskConfig(name="elue_scitail"), "test")
     assert len(scitail) == 2126 and int(scitail.labels.sum()) == 842
+
+
+_GLUE_MRPC = "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n" + "".join(
+    f"{i % 2}\t{i}\t{i + 100}\tsentence a {i}\tsentence b {i}\n" for i in range(6))
+_GLUE_STSB = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n" + "".join(
+    f"{i}\tmain\tf\t2012\t{i}\tnone\tnone\ta {i}\tb {i}\t{i % 5}.25\n" for i in range(6))
+_CS224N_STS = "\tid\tsentence1\tsentence2\tsimilarity\n" + "".join(
+    f"{i}\tid{i}\tthe first {i}\tthe second {i}\t{i % 5}.25\n" for i in range(6))
+
+
+def _damaged(text: str, how: str) -> str:
+    lines = text.splitlines(keepends=True)
+    if how == "extra_field":
+        lines[3] = lines[3].rstrip("\n") + "\textra\n"
+    elif how == "missing_field":
+        lines[3] = lines[3].rsplit("\t", 1)[0] + "\n"
+    elif how == "cut_line":  # the file ends mid-row
+        return "".join(lines[:-1]) + lines[-1][: lines[-1].index("\t", lines[-1].index("\t") + 1)]
+    elif how == "cut_number":
+        lines[3] = lines[3].rstrip("\n")[:-2] + "\n"  # 3.25 -> 3.
+    elif how == "open_quote":
+        lines[3] = lines[3].replace("the first", '"the first', 1)
+    return "".join(lines)
+
+
+@pytest.mark.parametrize("how", ["extra_field", "missing_field", "cut_line", "cut_number", "open_quote"])
+@pytest.mark.parametrize("task,folder,name,text", [
+    ("mrpc", "MRPC", "dev.tsv", _GLUE_MRPC), ("stsb", "STS-B", "dev.tsv", _GLUE_STSB),
+    ("sts", "cs224n", "sts-dev.csv", _CS224N_STS)])
+def test_a_damaged_row_is_one_error_naming_file_and_line(tmp_path, task, folder, name, text, how):
+    """Every reader, every damage a user can do: one error naming file:line (nothing read silently)."""
+    if how == "cut_number" and task == "mrpc" or how == "open_quote" and task != "sts":
+        pytest.skip("no number to cut / GLUE TSVs take quotes as text")
+    d = _folder(tmp_path, folder, {name: _damaged(text, how)})
+    with pytest.raises(UserError) as err:
+        load_split(get_task(task), TaskConfig(name=task, data_dir=str(d)), "dev")
+    line = 7 if how == "cut_line" else 4  # header line 1, the damaged row 4, the last row 7
+    assert f"{d / name}:{line}:" in str(err.value), str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_utf8_error_after_a_bom_names_the_right_byte_and_an_empty_cs224n_file_reads_well(tmp_path):
+    d = _folder(tmp_path, "SST-2", {})
+    (d / "dev.tsv").write_bytes(b"\xef\xbb\xbfsentence\tlabel\nok\t1\nbad \xff\t0\n")
+    with pytest.raises(UserError, match=r"dev.tsv:3: not UTF-8 text \(byte 27: b'\\xff'\)"):
+        load_split(get_task("sst2"), TaskConfig(name="sst2", data_dir=str(d)), "dev")
+    c = _folder(tmp_path, "cs224n", {"sts-dev.csv": ""})
+    with pytest.raises(UserError) as err:
+        load_split(get_task("sts"), TaskConfig(name="sts", data_dir=str(c)), "dev")
+    assert str(err.value).endswith("empty file; expected the CS224N sts file (tab-separated despite the .csv name, "
+                                   "with a header line)"), str(err.value)

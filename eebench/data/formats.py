@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -31,9 +32,13 @@ def read_text(path: Path) -> str:
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as err:
-        line = raw[:err.start].count(b"\n") + 1
-        raise UserError(f"{path}:{line}: not UTF-8 text (byte {err.start}: {raw[err.start:err.start + 1]!r}); "
+        start = err.start + (3 if raw.startswith(b"\xef\xbb\xbf") else 0)  # utf-8-sig counts after the BOM
+        line = raw[:start].count(b"\n") + 1
+        raise UserError(f"{path}:{line}: not UTF-8 text (byte {start}: {raw[start:start + 1]!r}); "
                         f"re-save the file as UTF-8") from None
+
+
+_FULL_NUMBER = re.compile(r"^[-+]?(\d+(\.\d+)?|\.\d+)([eE][-+]?\d+)?$")
 
 
 def parse_label(labels: tuple[str, ...] | None, raw: str, path: Path, lineno: int) -> float | int:
@@ -41,6 +46,8 @@ def parse_label(labels: tuple[str, ...] | None, raw: str, path: Path, lineno: in
     raw = raw.strip()
     try:
         if labels is None:
+            if not _FULL_NUMBER.match(raw):  # "2." or "3e": a number cut short, not 2.0
+                raise ValueError(raw)
             return float(raw)
         if raw in labels:
             return labels.index(raw)
@@ -80,6 +87,9 @@ class GlueTsv:
     no_header: dict[str, int] = field(default_factory=dict)
     """For files without a header line (CoLA train/dev): column name → position."""
     headerless_splits: tuple[str, ...] = ()
+    skip_malformed: bool = False
+    """Skip rows with the wrong number of fields, naming them, as GLUE's QQP processor does (its train
+    file has such a row, id 133273); every other task stops at the first one (file:line)."""
     family = "glue"
 
     def file_name(self, split: str) -> str:
@@ -89,9 +99,10 @@ class GlueTsv:
         return [root / folder, root / "glue" / folder]
 
     def read(self, spec, path: Path, split: str) -> Examples:
-        """Tab-separated, no quote handling, like the GLUE processors; rows with the wrong number of
-        fields are skipped (the GLUE processors skip them too). A header naming ``label`` (the ELUE
-        copies of GLUE files) is as good as the GLUE name."""
+        """Tab-separated, no quote handling, like the GLUE processors. A row with the wrong number of
+        fields (a damaged row, a file cut mid-line) is an error naming file:line, or skipped and named
+        with ``skip_malformed`` (QQP). A header naming ``label`` (the ELUE copies of GLUE files) is as
+        good as the GLUE name."""
         lines = read_text(path).splitlines()
         if split in self.headerless_splits:
             columns, rows, n_fields = dict(self.no_header), lines, None
@@ -104,19 +115,31 @@ class GlueTsv:
         if label is None:
             _need_label(path, split, self.label, list(columns), split in LABELLED)
         _need_text(path, columns, (self.text_a, self.text_b), f"GLUE {spec.folder}")
-        ids, text_a, text_b, labels = [], [], [], []
+        ids, text_a, text_b, labels, skipped = [], [], [], [], []
+        expected = n_fields if n_fields is not None else max(columns.values()) + 1
         for lineno, line in enumerate(rows, start=1 if n_fields is None else 2):
             if not line.strip():
                 continue
             fields = line.split("\t")
-            if (n_fields is not None and len(fields) != n_fields) or len(fields) <= max(columns.values()):
-                continue  # malformed row (e.g. QQP train id 133273)
+            if len(fields) != expected:
+                if not self.skip_malformed:
+                    raise UserError(f"{path}:{lineno}: {len(fields)} tab-separated fields, "
+                                    f"{'the header has' if n_fields is not None else 'expected'} {expected}; fix the "
+                                    f"row (a file cut short or edited? compare it with the original)")
+                skipped.append(lineno)
+                continue
             if label is not None:
                 labels.append(parse_label(spec.labels, fields[columns[label]], path, lineno))
             ids.append(str(len(ids)))
             text_a.append(fields[columns[self.text_a]])
             if self.text_b is not None:
                 text_b.append(fields[columns[self.text_b]])
+        if skipped:
+            from eebench.console import console
+
+            console.print(f"note: {path}: skipped {len(skipped)} row(s) with the wrong number of fields (line "
+                          f"{', '.join(map(str, skipped[:5]))}{', ...' if len(skipped) > 5 else ''}), as GLUE's "
+                          f"{spec.folder} processor does", soft_wrap=True)
         return Examples(ids, text_a, text_b if self.text_b else None,
                         label_array(spec, labels) if label is not None else None)
 
@@ -190,16 +213,23 @@ class Cs224n:
     def read(self, spec, path: Path, split: str) -> Examples:
         """Rows of a labelled file whose label is empty are skipped (quora-dev has two), as the
         course's loader skips them."""
-        with io.StringIO(read_text(path), newline="") as f:
+        text = read_text(path)
+        if not text.strip():
+            raise UserError(f"{path}: empty file; expected the CS224N {spec.name} file (tab-separated despite "
+                            f"the .csv name, with a header line)")
+        with io.StringIO(text, newline="") as f:
             reader = csv.DictReader(f, delimiter="\t")
             columns = reader.fieldnames or []
             _need_text(path, columns, (self.text_a, self.text_b),
-                       f"CS224N {spec.name} file? (tab-separated despite the .csv name)")
+                       f"CS224N {spec.name} (tab-separated despite the .csv name)")
             labelled = self.label in columns
             if not labelled:
                 _need_label(path, split, self.label, list(columns), split in LABELLED)
             ids, text_a, text_b, labels = [], [], [], []
+            line = reader.line_num
             for row in reader:
+                start, line = line + 1, reader.line_num
+                _check_cs224n_row(path, row, start, line, len(columns))
                 raw = (row.get(self.label) or "").strip() if labelled else None
                 if labelled and not raw:
                     continue
@@ -211,6 +241,21 @@ class Cs224n:
                     text_b.append((row.get(self.text_b) or "").strip())
         return Examples(ids, text_a, text_b if self.text_b else None,
                         label_array(spec, labels) if labelled else None)
+
+
+def _check_cs224n_row(path: Path, row: dict, start: int, end: int, n_columns: int) -> None:
+    """One physical line per row, one field per header column: an unclosed quote would otherwise
+    swallow the rows after it, and a row cut short would be read with empty fields."""
+    if any(isinstance(v, str) and "\n" in v for v in row.values()):
+        raise UserError(f"{path}:{start}: a quote opened in this row is closed only on line {end} (the rows "
+                        f"between are read as one text); close the quote or remove it")
+    if None in row:  # fields beyond the header's
+        raise UserError(f"{path}:{start}: {n_columns + len(row[None])} tab-separated fields, the header has "
+                        f"{n_columns}; fix the row")
+    missing = sum(v is None for v in row.values())
+    if missing:
+        raise UserError(f"{path}:{start}: {n_columns - missing} tab-separated fields, the header has {n_columns}; "
+                        f"fix the row (a file cut short?)")
 
 
 Format = GlueTsv | ElueTsv | Cs224n

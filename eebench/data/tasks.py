@@ -60,7 +60,7 @@ TASKS: dict[str, TaskSpec] = {
         _glue("stsb", "STS-B", None, ("pearson", "spearman"), ("sentence1", "sentence2"),
               GlueTsv("sentence1", "sentence2", "score")),
         _glue("qqp", "QQP", ("not_duplicate", "duplicate"), ("f1", "acc", "acc_f1_avg"),
-              ("question1", "question2"), GlueTsv("question1", "question2", "is_duplicate")),
+              ("question1", "question2"), GlueTsv("question1", "question2", "is_duplicate", skip_malformed=True)),
         _glue("mnli", "MNLI", ("entailment", "neutral", "contradiction"), ("acc",),
               ("premise", "hypothesis"), GlueTsv("sentence1", "sentence2", "gold_label"),
               ("train", "dev_matched", "dev_mismatched", "test_matched", "test_mismatched")),
