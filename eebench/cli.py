@@ -245,15 +245,15 @@ def calibrate(
 
     set_data_root(data_root)
     r = open_run(run, data_dir)
+    from eebench.device import resolve_device
+
+    resolve_device(device)  # a device this machine lacks is an error even when nothing needs tracing
     if target_time_pct is None and max_drop is None:
         target_time_pct, max_drop = r.recipe.exit.target_time_pct, r.recipe.exit.max_drop
         if target_time_pct is not None or max_drop is not None:
             console.print(f"no target given: the recipe's exit."
                           + (f"target_time_pct = {target_time_pct:g}" if target_time_pct is not None
                              else f"max_drop = {max_drop:g}"))
-    from eebench.device import resolve_device
-
-    resolve_device(device)  # a device this machine lacks is an error even when nothing needs tracing
     with owned(r.owner_dir, what="calibrate"):
         run_calibrate(r, policy, split, target_time_pct, max_drop, _parse_grid(grid), device=device)
 

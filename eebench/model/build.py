@@ -38,6 +38,9 @@ def resolve_model_path(cfg: ModelConfig) -> str:
 
 
 def _from_pretrained(loader, name: str, what: str, trust_remote_code: bool = False):
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # its "Loading weights" bar would print above eebench's own header
     try:
         return loader.from_pretrained(name, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:

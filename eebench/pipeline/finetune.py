@@ -84,11 +84,6 @@ def _finetune(run: Run, recipe_path, accelerator, par, overwrite: bool, resume: 
     resume = check_run_dir(run, recipe_path, overwrite, resume)
     if resume is None:  # finished already
         return run
-    checkpoint = checkpoint_dir(run.dir) if resume else None
-    if par.is_main:  # first: before the libraries print their own loading bars
-        console.print(f"[bold]eebench finetune[/] {recipe_path} → {run.shown()}"
-                      + (f" (resuming from {checkpoint})" if checkpoint else " (no checkpoint yet: from the start)"
-                         if resume else ""))
     # Everything that can fail on bad input (data, tokenizer, model) happens before the run folder
     # is touched, so a mistake never leaves a half-made run behind.
     subs = ({t.name: Run(run.dir / "tasks" / t.name, task_recipe(recipe, t.name), t.name) for t in recipe.tasks}
@@ -133,6 +128,10 @@ def _finetune(run: Run, recipe_path, accelerator, par, overwrite: bool, resume: 
             prepare_run_dir(run, Path(recipe_path))
         track(accelerator, run)
     par.barrier()
+    checkpoint = checkpoint_dir(run.dir) if resume else None
+    console.print(f"[bold]eebench finetune[/] {recipe_path} → {run.shown()}"
+                  + (f" (resuming from {checkpoint})" if checkpoint else " (no checkpoint yet: from the start)"
+                     if resume else ""))
     for name, (train_examples, dev) in splits.items():
         console.print(f"task {name}: {len(train_examples)} train examples"
                       + (f", {len(dev)} dev examples for per-epoch metrics" if dev is not None else ""))
