@@ -415,7 +415,9 @@ def recipes(
     for path, cells in found.items():
         folder = run_folder(path)
         view.add_row(", ".join(cells), display_recipe(path), str(folder), "finished" if finished(folder) else "")
-    console.print(view)
+    from eebench.console import print_table
+
+    print_table(view)
 
 
 @app.command()
@@ -471,7 +473,9 @@ def check(
         fmt = lambda v: "missing" if v is None else f"{v:.2f}"  # noqa: E731
         table.add_row(row["number"], fmt(row["reference"]), fmt(row["measured"]), fmt(row["diff"]),
                       f"{row['tol']:.2f}", "ok" if row["ok"] else "[red]MOVED[/]")
-    console.print(table)
+    from eebench.console import print_table
+
+    print_table(table)
     failed = [row for row in rows if not row["ok"]]
     if failed:
         console.print(f"[bold red]check failed:[/] {len(failed)} of {len(rows)} numbers moved beyond tolerance")

@@ -9,6 +9,18 @@ from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, 
 console = Console(stderr=True)
 
 
+def print_table(table) -> None:
+    """A result table on standard output (``| grep`` works). Off a terminal (a pipe, a log) every
+    cell is printed whole: rich's 80-column default would cut the paths a reader came for."""
+    import sys
+
+    out = Console()
+    if not out.is_terminal:
+        out = Console(file=sys.stdout, width=100_000, soft_wrap=True)
+        table.expand = False
+    out.print(table)
+
+
 def progress() -> Progress:
     return Progress(
         TextColumn("[bold]{task.description}"),

@@ -14,7 +14,7 @@ Layout (docs/run-folder.md):
 
 Every record loads and validates itself, upgrades the files older eebench versions wrote, and turns
 an unreadable file into one UserError naming the file and the command that writes it again.
-A run folder has one writer at a time (eebench.ownership, re-exported here).
+A run folder has one writer at a time (eebench.ownership).
 """
 
 from __future__ import annotations
@@ -358,11 +358,4 @@ def _own_data(folder: Path, recipe: Recipe, data_dir: Path) -> bool:
     sources = run_status(folder).data.values()
     return any(Path(s.get("source", "")).parent == data_dir for s in sources if not s.get("source", "").startswith(
         ("hub:", "synthetic")))
-
-
-def task_runs(folder: str | Path) -> list[Path]:
-    """The run folders under ``folder``: itself, or for a multitask run its tasks' folders."""
-    folder = Path(folder)
-    recipe = read_json(folder / "recipe.json") if (folder / "recipe.json").is_file() else {}
-    return [folder / "tasks" / t["name"] for t in recipe.get("tasks", [])] or [folder]
 

@@ -319,3 +319,15 @@ def test_cli_mistakes_get_a_line_that_fixes_them(run_dir, tmp_path):
     help_text = CliRunner().invoke(app, ["report", "--help"], terminal_width=200).output
     assert "with a [launcher]" in help_text
     assert "<bool>" not in CliRunner().invoke(app, ["finetune", "--help"], terminal_width=200).output
+
+
+def test_tables_off_a_terminal_print_every_cell_whole():
+    """`eebench recipes --table ... | cat`: the recipe paths and run folders whole, on standard output."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "eebench.cli", "recipes", "--table", "glue-dev", "--cpu"],
+                          capture_output=True, text=True, env={**os.environ, "COLUMNS": "80"})
+    assert done.returncode == 0, done.stderr
+    assert "recipes/compare/sst2_self_distill.toml" in done.stdout and "results/cmp_sst2_self_distill" in done.stdout
+    assert "…" not in done.stdout

@@ -62,10 +62,9 @@ def test_derived_columns_recomputed_and_inconsistencies_flagged():
 
 def test_dev_score_formula():
     parts = {"sentiment": "SST-5", "paraphrase": "Quora", "similarity": "STS"}
-    value = tables.derived_value("dev_score", {"SST-5": 0.5, "Quora": 0.8, "STS": 0.6},
-                                 {"SST-5": "acc", "Quora": "acc", "STS": "pearson"}, parts)
+    value = tables.derived_value("dev_score", {"SST-5": 0.5, "Quora": 0.8, "STS": 0.6}, parts)
     assert value == pytest.approx((0.5 + 0.8 + 0.8) / 3)
-    assert np.isnan(tables.derived_value("dev_score", {"SST-5": 0.5}, {"SST-5": "acc"}, parts))
+    assert np.isnan(tables.derived_value("dev_score", {"SST-5": 0.5}, parts))
 
 
 @pytest.fixture(scope="module")

@@ -185,11 +185,6 @@ def _encode_rows(tokenizer, examples: Examples, max_length: int, pair_input: str
     return features
 
 
-def train_loader(data: Encoded, batch_size: int, seed: int) -> DataLoader:
-    gen = torch.Generator().manual_seed(seed)
-    return DataLoader(data, batch_size=batch_size, shuffle=True, generator=gen, collate_fn=data.collate)
-
-
 def eval_loader(data: Encoded, batch_size: int, device: torch.device | None = None) -> DataLoader:
     """Batches of similar length (sorted), so padding costs little; ``index`` restores file order.
     Bound for a GPU: pinned memory (the copy overlaps the previous batch's work)."""

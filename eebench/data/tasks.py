@@ -19,7 +19,6 @@ class TaskSpec:
     format: Format | None = None  # None: generated (synthetic)
     folder: str = ""  # the task's folder name (GLUE, ELUE), for the data root and messages
     splits: tuple[str, ...] = ("train", "dev", "test")
-    benchmark: str = "glue"  # glue, cs224n, elue: how tables and help texts group tasks
 
     @property
     def is_regression(self) -> bool:
@@ -43,8 +42,7 @@ def _glue(name, folder, labels, metrics, hub_fields, tsv, splits=("train", "dev"
 
 
 def _elue(name, folder, labels, metrics, hub, hub_fields, text_a, text_b=None) -> TaskSpec:
-    return TaskSpec(f"elue_{name}", labels, metrics, hub, hub_fields, ElueTsv(text_a, text_b), folder,
-                    benchmark="elue")
+    return TaskSpec(f"elue_{name}", labels, metrics, hub, hub_fields, ElueTsv(text_a, text_b), folder)
 
 
 # Label order follows the `datasets` GLUE configs, so local files and the hub give the same ids.
@@ -73,14 +71,14 @@ TASKS: dict[str, TaskSpec] = {
         # CS224N minBERT tasks (BERTer): a local cs224n data folder, or the hub copies of the same data.
         TaskSpec("sst5", ("negative", "somewhat negative", "neutral", "somewhat positive", "positive"),
                  ("acc",), ("SetFit/sst5", None), ("text", None),
-                 Cs224n("sentence", None, "sentiment", _cs224n_files("ids-sst")), "cs224n", benchmark="cs224n"),
+                 Cs224n("sentence", None, "sentiment", _cs224n_files("ids-sst")), "cs224n"),
         TaskSpec("cfimdb", ("negative", "positive"), ("acc",), None, format=Cs224n(
-            "sentence", None, "sentiment", _cs224n_files("ids-cfimdb")), folder="cs224n", benchmark="cs224n"),
+            "sentence", None, "sentiment", _cs224n_files("ids-cfimdb")), folder="cs224n"),
         TaskSpec("quora", ("not_duplicate", "duplicate"), ("acc", "f1"), ("nyu-mll/glue", "qqp"),
                  ("question1", "question2"), Cs224n("sentence1", "sentence2", "is_duplicate", _cs224n_files("quora")),
-                 "cs224n", benchmark="cs224n"),
+                 "cs224n"),
         TaskSpec("sts", None, ("pearson", "spearman"), ("nyu-mll/glue", "stsb"), ("sentence1", "sentence2"),
-                 Cs224n("sentence1", "sentence2", "similarity", _cs224n_files("sts")), "cs224n", benchmark="cs224n"),
+                 Cs224n("sentence1", "sentence2", "similarity", _cs224n_files("sts")), "cs224n"),
         # ELUE (CsdBERT Table 4): the ELUE TSVs (DIR/elue/<folder>/), else the hub's copies of the
         # datasets (SNLI's pairs without a gold label, −1, dropped as is standard; IMDb has no dev).
         _elue("sst2", "SST-2", ("negative", "positive"), ("acc",), None, ("sentence", None), "sentence"),
@@ -94,7 +92,7 @@ TASKS: dict[str, TaskSpec] = {
               ("sentence1", "sentence2"), "sentence1", "sentence2"),
         _elue("stsb", "STS-B", None, ("pearson", "spearman"), ("nyu-mll/glue", "stsb"), ("sentence1", "sentence2"),
               "sentence1", "sentence2"),
-        TaskSpec("synthetic", ("negative", "positive"), ("acc",), None, folder="(generated)", benchmark="synthetic"),
+        TaskSpec("synthetic", ("negative", "positive"), ("acc",), None, folder="(generated)"),
     ]
 }
 

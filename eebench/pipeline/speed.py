@@ -22,6 +22,7 @@ def speed(run: Run, policy_name: str, split: str, batch_size: int = 32, limit: i
                                warm_up)
 
     policy = get_policy(policy_name)
+    policy.check_task(run.spec.is_regression, f"task {run.spec.name}: ")  # before suggesting to calibrate it
     cal = next((c for c in run.calibrations() if c.policy == policy_name), None)
     if cal is None:
         raise UserError(f"{run.dir} has no calibration for policy {policy_name!r} "

@@ -281,8 +281,7 @@ def _paper_time(r: pd.Series) -> float | None:
     return None
 
 
-def derived_value(kind: str, values: dict[str, float], metrics: dict[str, str],
-                  parts: dict[str, str] | None = None) -> float:
+def derived_value(kind: str, values: dict[str, float], parts: dict[str, str] | None = None) -> float:
     """A derived column from the row's components: ``mean`` of all, or CS224N's dev score from the
     columns the spec names as its parts (sentiment and paraphrase accuracy, similarity Pearson)."""
     if kind == "mean":
@@ -301,12 +300,11 @@ def _derive(spec: TableSpec, frame: pd.DataFrame) -> pd.DataFrame:
     frame["paper_recomputed"] = np.nan
     for (group, method), rows in frame.groupby(["row_group", "method"], sort=False):
         parts = rows[~rows["task"].isin(spec.derived)]
-        metrics = dict(zip(parts["task"], parts["metric"]))
         for name, d in spec.derived.items():
             idx = rows.index[rows["task"] == name]
             if len(idx) == 0 or parts.empty:
                 continue
-            paper = derived_value(d.kind, dict(zip(parts["task"], parts["paper"])), metrics, d.parts)
+            paper = derived_value(d.kind, dict(zip(parts["task"], parts["paper"])), d.parts)
             if np.isnan(paper):
                 continue
             frame.loc[idx, "paper_recomputed"] = paper
@@ -316,7 +314,7 @@ def _derive(spec: TableSpec, frame: pd.DataFrame) -> pd.DataFrame:
                 frame.loc[idx, "flags"] = "paper_inconsistent"
             ours = dict(zip(parts["task"], parts["ours"]))
             if parts["ours"].notna().all():
-                frame.loc[idx, "ours"] = derived_value(d.kind, ours, metrics, d.parts)
+                frame.loc[idx, "ours"] = derived_value(d.kind, ours, d.parts)
                 frame.loc[idx, "ours_time_pct"] = parts["ours_time_pct"].mean()
                 frame.loc[idx, "set"] = ",".join(sorted(set(parts["set"])))
     return frame
