@@ -52,8 +52,10 @@ def user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except UserError as err:
+            from eebench.errors import BUSY_EXIT, Busy
+
             console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
+            raise typer.Exit(BUSY_EXIT if isinstance(err, Busy) else 2) from None
         except OSError as err:
             line = os_error_line(err)
             if line is None:
@@ -160,6 +162,7 @@ def finetune(
 
         jobs = [(recipe, [*set_, *extra]) for recipe in recipes
                 for extra in seed_overrides(load_recipe(resolve_recipe(recipe), set_), Path(recipe).stem, seeds)]
+    left = 0
     for recipe, overrides in jobs:
         try:
             run = run_finetune(recipe, overrides, data_dir, overwrite, resume, if_missing=if_missing, device=device)
@@ -167,8 +170,13 @@ def finetune(
             if not if_missing:
                 raise
             console.print(f"skipped: {escape(str(err).split(';')[0])}")
+            left += 1
             continue
         console.print(f"[green]done:[/] {run.dir}")
+    if left:
+        from eebench.errors import BUSY_EXIT
+
+        raise typer.Exit(BUSY_EXIT)  # the others finished; these are another process's to finish
 
 
 @app.command("resume")

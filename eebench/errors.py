@@ -10,4 +10,9 @@ class MissingData(UserError):
 
 
 class Busy(UserError):
-    """Another process owns the run folder right now."""
+    """Another process owns the run folder right now (exit code BUSY_EXIT)."""
+
+
+BUSY_EXIT = 3
+"""Exit code of a command that found its run being written by another process (with --if-missing:
+that every run it left alone was, the others having finished): job launchers read it, not the log."""

@@ -21,7 +21,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from eebench.console import console
-from eebench.errors import UserError
+from eebench.errors import BUSY_EXIT, UserError
 from eebench.paths import DATA_ENV, display_recipe
 
 LAUNCHERS = ("local", "slurm", "ray")
@@ -138,10 +138,7 @@ def _slug(cell: Cell) -> str:
 def _finish(cell: Cell, code: int, started: float) -> None:
     cell.seconds = time.perf_counter() - started
     text = cell.log.read_text(errors="replace") if cell.log and cell.log.is_file() else ""
-    if code == 0 and "is being written by" in text:
-        cell.state = "elsewhere"
-    else:
-        cell.state = "finished" if code == 0 else "failed"
+    cell.state = "elsewhere" if code == BUSY_EXIT else "finished" if code == 0 else "failed"
     errors = [line for line in text.splitlines() if line.startswith("error:")]
     cell.detail = errors[-1][:200] if errors else ("" if code == 0 else f"exit code {code}")
 
@@ -212,7 +209,7 @@ class CellJob:
 
     def __call__(self) -> str:
         env = {**os.environ, **({DATA_ENV: self.data_root} if self.data_root else {})}
-        errors, elsewhere = [], False
+        errors = []
         with subprocess.Popen(["bash", "-c", self.command()], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
             for line in proc.stdout:
@@ -220,10 +217,11 @@ class CellJob:
                 sys.stdout.flush()
                 if line.startswith("error:"):
                     errors.append(line.strip())
-                elsewhere = elsewhere or "is being written by" in line
+        if proc.returncode == BUSY_EXIT:
+            return "elsewhere"
         if proc.returncode != 0:
             raise RuntimeError(errors[-1] if errors else f"eebench finetune exited with {proc.returncode}")
-        return "elsewhere" if elsewhere else "finished"
+        return "finished"
 
     def checkpoint(self):
         import submitit

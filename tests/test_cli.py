@@ -204,14 +204,21 @@ def test_missing_model_is_a_user_error(tmp_path):
     _one_line_error(result, "no-such-org/no-such-model", "model.name")
 
 
-def test_calibrate_needs_a_target(run_dir):
+def test_calibrate_needs_a_target_it_can_reach(run_dir):
     import json
 
-    recipe = json.loads((run_dir / "recipe.json").read_text())
-    if recipe["exit"]["target_time_pct"] is None:
-        pytest.skip("recipe carries no target")
+    path = run_dir / "recipe.json"
+    recipe = json.loads(path.read_text())
+    assert recipe["exit"]["target_time_pct"] is not None  # the quickstart carries one: no flag needed
     result = _invoke("calibrate", run_dir, "--target-time-pct", "0.5")
-    _one_line_error(result, "no setting reaches")
+    _one_line_error(result, "no setting reaches", "nothing goes below")
+    kept = path.read_text()
+    try:  # a recipe without a target and no flag: told how to give one
+        recipe["exit"]["target_time_pct"] = None
+        path.write_text(json.dumps(recipe))
+        _one_line_error(_invoke("calibrate", run_dir), "give a target", "--target-time-pct")
+    finally:
+        path.write_text(kept)
 
 
 STRATEGY_NAMES = list(STRATEGIES)  # the registry: a new strategy is covered by adding it
@@ -295,10 +302,15 @@ def test_seeds_train_one_run_per_seed_and_compare_pools_them(tmp_path):
 def test_a_second_writer_of_a_run_gets_one_line_and_changes_nothing(tmp_path):
     from eebench.ownership import owned as run_lock
 
+    from eebench.errors import BUSY_EXIT
+
     with run_lock(tmp_path / "qs"):  # as a finetune still training in another process holds it
         result = _invoke("finetune", QUICKSTART, *_sets(quickstart_overrides(tmp_path)))
-    assert result.exit_code == 2 and f"being written by eebench pid {os.getpid()}" in result.output
+        skipped = _invoke("finetune", QUICKSTART, *_sets(quickstart_overrides(tmp_path)), "--if-missing")
+    assert result.exit_code == BUSY_EXIT == 3 and f"being written by eebench pid {os.getpid()}" in result.output
     assert "Traceback" not in result.output and not (tmp_path / "qs").exists()
+    # a job step: left alone, and the exit code (not the log's wording) tells the launcher so
+    assert skipped.exit_code == BUSY_EXIT and "skipped:" in skipped.output
 
 
 def test_cli_mistakes_get_a_line_that_fixes_them(run_dir, tmp_path):

@@ -22,6 +22,10 @@ from typer.testing import CliRunner
 
 from conftest import ROOT, quickstart_overrides, tiny_sst2_recipe
 from eebench.cli import app
+from eebench.data.load import load_split
+from eebench.data.tasks import get_task
+from eebench.errors import UserError
+from eebench.recipe import TaskConfig
 
 QUICKSTART = str(ROOT / "recipes" / "quickstart.toml")
 runner = CliRunner()
@@ -133,9 +137,13 @@ def test_bad_data_bytes_and_header_only_files(tmp_path):
 
     bad = tmp_path / "dev.tsv"
     bad.write_bytes(b"sentence\tlabel\ngood film\t1\nbad \xff\xfe film\t0\n")
-    with pytest.raises(Exception) as err:
+    with pytest.raises(UserError) as err:
         read_text(bad)
     assert f"{bad}:3" in str(err.value) and "byte 31" in str(err.value)
+    header_only = tmp_path / "train.tsv"
+    header_only.write_text("sentence\tlabel\n")
+    with pytest.raises(UserError, match=r"train.tsv: no examples \(only a header"):
+        load_split(get_task("sst2"), TaskConfig(name="sst2", data_dir=str(tmp_path)), "train")
 
 
 @pytest.mark.parametrize("fault", ["non_utf8_dev", "header_only_train", "bad_dev_label", "missing_dev"])

@@ -7,6 +7,7 @@ import importlib.util
 import json
 import os
 import subprocess
+import time
 import sys
 from pathlib import Path
 
@@ -186,10 +187,21 @@ def test_two_launches_at_once_never_run_a_cell_twice(outside):
     write_data(tmp / "data", ("sst2",))
     args = ["report", "--table", "romebert-glue-dev", "--cpu", "--run-missing", "--jobs", "1",
             "--data-root", str(tmp / "data")]
-    launches = [subprocess.Popen([sys.executable, "-m", "eebench.cli", *args, "--logs", f"logs{k}"], env=env, cwd=work,
-                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True) for k in (1, 2)]
-    outs = [p.communicate() for p in launches]
-    assert all(p.returncode == 0 for p in launches), outs
+    def launch(k):
+        return subprocess.Popen([sys.executable, "-m", "eebench.cli", *args, "--logs", f"logs{k}"], env=env, cwd=work,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    first = launch(1)
+    deadline = time.time() + 180
+    while not list((work / "results").glob(".cmp_sst2_*.owner")) and time.time() < deadline:
+        time.sleep(0.05)  # the second starts while the first is writing a cell: they overlap for certain
+    busy = [p.name.removeprefix(".").removesuffix(".owner") for p in (work / "results").glob(".cmp_sst2_*.owner")]
+    assert busy, "the first launch never started a cell"
+    second = launch(2)
+    outs = [p.communicate() for p in (first, second)]
+    assert all(p.returncode == 0 for p in (first, second)), outs
+    assert "elsewhere" in outs[1][1] or any(
+        "is being written by" in p.read_text() for p in (work / "logs2").rglob("*.log")), outs[1][1][-3000:]
     for method in METHODS:
         folder = work / "results" / f"cmp_sst2_{method}"
         assert json.loads((folder / "status.json").read_text())["state"] == "finished"

@@ -100,6 +100,9 @@ def _ref(groups=("base", "1")) -> pd.DataFrame:
 
 
 def test_measured_cells_come_from_the_traces(runs, monkeypatch):
+    import json
+
+    from eebench.policies import get_policy
     from eebench.rundir import open_run
     from eebench.trace import load_trace
 
@@ -117,7 +120,11 @@ def test_measured_cells_come_from_the_traces(runs, monkeypatch):
         assert reached or "target_not_reached" in cell["flags"].split(",")
         assert cell["policy"] == "entropy" and 0 < cell["ours_time_pct"] <= 100
     test_cell = frame[(frame["method"] == "Two") & (frame["task"] == "SynTest")].iloc[0]
-    assert test_cell["ours_time_pct"] > 0  # dev-fitted setting applied to the test trace
+    dev_cell = frame[(frame["method"] == "Two") & (frame["task"] == "Syn")].iloc[0]
+    assert test_cell["setting_json"] == dev_cell["setting_json"]  # fitted on dev, applied to test
+    test = load_trace(open_run(runs / "t_two_stage").trace_path("test"))
+    layers = get_policy("entropy").exits(test, [json.loads(test_cell["setting_json"])])[0]
+    assert test_cell["ours_time_pct"] == pytest.approx(100 * layers.mean() / test.num_layers)
     avg = frame[(frame["method"] == "Base") & (frame["task"] == "Average")].iloc[0]
     parts = frame[(frame["method"] == "Base") & (frame["task"] != "Average")]["ours"]
     assert avg["ours"] == pytest.approx(parts.mean())
