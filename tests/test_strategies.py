@@ -159,12 +159,31 @@ def test_projection_params_follow_the_public_code(tiny_bert_config):
     assert any(".layer.0.attention.self.query.weight" in n for n in names)
 
 
-def test_romebert_gradient_matches_a_manual_computation(tiny_bert_config):
+def _romebert_batch(model, stage, want_conflict: bool):
+    """A batch whose g_f·g_s on the projected parameters is clearly negative (or clearly positive):
+    |cos| > 0.05, so which branch the projection takes does not hang on rounding."""
+    names = {n for n in projection_params(model)}
+    sel = [p for n, p in model.named_parameters() if n in names]
+    for seed in range(200):
+        g = torch.Generator().manual_seed(seed)
+        ids, labels = torch.randint(5, 64, (4, 6), generator=g), torch.randint(0, 2, (4,), generator=g)
+        mask = torch.ones(4, 6, dtype=torch.long)
+        losses = stage.parts(model(ids, mask), labels, StepContext(False, 0, 1))
+        f, s = (torch.cat([x.reshape(-1) for x in torch.autograd.grad(losses[k], sel, retain_graph=True)])
+                for k in ("final", "sd"))
+        cos = (f.dot(s) / (f.norm() * s.norm())).item()
+        if (cos < -0.05) if want_conflict else (cos > 0.05):
+            return ids, mask, labels
+    raise AssertionError("no batch with a clear (non-)conflict in 200 seeds")
+
+
+@pytest.mark.parametrize("want_conflict", [True, False])
+def test_romebert_gradient_matches_a_manual_computation(tiny_bert_config, want_conflict):
     from eebench.train.strategies import romebert_parts
 
     model = _model(tiny_bert_config).eval()
     (stage,) = build_stages(TrainConfig(strategy="romebert"), task="sst2")
-    ids, mask, labels = torch.randint(5, 64, (4, 6)), torch.ones(4, 6, dtype=torch.long), torch.tensor([0, 1, 1, 0])
+    ids, mask, labels = _romebert_batch(model, stage, want_conflict)
     params = list(model.parameters())
     ctx = StepContext(False, 0, 1)
     losses = stage.parts(model(ids, mask), labels, ctx)
@@ -178,7 +197,8 @@ def test_romebert_gradient_matches_a_manual_computation(tiny_bert_config):
     sel = [i for i, n in enumerate(names) if n in set(projection_params(model))]
     f = torch.cat([g_f[i].reshape(-1) for i in sel])
     s = torch.cat([g_s[i].reshape(-1) for i in sel])
-    if f.dot(s) < 0:
+    assert (f.dot(s) < 0) == want_conflict
+    if want_conflict:
         f = f - f.dot(s) / s.dot(s) * s
     flat = torch.cat([got[i].reshape(-1) for i in sel])
     assert torch.allclose(flat, f + s, atol=1e-6)
