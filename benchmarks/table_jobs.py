@@ -43,8 +43,8 @@ def main() -> None:
         work = tmp / f"jobs{jobs}"
         work.mkdir()
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "eebench.cli", "report", "--table", args.table, "--cpu",
-                        "--run-missing", "--jobs", str(jobs), "--data-root", data], cwd=work, env=env, check=True,
+        subprocess.run([sys.executable, "-m", "eebench.cli", "reproduce", "--table", args.table, "--cpu",
+                        "--jobs", str(jobs), "--data-root", data], cwd=work, env=env, check=True,
                        capture_output=True)
         times[jobs] = time.perf_counter() - started
         print(f"--jobs {jobs}: {times[jobs]:.1f} s")

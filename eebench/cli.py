@@ -310,20 +310,82 @@ def _parse_grid(text: str | None) -> list[float] | None:
         raise UserError(f"--grid {text!r}: expected comma-separated numbers, e.g. 0,0.05,0.1") from None
 
 
-@app.command()
+LAUNCH_FLAGS = ("--run-missing", "--launcher", "--jobs", "--launcher-config", "--partition", "--gpus",
+                "--share-gpus", "--time-min", "--mem-gb", "--logs", "--seeds", "--data-root")
+"""Flags `report` had when it also ran jobs: now `reproduce`'s."""
+
+
+@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
 @user_errors
 def report(
+    ctx: typer.Context,
     run: Annotated[list[Path], typer.Option("--run", help="Run folder to report on (repeatable).")] = [],
     table: Annotated[list[str], typer.Option("--table", help="Paper table id, e.g. glue-test (repeatable).")] = [],
     out: Annotated[Path, typer.Option(help="Folder for paper tables.")] = Path("results/tables"),
-    run_missing: Annotated[bool, typer.Option("--run-missing", help="First run the recipes of the table's cells "
-                                              "not yet run (paper-scale set; --cpu for the CPU-scale set).")] = False,
-    cpu: Annotated[bool, typer.Option("--cpu", help="Use the CPU-scale recipe set (MiniLM-L6, local GLUE / CS224N files) "
-                                      "for --run-missing and for the table's cells.")] = False,
+    cpu: Annotated[bool, typer.Option("--cpu", help="Show the CPU-scale recipe set's cells (MiniLM-L6, local "
+                                      "files) instead of both sets.")] = False,
     scores: Annotated[Optional[Path], typer.Option(help="CSV of scores for unlabelled (test) cells: "
                                                    "row_group,method,task,value.")] = None,
-    launcher: Annotated[str, typer.Option(help="Where --run-missing runs the cells: local (a pool of --jobs "
-                                          "worker processes), slurm (one job per cell via submitit), ray.")] = "local",
+) -> None:
+    """Write Markdown, LaTeX and CSV tables and PNG/PDF figures from stored results only (it runs
+    nothing); paper tables show the paper's numbers beside ours. `eebench reproduce` runs missing cells."""
+    extra = [a for a in ctx.args if a.split("=", 1)[0] in LAUNCH_FLAGS]
+    if extra:
+        import shlex
+
+        rest = [a for a in ctx.args if a != "--run-missing"]
+        command = ["eebench", "reproduce", *[x for t in table for x in ("--table", t)], *(["--cpu"] if cpu else []),
+                   *rest]
+        raise UserError(f"{extra[0].split('=', 1)[0]}: `eebench report` only reads stored results; run the "
+                        f"missing cells with: {shlex.join(command)}")
+    if ctx.args:
+        raise UserError(f"report: unknown argument {ctx.args[0]!r}; see eebench report --help")
+    if not run and not table:
+        raise UserError("nothing to report: give --run RUN_FOLDER and/or --table ID (e.g. --table glue-test)")
+    from eebench.report.run_report import report_run
+    from eebench.report.tables import load_spec
+    from eebench.rundir import open_run
+
+    specs = [load_spec(t) for t in table]  # every id checked before anything is written
+    from eebench.ownership import owned
+
+    for folder in run:
+        r = open_run(folder)
+        with owned(r.owner_dir, what="report"):
+            report_run(r)
+    for spec in specs:
+        _show_table(spec, out, ("cpu",) if cpu else ("paper", "cpu"), scores)
+
+
+def _show_table(spec, out: Path, sets: tuple[str, ...], scores: Path | None) -> None:
+    from eebench.report.render import markdown
+    from eebench.report.tables import caption, mismatches, render
+    from eebench.report.tables.display import how_cells_fill
+
+    frame, shown, paths = render(spec.id, out, sets, scores)
+    print(markdown(shown, spec.digits))
+    console.print(caption(spec, frame), highlight=False)
+    if spec.notes:
+        console.print(" ".join(spec.notes.split()), highlight=False)
+    console.print(how_cells_fill(spec, frame, sets), highlight=False)
+    for line in mismatches(frame):
+        console.print(f"[yellow]paper inconsistency:[/] {line}")
+    names = sorted({p.name for p in paths})
+    console.print(f"wrote {len(paths)} files under {out}: " + ", ".join(names[:6])
+                  + (f" and {len(names) - 6} more" if len(names) > 6 else ""), highlight=False)
+
+
+@app.command()
+@user_errors
+def reproduce(
+    table: Annotated[list[str], typer.Option("--table", help="Paper table id, e.g. glue-dev (repeatable).")],
+    cpu: Annotated[bool, typer.Option("--cpu", help="The CPU-scale recipe set (MiniLM-L6, local GLUE / CS224N "
+                                      "files); default: the paper-scale set (BERT-base, GPU).")] = False,
+    out: Annotated[Path, typer.Option(help="Folder for the rendered tables.")] = Path("results/tables"),
+    scores: Annotated[Optional[Path], typer.Option(help="CSV of scores for unlabelled (test) cells: "
+                                                   "row_group,method,task,value.")] = None,
+    launcher: Annotated[str, typer.Option(help="Where the cells run: local (a pool of --jobs worker processes), "
+                                          "slurm (one job per cell via submitit), ray.")] = "local",
     jobs: Annotated[Optional[int], typer.Option(help="Local workers (default: one per visible GPU, else 1); "
                                                 "each worker gets one GPU, or its share of the CPU cores.")] = None,
     launcher_config: Annotated[Optional[Path], typer.Option(help="TOML file with a \\[launcher] section: partition, "
@@ -337,22 +399,16 @@ def report(
     mem_gb: Annotated[Optional[int], typer.Option(help="Slurm memory per job, GB.")] = None,
     logs: Annotated[Path, typer.Option(help="Folder of the cells' logs (one per cell).")] = Path("results/logs"),
     data_root: DataRootOpt = None,
-    seeds: Annotated[Optional[int], typer.Option(min=1, help="With --run-missing: run every cell's recipe with this "
-                                                  "many seeds (<run>-seed<S>); cells show mean ± std over them.")] = None,
+    seeds: Annotated[Optional[int], typer.Option(min=1, help="Run every cell's recipe with this many seeds "
+                                                  "(<run>-seed<S>); cells show mean ± std over them.")] = None,
 ) -> None:
-    """Write Markdown, LaTeX and CSV tables and PNG/PDF figures from stored results; paper tables show
-    the paper's numbers beside ours (--run-missing runs the missing cells first)."""
-    from eebench.report.render import markdown
-    from eebench.report.run_report import report_run
-    from eebench.report.tables import SETS, caption, load_spec, mismatches, render
-    from eebench.report.tables.display import how_cells_fill
-    from eebench.rundir import open_run
-
+    """Run the recipes of a paper table's cells that have no finished run (as local, Slurm or Ray jobs;
+    finished cells are kept, interrupted ones resume), then render the table as `eebench report` does."""
     from eebench.jobs import LAUNCHERS, load_launcher_config
     from eebench.paths import set_data_root
+    from eebench.report.tables import load_spec
+    from eebench.reproduce import run_missing as fill
 
-    if not run and not table:
-        raise UserError("nothing to report: give --run RUN_FOLDER and/or --table ID (e.g. --table glue-test)")
     if launcher not in LAUNCHERS:
         raise UserError(f"--launcher {launcher!r}: choose one of {', '.join(LAUNCHERS)}")
     if jobs is not None and jobs < 1:
@@ -360,30 +416,11 @@ def report(
     config = load_launcher_config(launcher_config, partition=partition, gpus=gpus, time_min=time_min, mem_gb=mem_gb)
     set_data_root(data_root)
     specs = [load_spec(t) for t in table]  # every id checked before anything runs
-    failed = 0
-    from eebench.ownership import owned
-
-    for folder in run:
-        r = open_run(folder)
-        with owned(r.owner_dir, what="report"):
-            report_run(r)
     set_name = "cpu" if cpu else "paper"
+    failed = 0
     for spec in specs:
-        if run_missing:
-            from eebench.reproduce import run_missing as fill
-
-            failed += len(fill(spec, set_name, launcher, jobs, config, logs, seeds=seeds, share_gpus=share_gpus).failed)
-        frame, shown, paths = render(spec.id, out, (set_name,) if run_missing or cpu else ("paper", "cpu"), scores)
-        print(markdown(shown, spec.digits))
-        console.print(caption(spec, frame), highlight=False)
-        if spec.notes:
-            console.print(" ".join(spec.notes.split()), highlight=False)
-        console.print(how_cells_fill(spec, frame, (set_name,) if run_missing or cpu else SETS), highlight=False)
-        for line in mismatches(frame):
-            console.print(f"[yellow]paper inconsistency:[/] {line}")
-        names = sorted({p.name for p in paths})
-        console.print(f"wrote {len(paths)} files under {out}: " + ", ".join(names[:6])
-                      + (f" and {len(names) - 6} more" if len(names) > 6 else ""), highlight=False)
+        failed += len(fill(spec, set_name, launcher, jobs, config, logs, seeds=seeds, share_gpus=share_gpus).failed)
+        _show_table(spec, out, (set_name,), scores)
     if failed:
         console.print(f"[bold red]{failed} cell(s) failed[/] (their logs are named above); run the same command "
                       f"again to retry them (finished cells are kept)")

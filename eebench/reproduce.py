@@ -1,6 +1,6 @@
 """Fill a paper table's missing cells: run the recipes of the cells not yet finished as jobs
 (eebench.jobs: a local pool, Slurm, Ray), then trace the splits the table reads
-(``eebench report --table ID --run-missing``)."""
+(``eebench reproduce --table ID``)."""
 
 from __future__ import annotations
 

@@ -100,7 +100,7 @@ def test_local_pool_fills_the_table_from_outside_the_repository(outside):
     tasks = ("sst2", "rte", "qqp")
     write_recipes(tmp / "recipes", tasks)
     write_data(tmp / "data", tasks)
-    done = _eebench(["report", "--table", "romebert-glue-dev", "--cpu", "--run-missing", "--jobs", "2",
+    done = _eebench(["reproduce", "--table", "romebert-glue-dev", "--cpu", "--jobs", "2",
                      "--data-root", str(tmp / "data")], env, work)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "2 local worker(s)" in done.stderr
@@ -114,7 +114,7 @@ def test_local_pool_fills_the_table_from_outside_the_repository(outside):
             status = json.loads((work / "results" / f"cmp_{task}_{method}" / "status.json").read_text())
             assert status["state"] == "finished"
             assert (work / "results" / "logs" / "romebert-glue-dev" / f"compare__{task}_{method}.log").is_file()
-    again = _eebench(["report", "--table", "romebert-glue-dev", "--cpu", "--run-missing", "--jobs", "2",
+    again = _eebench(["reproduce", "--table", "romebert-glue-dev", "--cpu", "--jobs", "2",
                       "--data-root", str(tmp / "data")], env, work)
     assert again.returncode == 0 and "every cpu cell of romebert-glue-dev has a finished run" in again.stderr
 
@@ -125,7 +125,7 @@ def test_cells_with_seeds_run_one_job_per_seed_and_show_mean_and_std(outside):
     work, tmp, env = outside
     write_recipes(tmp / "recipes", ("sst2",))
     write_data(tmp / "data", ("sst2",))
-    done = _eebench(["report", "--table", "romebert-glue-dev", "--cpu", "--run-missing", "--jobs", "2",
+    done = _eebench(["reproduce", "--table", "romebert-glue-dev", "--cpu", "--jobs", "2",
                      "--seeds", "2", "--data-root", str(tmp / "data")], env, work)
     assert done.returncode == 0, done.stdout + done.stderr
     for method in METHODS:
@@ -147,7 +147,7 @@ def test_a_failed_cell_is_reported_with_its_log_and_does_not_stop_the_others(out
     write_data(tmp / "data", ("sst2",))
     bad = tmp / "recipes" / "compare" / "sst2_two_stage.toml"
     bad.write_text(bad.read_text().replace("[task]", f'[task]\ndata_dir = "{tmp / "nowhere"}"'))
-    done = _eebench(["report", "--table", "romebert-glue-dev", "--cpu", "--run-missing", "--jobs", "2",
+    done = _eebench(["reproduce", "--table", "romebert-glue-dev", "--cpu", "--jobs", "2",
                      "--data-root", str(tmp / "data")], env, work)
     assert done.returncode == 1, done.stdout + done.stderr
     assert "cell failed" in done.stderr and "compare__sst2_two_stage.log" in done.stderr
@@ -185,7 +185,7 @@ def test_two_launches_at_once_never_run_a_cell_twice(outside):
     work, tmp, env = outside
     write_recipes(tmp / "recipes", ("sst2",))
     write_data(tmp / "data", ("sst2",))
-    args = ["report", "--table", "romebert-glue-dev", "--cpu", "--run-missing", "--jobs", "1",
+    args = ["reproduce", "--table", "romebert-glue-dev", "--cpu", "--jobs", "1",
             "--data-root", str(tmp / "data")]
     def launch(k):
         return subprocess.Popen([sys.executable, "-m", "eebench.cli", *args, "--logs", f"logs{k}"], env=env, cwd=work,

@@ -195,3 +195,15 @@ def test_rendered_paper_tables_match_their_golden_files(table_id, tmp_path):
     tables.render(table_id, tmp_path, sets=())
     golden = Path(__file__).parent / "fixtures" / "golden" / f"{table_id}.md"
     assert (tmp_path / f"{table_id}.md").read_text() == golden.read_text()
+
+
+def test_report_only_reads_and_names_reproduce_for_the_old_launch_flags(tmp_path):
+    result = runner.invoke(app, ["report", "--table", "glue-dev", "--cpu", "--run-missing", "--jobs", "2",
+                                 "--out", str(tmp_path)])
+    assert result.exit_code == 2 and "Traceback" not in result.output
+    text = " ".join(result.output.split())
+    assert "eebench reproduce --table glue-dev --cpu --jobs 2" in text
+    assert not list(tmp_path.iterdir())  # nothing written, nothing run
+    help_text = runner.invoke(app, ["report", "--help"]).output
+    assert "--launcher" not in help_text and "--jobs" not in help_text and "--run-missing" not in help_text
+    assert "--launcher" in runner.invoke(app, ["reproduce", "--help"]).output

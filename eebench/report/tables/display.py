@@ -71,7 +71,7 @@ def how_cells_fill(spec: TableSpec, frame: pd.DataFrame, sets: tuple[str, ...]) 
                      + (f" (e.g. {folder} for {column} / {method})" if folder else "")
                      + "; a run of your own counts when it is that recipe's run: train it with eebench finetune "
                      f"{pattern.format(task=spec.columns[column].task, method=spec.methods[method])}, or fill "
-                     f"every missing cell with --run-missing")
+                     f"every missing cell with eebench reproduce --table {spec.id}" + (" --cpu" if set_name == "cpu" else ""))
     return "\n".join(lines)
 
 

@@ -124,7 +124,7 @@ def finished(folder: Path) -> bool:
 
 
 def seed_folders(folder: Path) -> list[Path]:
-    """The seeded runs of a recipe (``finetune --seeds``, ``--run-missing --seeds``): ``<run>-seed<S>``
+    """The seeded runs of a recipe (``finetune --seeds``, ``reproduce --seeds``): ``<run>-seed<S>``
     beside the run folder (for a multitask task folder, ``<run>-seed<S>/tasks/<task>``)."""
     if folder.parent.name == "tasks":
         parent = folder.parent.parent
