@@ -488,6 +488,12 @@ def compare(
     frame, paths = compare_runs([open_run(f) for f in runs], out, split, tuple(policy), tuple(time_pct),
                                 tuple(at_metric))
     print(markdown(frame, 1))
+    from eebench.provenance import differences
+    from eebench.rundir import run_status
+
+    opened = [open_run(f) for f in runs]
+    for line in differences({r.name: run_status(r.owner_dir).provenance for r in opened}):
+        console.print(f"[yellow]warning:[/] compared runs differ: {line}", highlight=False, soft_wrap=True)
     console.print(f"wrote {', '.join(str(p) for p in paths)}")
 
 

@@ -27,6 +27,9 @@ class ModelConfig(_Strict):
     """source="random": config values for `AutoConfig.for_model(name, **config)`."""
     tokenizer: str | None = None
     """Tokenizer hub id or folder when it differs from the model's (random models on GLUE need one)."""
+    revision: str | None = None
+    """A hub model's revision (branch, tag or commit hash) to load; recorded in the run's provenance
+    with the commit actually loaded. None: the default branch."""
     trust_remote_code: bool = False
     """Let transformers run the model repository's own Python code (backbones not built into
     transformers, e.g. ElasticBERT's hub checkpoint for CsdBERT Table 4). Off by default: only turn it
@@ -50,7 +53,7 @@ class SyntheticConfig(_Strict):
 class TaskConfig(_Strict):
     name: str = "sst2"
     data_dir: str | None = None
-    """Folder in the original GLUE TSV format; unset = the `datasets` hub loader."""
+    """Folder of the task's files in their original format; unset: the data root, then the hub."""
     files: dict[str, str] = Field(default_factory=dict)
     """Split → file name inside data_dir when it differs from `<split>.tsv`."""
     train_subset: int | None = Field(None, gt=0)
@@ -59,6 +62,8 @@ class TaskConfig(_Strict):
     """Use a random subset of this many examples of every other split."""
     dev_from_train: int | None = Field(None, gt=0)
     """Hold out this many training examples as the `dev` split (for tasks whose dev set is missing)."""
+    revision: str | None = None
+    """The hub dataset's revision (branch, tag or commit) when the split comes from the hub."""
     subset_seed: int = 0
     synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
     pair_loss: Literal["cross_entropy", "cosine"] = "cross_entropy"

@@ -103,6 +103,8 @@ class Status(Record):
     train_seconds: float | None = None
     total_seconds: float | None = None
     error: str | None = None
+    provenance: dict[str, Any] | None = None
+    """What the run was made with (eebench.provenance.collect): versions, commit, device, model revision."""
     data_root: str | None = None
     """The data root the run was trained with (``--data-root`` / EEBENCH_DATA): later commands on the
     run search it when they are given none."""

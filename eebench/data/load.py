@@ -54,13 +54,13 @@ def _load_raw(spec: TaskSpec, cfg: TaskConfig, split: str) -> Examples:
             if path is not None:
                 return _read_local(spec, path, split)
         try:
-            return load_from_hub(spec, split)
+            return load_from_hub(spec, split, cfg.revision)
         except MissingData as err:
             raise MissingData(f"task {spec.name} split {split!r}: no {fmt.file_name(split)} under the data "
                               f"root {root} (looked in {', '.join(str(f) for f in looked)}) and no hub copy "
                               f"({getattr(err, 'reason', 'the task has no hub dataset')}); put the files there, or set "
                               f"task.data_dir / --data-dir") from None
-    return load_from_hub(spec, split)
+    return load_from_hub(spec, split, cfg.revision)
 
 
 def _find(spec: TaskSpec, cfg: TaskConfig, folder: Path, split: str) -> Path | None:
@@ -97,7 +97,7 @@ def _local_file(spec: TaskSpec, cfg: TaskConfig, split: str) -> Path:
     return path
 
 
-def load_from_hub(spec: TaskSpec, split: str) -> Examples:
+def load_from_hub(spec: TaskSpec, split: str, revision: str | None = None) -> Examples:
     """The same examples through `datasets.load_dataset` (needs the hub or its cache)."""
     if spec.hub is None:
         raise MissingData(f"task {spec.name} has no hub dataset (no hub copy); set a data root (--data-root DIR or "
@@ -106,7 +106,7 @@ def load_from_hub(spec: TaskSpec, split: str) -> Examples:
     try:
         from datasets import load_dataset
 
-        ds = load_dataset(*spec.hub, split=hub_split)
+        ds = load_dataset(*spec.hub, split=hub_split, **({"revision": revision} if revision else {}))
     except Exception as err:  # network, auth and cache errors all mean: no hub copy here
         reason = str(err).splitlines()[0][:160] if str(err) else type(err).__name__
         named = f"split {hub_split!r}" + (f" (eebench's {split!r})" if hub_split != split else "")
@@ -128,5 +128,5 @@ def load_from_hub(spec: TaskSpec, split: str) -> Examples:
         text_a=[text_a[i] for i in keep],
         text_b=[text_b[i] for i in keep] if b else None,
         labels=labels[keep].astype(np.float32 if spec.is_regression else np.int64) if has_labels else None,
-        source=f"hub:{'/'.join(x for x in spec.hub if x)}:{hub_split}",
+        source=f"hub:{'/'.join(x for x in spec.hub if x)}:{hub_split}" + (f"@{revision}" if revision else ""),
     )

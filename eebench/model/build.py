@@ -37,11 +37,13 @@ def resolve_model_path(cfg: ModelConfig) -> str:
     return cfg.name
 
 
-def _from_pretrained(loader, name: str, what: str, trust_remote_code: bool = False):
+def _from_pretrained(loader, name: str, what: str, trust_remote_code: bool = False, revision: str | None = None):
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # its "Loading weights" bar would print above eebench's own header
     try:
+        if revision is not None and not Path(name).is_dir():
+            return loader.from_pretrained(name, trust_remote_code=trust_remote_code, revision=revision)
         return loader.from_pretrained(name, trust_remote_code=trust_remote_code)
     except (OSError, ValueError) as err:
         if "trust_remote_code" in str(err) and not trust_remote_code:
@@ -64,7 +66,7 @@ def build_backbone(cfg: ModelConfig):
         except (ValueError, TypeError) as err:
             raise UserError(f"model.config for model_type {cfg.name!r}: {err}") from None
         return AutoModel.from_config(config)
-    return _from_pretrained(AutoModel, resolve_model_path(cfg), "model", cfg.trust_remote_code)
+    return _from_pretrained(AutoModel, resolve_model_path(cfg), "model", cfg.trust_remote_code, cfg.revision)
 
 
 def build_tokenizer(cfg: ModelConfig, task_tokenizer: Any = None):
@@ -77,7 +79,7 @@ def build_tokenizer(cfg: ModelConfig, task_tokenizer: Any = None):
         return task_tokenizer
     if cfg.source == "random":
         raise UserError("model.source = \"random\" needs model.tokenizer (a folder or hub id) for this task")
-    return _from_pretrained(AutoTokenizer, resolve_model_path(cfg), "tokenizer", cfg.trust_remote_code)
+    return _from_pretrained(AutoTokenizer, resolve_model_path(cfg), "tokenizer", cfg.trust_remote_code, cfg.revision)
 
 
 def build_model(cfg: ModelConfig, num_labels: int, lte: bool = False, pair_cosine: bool = False) -> MultiExitModel:

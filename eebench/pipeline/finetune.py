@@ -13,6 +13,7 @@ from pathlib import Path
 
 from eebench.console import console
 from eebench.device import describe as describe_device, inference_dtype
+from eebench.provenance import collect as collect_provenance
 from eebench.data.load import load_split
 from eebench.errors import UserError
 from eebench.io import write_json
@@ -167,6 +168,7 @@ def _finetune(run: Run, recipe_path, accelerator, par, overwrite: bool, resume: 
                  tf32=bool(recipe.train.tf32 and accelerator.device.type == "cuda"
                            and accelerator.mixed_precision == "no"),
                  global_batch=global_batch_size(recipe.train, par.world), data_root=_data_root(),
+                 provenance=collect_provenance(recipe.model, describe_device(accelerator.device)),
                  data=_split_records(run, splits), **({"resumed": (getattr(previous, "resumed", None) or 0) + 1} if checkpoint else {}))
     try:
         history = train(model, jobs, recipe.train, accelerator, run.dir / "train_log.jsonl", on_epoch_end,

@@ -136,8 +136,13 @@ def check_run_dir(run: Run, recipe_path, overwrite: bool, resume: bool) -> bool 
     if not resume:
         raise UserError(f"{run.dir} holds an unfinished run (status {status.state}, {at}); continue it with: "
                         f"eebench resume {run.shown()} (or start over with --overwrite)")
+    exclude = {"task"} if run.recipe.is_multitask else None
     stored = read_json(run.dir / "recipe.json")
-    now = run.recipe.model_dump(mode="json", exclude={"task"} if run.recipe.is_multitask else None)
+    try:  # through the schema: a key a newer eebench added (with its default) is no difference
+        stored = Recipe.model_validate(stored).model_dump(mode="json", exclude=exclude)
+    except Exception:
+        pass  # an unreadable recipe shows as differing keys below
+    now = run.recipe.model_dump(mode="json", exclude=exclude)
     if stored != now:
         keys = _differing_keys(stored, now)
         raise UserError(f"{run.dir}: the recipe differs from the one the run was started with "

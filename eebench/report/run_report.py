@@ -133,10 +133,35 @@ def report_run(run) -> Path:
                 "speed-up = L / mean(exit layer). Batch 1: p50 / p95 per example over a stream of the "
                 "split's examples.\n")
         sections += ["## Measured speed (real early exit)\n", note, markdown(frame), "\n"]
+    lines = provenance_lines(run)
+    sections += ["## Provenance\n", *(f"- {line}" for line in lines), "\n"]
+    console.print("provenance: " + "; ".join(lines[:3]), highlight=False, soft_wrap=True)
     written.append(write_text(out / "report.md", "\n".join(sections)))
     shown = run.shown(out)
     console.print(f"report: {len(written)} files in {shown} (open {shown / 'report.md'})")  # where it will be
     return out
+
+
+def provenance_lines(run) -> list[str]:
+    """What the run was made with, from its status.json (a multitask task's from its parent run)."""
+    from eebench.rundir import run_status
+
+    status = run_status(run.owner_dir)
+    p = status.provenance
+    if not p:
+        return ["not recorded (the run was trained by an eebench older than provenance records)"]
+    model = p.get("model") or {}
+    weights = {"hub": lambda: f"hub {model.get('id')} at commit {model.get('commit') or 'unknown'}",
+               "folder": lambda: f"folder {model.get('path')} (weights sha256 {str(model.get('weights_sha256'))[:16]}…)",
+               "random": lambda: f"random init ({model.get('model_type')})"}.get(model.get("kind"), lambda: "unknown")()
+    data = [f"{split}: {d.get('n')} examples from {d.get('source')} (fingerprint {str(d.get('fingerprint'))[:12]}…)"
+            for split, d in run_status(run.dir).data.items()]
+    return [f"eebench {p.get('eebench')} (commit {p.get('eebench_commit') or 'none: not a git checkout'})",
+            "torch {torch}, transformers {transformers}, accelerate {accelerate}, datasets {datasets}, "
+            "numpy {numpy}, Python {python}".format(**{k: p.get(k) for k in
+                                                      ("torch", "transformers", "accelerate", "datasets", "numpy",
+                                                       "python")}),
+            f"device {p.get('device')} {p.get('device_name') or ''}".rstrip(), f"model weights: {weights}", *data]
 
 
 def speed_frame(records: list[dict]) -> pd.DataFrame:
