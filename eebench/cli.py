@@ -227,7 +227,7 @@ def evaluate(
 def calibrate(
     run: RunArg,
     policy: Annotated[str, typer.Option(
-        help="Exit policy: entropy, max_prob, patience, pcee, lte, cka, static.")] = "entropy",
+        help="Exit policy (the registry's names, listed in docs/policies.md; an unknown name lists them).")] = "entropy",
     split: Annotated[str, typer.Option(help="Split to fit the threshold on.")] = "dev",
     target_time_pct: Annotated[Optional[float], typer.Option(
         help="Pick the best metric with time% (100 · mean exit layer / L) at or below this.")] = None,
