@@ -328,7 +328,7 @@ def test_cli_mistakes_get_a_line_that_fixes_them(run_dir, tmp_path):
     _one_line_error(_invoke("calibrate", run_dir, "--policy", "lte", "--target-time-pct", "80"), "train.lte = true")
     version = CliRunner().invoke(app, ["--version"])
     assert version.exit_code == 0 and version.output.startswith("eebench ")
-    help_text = CliRunner().invoke(app, ["report", "--help"], terminal_width=200).output
+    help_text = CliRunner().invoke(app, ["reproduce", "--help"], terminal_width=200).output
     assert "with a [launcher]" in help_text
     assert "<bool>" not in CliRunner().invoke(app, ["finetune", "--help"], terminal_width=200).output
 

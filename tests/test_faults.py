@@ -24,7 +24,7 @@ from conftest import ROOT, quickstart_overrides, tiny_sst2_recipe
 from eebench.cli import app
 from eebench.data.load import load_split
 from eebench.data.tasks import get_task
-from eebench.errors import UserError
+from eebench.errors import BUSY_EXIT, UserError
 from eebench.recipe import TaskConfig
 
 QUICKSTART = str(ROOT / "recipes" / "quickstart.toml")
@@ -46,9 +46,9 @@ def snapshot(folder: Path) -> dict[str, str]:
             for p in sorted(Path(folder).rglob("*")) if p.is_file()}
 
 
-def one_line_error(result, *needles) -> None:
+def one_line_error(result, *needles, code: int = 2) -> None:
     out = result.output.strip()
-    assert result.exit_code == 2, result.output
+    assert result.exit_code == code, result.output
     assert "Traceback" not in out and out.startswith("error:"), out
     assert len(out.splitlines()) == 1, out
     for needle in needles:
@@ -228,7 +228,7 @@ def test_a_second_writer_is_refused_naming_the_owner(run_copy):
         for args in (["finetune", QUICKSTART, *_sets(quickstart_overrides(run_copy.parent)), "--overwrite"],
                      ["evaluate", run_copy], ["calibrate", run_copy, "--target-time-pct", "50"],
                      ["report", "--run", run_copy]):
-            one_line_error(_invoke(*args), run_copy, f"pid {os.getpid()}")
+            one_line_error(_invoke(*args), run_copy, f"pid {os.getpid()}", code=BUSY_EXIT)  # a code of its own
     assert snapshot(run_copy) == before
 
 
