@@ -220,9 +220,10 @@ def _fresh(run: Run, cal: Calibration, split: str, trace: Trace, model,
 
 def warn_collapse(where: str, logits: np.ndarray, labels: np.ndarray, spec: TaskSpec,
                   layers: set[int] | None = None) -> list[dict]:
-    """Warn (and return) the exits whose predictions collapsed to one class (BERTer's paraphrase
-    head: "all predictions were made to be 0", BERTer §5.1); regression tasks: constant predictions. ``layers``: only these
-    exits (1-based; e.g. the heads the stage just trained: DeeBERT's stage 1 trains the last one)."""
+    """Warn (and return) the exits whose predictions collapsed to one class (BERTer §5.1 on its
+    paraphrase head: "all predictions were made to be 0"); regression tasks: constant predictions.
+    ``layers``: only these exits (1-based; e.g. the heads the stage just trained: DeeBERT's stage 1
+    trains the last one)."""
     found = [f for f in collapse(logits, labels, spec.is_regression) if layers is None or f["layer"] in layers]
     if found:
         w = found[-1]  # the deepest: the one a reader of the last exit cares about
