@@ -179,7 +179,7 @@ def _romebert_batch(model, stage, want_conflict: bool):
 
 @pytest.mark.parametrize("want_conflict", [True, False])
 def test_romebert_gradient_matches_a_manual_computation(tiny_bert_config, want_conflict):
-    from eebench.train.strategies import romebert_parts
+    from eebench.train.strategies.romebert import romebert_parts
 
     model = _model(tiny_bert_config).eval()
     (stage,) = build_stages(TrainConfig(strategy="romebert"), task="sst2")

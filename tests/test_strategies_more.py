@@ -13,8 +13,10 @@ from eebench.train.csd import contrastive_loss, csdbert_terms, difficulty, exper
 from eebench.train.losses import distill_losses, exit_losses
 from eebench.train.maml import adapt, learn2learn_available, maml_step_learn2learn, maml_step_torch_func
 from eebench.train.smart import smart_regularizer, symmetric_kl
-from eebench.train.strategies import (MetaBertArgs, StepContext, build_stages, lte_targets,
-                                      smart_alternating_phase)
+from eebench.train.strategies import StepContext, build_stages
+from eebench.train.strategies.berter import smart_alternating_phase
+from eebench.train.strategies.lte import lte_targets
+from eebench.train.strategies.metabert import MetaBertArgs
 
 
 def _model(cfg, lte=False):

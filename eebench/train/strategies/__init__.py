@@ -11,22 +11,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from eebench.train.strategies.base import (CombineFn, GradFn, LossFn, NoArgs, PartsFn, Stage, StepContext,
-                                           Strategy, _Args, early_exits_loss, final_exit_loss,
-                                           weighted_exits_loss)
-from eebench.train.strategies.berter import (SlfArgs, SmartAlternatingArgs, finetune, head_only, slf,
-                                             smart_alternating, smart_alternating_loss, smart_alternating_phase)
-from eebench.train.strategies.csdbert import CsdBertArgs, csdbert, csdbert_loss
-from eebench.train.strategies.deebert import (AlternatingArgs, JointArgs, SelfDistillArgs, TwoStageArgs,
-                                              alternating, alternating_loss, joint, self_distill,
-                                              self_distill_loss, two_stage)
-from eebench.train.strategies.lte import LteArgs, lte, lte_loss, lte_loss_fn, lte_targets, plus_lte, with_lte
-from eebench.train.strategies.metabert import MetaBertArgs, metabert, metabert_gradient
-from eebench.train.strategies.romebert import RomeBertArgs, romebert, romebert_combine, romebert_parts
+from eebench.train.strategies.base import Stage, StepContext, Strategy, _Args
+from eebench.train.strategies.lte import with_lte
 
 
 def _collect() -> dict[str, Strategy]:
-    """Every family module's REGISTRY (the package's modules, found by themselves; base is shared)."""
+    """Every family module's REGISTRY (the modules are found by themselves: a new family is a new
+    module; base is shared), by name."""
     found: dict[str, Strategy] = {}
     for info in pkgutil.iter_modules(__path__):
         if info.name == "base":
@@ -36,9 +27,7 @@ def _collect() -> dict[str, Strategy]:
             if name in found:
                 raise RuntimeError(f"strategy {name!r} is defined twice ({info.name})")
             found[name] = strategy
-    order = ["two_stage", "joint", "alternating", "self_distill", "romebert", "lte", "csdbert", "slf",
-             "smart_alternating", "metabert", "finetune", "head_only"]  # the listing order; new ones after
-    return {n: found[n] for n in [*[o for o in order if o in found], *sorted(set(found) - set(order))]}
+    return dict(sorted(found.items()))  # listings and errors in name order
 
 
 STRATEGIES: dict[str, Strategy] = _collect()
@@ -91,12 +80,5 @@ def needs_lte_head(train) -> bool:
     return STRATEGIES[train.strategy].lte_head or bool(getattr(train, "lte", False))
 
 
-__all__ = ["AlternatingArgs", "CombineFn", "CsdBertArgs", "GradFn", "JointArgs", "LossFn", "LteArgs",
-           "MetaBertArgs", "NoArgs", "PartsFn", "RomeBertArgs", "STRATEGIES", "SelfDistillArgs", "SlfArgs",
-           "SmartAlternatingArgs", "Stage", "StepContext", "Strategy", "TwoStageArgs", "_Args", "alternating",
-           "alternating_loss", "build_stages", "csdbert", "csdbert_loss", "early_exits_loss", "final_exit_loss",
-           "finetune", "head_only", "joint", "lte", "lte_loss", "lte_loss_fn", "lte_targets", "metabert",
-           "metabert_gradient", "needs_dev_metrics", "needs_lte_head", "plus_lte", "romebert", "romebert_combine",
-           "romebert_parts", "self_distill", "self_distill_loss", "slf", "smart_alternating",
-           "smart_alternating_loss", "smart_alternating_phase", "two_stage", "validate_strategy",
-           "weighted_exits_loss", "with_lte"]
+__all__ = ["STRATEGIES", "Stage", "StepContext", "build_stages", "needs_dev_metrics", "needs_lte_head",
+           "validate_strategy"]
