@@ -46,7 +46,7 @@ class _Accelerator:
 
 def step_fn(model, stage, data: Encoded, smart=None):
     """One optimizer step of ``stage`` through the training loop's own step (eebench.train.loop)."""
-    from eebench.train.loop import TaskJob
+    from eebench.train.state import TaskJob
     from eebench.train.parallel import Parallel
     from eebench.train.step import StepInputs, run_step
 

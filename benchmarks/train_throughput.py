@@ -82,7 +82,7 @@ def plain_epoch(args, recipe, run, data, limit: int | None = None) -> float:
     """examples/s of one epoch of the plain loop (its first ``limit`` batches)."""
     from torch.utils.data import DataLoader
 
-    from eebench.train.checkpoint import BatchPlan
+    from eebench.train.state import BatchPlan
 
     from eebench.model.build import build_model
     from eebench.train.losses import exit_losses

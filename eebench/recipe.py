@@ -14,11 +14,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
-class _Strict(BaseModel):
+class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class ModelConfig(_Strict):
+class ModelConfig(StrictModel):
     name: str = "bert-base-uncased"
     """Hub id, local folder, Python package (source="package") or model_type (source="random")."""
     source: Literal["auto", "hub", "path", "package", "random"] = "auto"
@@ -43,14 +43,14 @@ class ModelConfig(_Strict):
     embedded on its own and the embeddings concatenated (BERTer §3.4; positions restart at b)."""
 
 
-class SyntheticConfig(_Strict):
+class SyntheticConfig(StrictModel):
     n_train: int = Field(3000, gt=0)
     n_dev: int = Field(600, gt=0)
     n_test: int = Field(600, gt=0)
     seed: int = 0
 
 
-class TaskConfig(_Strict):
+class TaskConfig(StrictModel):
     name: str = "sst2"
     data_dir: str | None = None
     """Folder of the task's files in their original format; unset: the data root, then the hub."""
@@ -71,7 +71,7 @@ class TaskConfig(_Strict):
     embedding loss on the cosine of the two sentences' representations (prediction: cos > 0.5)."""
 
 
-class SmartConfig(_Strict):
+class SmartConfig(StrictModel):
     """SMART smoothness-inducing adversarial regularization (any strategy); SMART's defaults."""
 
     enabled: bool = False
@@ -82,7 +82,7 @@ class SmartConfig(_Strict):
     steps: int = Field(1, ge=1)
 
 
-class TrainConfig(_Strict):
+class TrainConfig(StrictModel):
     strategy: str = "two_stage"
     args: dict[str, Any] = Field(default_factory=dict)
     """Strategy arguments, validated by the strategy (see docs/methods.md)."""
@@ -141,7 +141,7 @@ class TaskEntry(TaskConfig):
     """Exit policy of this task; default: exit.policy for classification, "lte" for regression."""
 
 
-class ExitConfig(_Strict):
+class ExitConfig(StrictModel):
     policy: str | None = None
     """Default: "entropy" (DeeBERT) on classification, "patience" (PABEE) on regression tasks."""
     grid: list[float | list[float] | dict[str, Any]] | None = None
@@ -159,7 +159,7 @@ class ExitConfig(_Strict):
         return self
 
 
-class OutputConfig(_Strict):
+class OutputConfig(StrictModel):
     run_name: str | None = None
     """Default: the recipe file's stem."""
     root: str = "results"
@@ -174,7 +174,7 @@ class OutputConfig(_Strict):
     exit's per-epoch dev metric, written under <run>/tracking/. Off by default."""
 
 
-class Recipe(_Strict):
+class Recipe(StrictModel):
     description: str = ""
     model: ModelConfig = Field(default_factory=ModelConfig)
     task: TaskConfig = Field(default_factory=TaskConfig)

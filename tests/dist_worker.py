@@ -21,7 +21,8 @@ from eebench.metrics import layerwise
 from eebench.model.multiexit import MultiExitModel, MultiTaskModel
 from eebench.recipe import SmartConfig, TrainConfig
 from eebench.trace import compute_logits
-from eebench.train.loop import TaskJob, train
+from eebench.train.loop import train
+from eebench.train.state import TaskJob
 from eebench.train.parallel import Parallel
 from eebench.train.strategies import build_stages, needs_lte_head
 

@@ -73,7 +73,7 @@ def test_ctrl_c_is_recorded_as_interrupted_and_the_hint_followed_literally_resum
         if total_steps == 6:
             raise KeyboardInterrupt
 
-    monkeypatch.setattr(loop, "_fault", ctrl_c)
+    monkeypatch.setattr(loop, "fault_point", ctrl_c)
     args = ["finetune", str(ROOT / "recipes" / "quickstart.toml")]
     for override in [*quickstart_overrides(tmp_path, "ctrlc"), "train.checkpoint_every=4"]:
         args += ["--set", override]
@@ -84,7 +84,7 @@ def test_ctrl_c_is_recorded_as_interrupted_and_the_hint_followed_literally_resum
     assert status.state == "interrupted" and not status.trained
     hint = re.search(r"continue it from its last checkpoint with: (eebench resume \S+)\n", result.output)
     assert hint, result.output
-    monkeypatch.setattr(loop, "_fault", lambda *a: None)
+    monkeypatch.setattr(loop, "fault_point", lambda *a: None)
     again = runner.invoke(app, args)  # the same command again: refused, naming the resume command
     assert again.exit_code == 2 and f"eebench resume {tmp_path / 'ctrlc'}" in again.output.replace("\n", "")
     resumed = runner.invoke(app, shlex.split(hint.group(1))[1:])

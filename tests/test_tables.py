@@ -154,7 +154,7 @@ def test_score_files_fill_unlabelled_cells_and_bad_files_fail(runs, tmp_path, mo
     assert cell["ours"] != 66.0  # labelled cells keep the measured value; scores only fill gaps
     gap = frame.copy()
     gap.loc[(gap["method"] == "Two") & (gap["task"] == "Syn"), "ours"] = np.nan  # as on an unlabelled split
-    filled = tables._merge_scores(gap, tables.read_scores(good))
+    filled = tables.merge_scores(gap, tables.read_scores(good))
     assert filled[(filled["method"] == "Two") & (filled["task"] == "Syn")]["ours"].iloc[0] == 66.0
     bad = tmp_path / "bad.csv"
     bad.write_text("row_group,method,task,value\nbase,Base,Syn,n/a\n")

@@ -10,8 +10,9 @@ import torch
 from torch.utils.data import DataLoader
 
 from eebench.recipe import SmartConfig, TrainConfig
-from eebench.train.checkpoint import BatchPlan
-from eebench.train.loop import TaskJob, global_batch_size
+from eebench.train.state import BatchPlan
+from eebench.train.loop import global_batch_size
+from eebench.train.state import TaskJob
 from eebench.train.step import StepInputs, run_step
 from eebench.train.parallel import Parallel
 from eebench.train.strategies import StepContext, build_stages

@@ -78,7 +78,8 @@ def _finetune(run: Run, recipe_path, accelerator, par, overwrite: bool, resume: 
     from eebench.data.encode import eval_loader
     from eebench.model.build import build_model, build_multitask_model, build_tokenizer, save_model
     from eebench.train.checkpoint import checkpoint_dir, remove_checkpoint
-    from eebench.train.loop import TaskJob, check_lockstep, train
+    from eebench.train.loop import check_lockstep, train
+    from eebench.train.state import TaskJob
     from eebench.train.strategies import build_stages, needs_lte_head
 
     recipe = run.recipe

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -21,13 +20,13 @@ import torch
 from transformers import get_linear_schedule_with_warmup
 
 from eebench.console import console, progress
-from eebench.data.encode import Encoded
 from eebench.errors import UserError
-from eebench.recipe import SmartConfig, TrainConfig
+from eebench.recipe import TrainConfig
 from eebench.train.parallel import Parallel
-from eebench.train.strategies import Stage, StepContext
+from eebench.train.strategies import StepContext
 
-from eebench.train.checkpoint import BatchPlan, TrainState, _fault, _save_checkpoint, checkpoint_dir
+from eebench.train.checkpoint import checkpoint_dir, fault_point, save_checkpoint
+from eebench.train.state import BatchPlan, TaskJob, TrainState
 from eebench.train.step import run_step, step_loader
 
 
@@ -56,21 +55,6 @@ def param_groups(model, params: list[torch.nn.Parameter], weight_decay: float,
             group["lr"] = head_lr
         out.append(group)
     return out
-
-
-@dataclass
-class TaskJob:
-    """One task's share of training: its model (a view of the shared backbone when multitask), its
-    stages, data and settings. Single-task training is one job."""
-
-    name: str
-    model: torch.nn.Module
-    stages: list[Stage]
-    data: Encoded
-    regression: bool
-    smart: SmartConfig
-    pair_loss: str = "cross_entropy"
-    history: list = field(default_factory=list)  # this task's per-epoch summaries (dev metrics)
 
 
 def check_lockstep(jobs: list[TaskJob]) -> None:
@@ -205,8 +189,8 @@ def train(
                                 and not (j == len(jobs) - 1 and last):
                             pos.running, running = pos.running + par.sum_floats({"r": running})["r"], zero()
                             pos.log_bytes = log.tell() if par.is_main else 0
-                            _save_checkpoint(accelerator, par, state, run_dir)
-                        _fault(pos.total_steps, par)
+                            save_checkpoint(accelerator, par, state, run_dir)
+                        fault_point(pos.total_steps, par)
                     pos.batch = 0
                 pos.running, running = pos.running + par.sum_floats({"r": running})["r"], zero()
                 n_examples = sum(len(job.data) for job in jobs)
@@ -232,7 +216,7 @@ def train(
                     pos.epoch = epoch + 1
                 if run_dir is not None:
                     pos.log_bytes = log.tell() if par.is_main else 0
-                    _save_checkpoint(accelerator, par, state, run_dir)
+                    save_checkpoint(accelerator, par, state, run_dir)
             state.loaded = None
     return state.history
 

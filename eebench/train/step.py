@@ -15,7 +15,7 @@ from eebench.train.smart import smart_regularizer
 from eebench.train.strategies import Stage, StepContext
 
 if TYPE_CHECKING:
-    from eebench.train.loop import TaskJob
+    from eebench.train.state import TaskJob
 
 
 class StepInputs(torch.utils.data.Dataset):

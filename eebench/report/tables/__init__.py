@@ -16,7 +16,7 @@ import pandas as pd
 
 from eebench.report.tables.display import caption, clock, display, mismatches
 from eebench.report.tables.figures import table_figures
-from eebench.report.tables.measure import (FLAGS, _merge_scores, derived_value, has_flag, measure, read_scores)
+from eebench.report.tables.measure import (FLAGS, merge_scores, derived_value, has_flag, measure, read_scores)
 from eebench.report.tables.spec import (SETS, Column, Derived, Rule, TableSpec, finished, load_spec, run_folder,
                                         seed_folders, spec_ids)
 from eebench.report.tables.submissions import write_submissions
@@ -44,6 +44,6 @@ def render(table_id: str, out_dir: Path, sets: tuple[str, ...] = SETS,
     return frame, shown, paths
 
 
-__all__ = ["FLAGS", "SETS", "Column", "Derived", "Rule", "TableSpec", "_merge_scores", "caption", "clock",
+__all__ = ["FLAGS", "SETS", "Column", "Derived", "Rule", "TableSpec", "merge_scores", "caption", "clock",
            "derived_value", "display", "finished", "has_flag", "load_spec", "measure", "mismatches", "read_scores",
            "render", "run_folder", "seed_folders", "spec_ids", "table_figures", "write_submissions"]

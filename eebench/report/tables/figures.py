@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from eebench.policies import get_policy
-from eebench.report.tables.measure import _Measured, _metric_at
+from eebench.report.tables.measure import MeasuredCache, metric_at
 from eebench.report.tables.spec import TableSpec
 
 def table_figures(spec: TableSpec, frame: pd.DataFrame, out_dir: Path) -> list[Path]:
@@ -26,7 +26,7 @@ def table_figures(spec: TableSpec, frame: pd.DataFrame, out_dir: Path) -> list[P
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    cache = _Measured()
+    cache = MeasuredCache()
     paths = []
     for task, rows in measured.groupby("task", sort=False):
         column = spec.columns[task]
@@ -40,7 +40,7 @@ def table_figures(spec: TableSpec, frame: pd.DataFrame, out_dir: Path) -> list[P
             if trace is None or trace.labels is None:
                 continue
             n = trace.num_layers
-            per_layer = [_metric_at(trace, np.full(len(trace.ids), i), metric) for i in range(1, n + 1)]
+            per_layer = [metric_at(trace, np.full(len(trace.ids), i), metric) for i in range(1, n + 1)]
             label = rows[rows["run"] == folder]["method"].iloc[-1]
             ax1.plot(range(1, n + 1), per_layer, label=label, **line_style(k))
             point = rows[(rows["run"] == folder) & (rows["policy"] != "")]

@@ -66,7 +66,7 @@ def _find_runs(spec: TableSpec, method: str, column: str, sets: tuple[str, ...])
     return [], reason
 
 
-class _Measured:
+class MeasuredCache:
     """Per-run caches: a trace and its policy sweeps are loaded once per table."""
 
     def __init__(self):
@@ -91,11 +91,11 @@ class _Measured:
         return self.sweeps[key]
 
 
-def _metric_at(trace, layers: np.ndarray, metric: str) -> float:
+def metric_at(trace, layers: np.ndarray, metric: str) -> float:
     return 100.0 * float(METRICS[metric](exit_predictions(trace, layers), trace.labels))
 
 
-def _measure_cell(cache: _Measured, run, column: Column, metric: str, rule: Rule, paper_time: float | None,
+def _measure_cell(cache: MeasuredCache, run, column: Column, metric: str, rule: Rule, paper_time: float | None,
                   base_value: float | None) -> dict:
     target = cache.trace(run, column.split)
     if target is None:
@@ -122,7 +122,7 @@ def _measure_cell(cache: _Measured, run, column: Column, metric: str, rule: Rule
     else:
         table = cache.sweep(run, trace, policy).copy()
         if metric not in table:
-            table[metric] = [_metric_at(trace, layers, metric)
+            table[metric] = [metric_at(trace, layers, metric)
                              for layers in policy.exits(trace, [row_setting(r, policy) for _, r in table.iterrows()])]
         target_time = paper_time if rule.match_paper else rule.target_time_pct
         if rule.match_paper and paper_time is None:
@@ -130,7 +130,7 @@ def _measure_cell(cache: _Measured, run, column: Column, metric: str, rule: Rule
         if target_time is not None:
             best = _choose(table, metric, target_time_pct=target_time)
         else:
-            reference = _metric_at(trace, np.full(len(trace.ids), n), metric)
+            reference = metric_at(trace, np.full(len(trace.ids), n), metric)
             if rule.relative_to == "base":
                 if base_value is None:
                     flags.append("base_not_measured")
@@ -153,7 +153,7 @@ def _point(trace, layers: np.ndarray, metric: str, fields: dict) -> dict:
     timing = time_and_speedup(float(layers.mean()), trace.num_layers)
     out = {"ours_time_pct": timing["time_pct"], "ours_speedup": timing["speedup"], **fields}
     if trace.labels is not None:
-        out["ours"] = _metric_at(trace, layers, metric)
+        out["ours"] = metric_at(trace, layers, metric)
         if not trace.regression and collapsed(exit_predictions(trace, layers), trace.labels):
             _flag(out, "collapsed")
     else:
@@ -180,7 +180,7 @@ def measure(spec: TableSpec, sets: tuple[str, ...] = SETS, scores: pd.DataFrame 
     ref = ref[ref["table"] == spec.id].reset_index(drop=True)
     if ref.empty:
         raise UserError(f"table {spec.id!r} has no reference numbers in eebench/reference/paper_tables.csv")
-    cache = _Measured()
+    cache = MeasuredCache()
     rows = []
     scale = 0.01 if spec.fraction else 1.0
     # the base group first: other groups may calibrate relative to it
@@ -215,7 +215,7 @@ def measure(spec: TableSpec, sets: tuple[str, ...] = SETS, scores: pd.DataFrame 
         rows.append(row)
     frame = pd.DataFrame(rows).sort_values("_order").drop(columns="_order").reset_index(drop=True)
     if scores is not None:
-        frame = _merge_scores(frame, scores)
+        frame = merge_scores(frame, scores)
     frame = _derive(spec, frame)
     frame["diff"] = frame["ours"] - frame["paper"]
     return frame
@@ -262,7 +262,7 @@ def read_scores(path: Path) -> pd.DataFrame:
     return frame.assign(value=frame["value"].astype(float))
 
 
-def _merge_scores(frame: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
+def merge_scores(frame: pd.DataFrame, scores: pd.DataFrame) -> pd.DataFrame:
     frame = frame.copy()
     for _, s in scores.iterrows():
         hit = ((frame["row_group"] == str(s["row_group"])) & (frame["method"] == s["method"])

@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, ValidationError
 
 from eebench.errors import UserError
-from eebench.recipe import _Strict
+from eebench.recipe import StrictModel
 from eebench.recipe_io import load_recipe
 from eebench.recipe_text import describe_validation_error
 from eebench.report.paper import ALIASES
@@ -23,7 +23,7 @@ SETS = ("paper", "cpu")
 """Recipe sets: ``paper`` = the papers' settings (BERT-base, GPU), ``cpu`` = MiniLM-L6 on local data files."""
 
 
-class Rule(_Strict):
+class Rule(StrictModel):
     """How a measured cell is read from its run's dev trace."""
 
     value: Literal["last_exit", "operating_point"] = "operating_point"
@@ -39,7 +39,7 @@ class Rule(_Strict):
     """Calibrate to the time% (or 100 / speed-up) the paper prints for this cell."""
 
 
-class Column(_Strict):
+class Column(StrictModel):
     task: str
     """eebench task name; also the ``{task}`` of recipe paths."""
     split: str = "dev"
@@ -50,14 +50,14 @@ class Column(_Strict):
     for a regression task, as BERTer exits)."""
 
 
-class Derived(_Strict):
+class Derived(StrictModel):
     kind: Literal["mean", "dev_score"]
     """mean: plain mean of the row's task columns; dev_score: CS224N's (SST acc + para acc + (r + 1) / 2) / 3."""
     parts: dict[Literal["sentiment", "paraphrase", "similarity"], str] = Field(default_factory=dict)
     """dev_score: the column of each part (e.g. sentiment = "SST-5")."""
 
 
-class TableSpec(_Strict):
+class TableSpec(StrictModel):
     id: str
     title: str
     digits: int = 1

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 
 from eebench.policies import get_policy
-from eebench.report.tables.measure import _Measured, has_flag
+from eebench.report.tables.measure import MeasuredCache, has_flag
 from eebench.report.tables.spec import TableSpec
 
 def write_submissions(spec: TableSpec, frame: pd.DataFrame, out_dir: Path) -> list[Path]:
@@ -17,7 +17,7 @@ def write_submissions(spec: TableSpec, frame: pd.DataFrame, out_dir: Path) -> li
     from eebench.report.submission import write_submission
     from eebench.rundir import open_run
 
-    cache, paths = _Measured(), []
+    cache, paths = MeasuredCache(), []
     for _, r in frame[(frame["policy"].fillna("") != "") & has_flag(frame, "unlabelled")].iterrows():
         run = open_run(r["run"])
         trace = cache.trace(run, spec.columns[r["task"]].split)

@@ -11,7 +11,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from eebench.train.strategies.base import Stage, StepContext, Strategy, _Args
+from eebench.train.strategies.base import Stage, StepContext, Strategy, StrategyArgs
 from eebench.train.strategies.lte import with_lte
 
 
@@ -46,7 +46,7 @@ PAPER_NAMES = {"deebert": ("two_stage", ""), "deebert_sd": ("self_distill", ""),
 """A paper's name → the strategy that trains as it does (and its arguments), for the error's hint."""
 
 
-def validate_strategy(name: str, args: dict[str, Any]) -> _Args:
+def validate_strategy(name: str, args: dict[str, Any]) -> StrategyArgs:
     if name not in STRATEGIES:
         key = name.lower().replace("+", "_").replace("-", "_")
         if key in PAPER_NAMES:

@@ -71,36 +71,36 @@ class Stage:
     is computed over the rows of every process (eebench.train.parallel.Parallel.gather_rows)."""
 
 
-class _Args(BaseModel):
+class StrategyArgs(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class NoArgs(_Args):
+class NoArgs(StrategyArgs):
     """No arguments."""
 
 
 # ------------------------------------------------------------------------ parameter selections
-def _all_params(model) -> list[torch.nn.Parameter]:
+def all_params(model) -> list[torch.nn.Parameter]:
     return list(model.parameters())
 
 
-def _final_exit_and_backbone(model) -> list[torch.nn.Parameter]:
+def final_exit_and_backbone(model) -> list[torch.nn.Parameter]:
     return list(model.backbone.parameters()) + list(model.heads[-1].parameters())
 
 
-def _early_exits(model) -> list[torch.nn.Parameter]:
+def early_exit_params(model) -> list[torch.nn.Parameter]:
     return [p for head in model.heads[:-1] for p in head.parameters()]
 
 
 # What each selection trains of the exit heads: train.lte's term joins stages training all of them
 # or the early ones (eebench.train.strategies.with_lte).
-_all_params.exit_heads = "all"
+all_params.exit_heads = "all"
 
 
-_early_exits.exit_heads = "early"
+early_exit_params.exit_heads = "early"
 
 
-_final_exit_and_backbone.exit_heads = "final"
+final_exit_and_backbone.exit_heads = "final"
 
 
 # ------------------------------------------------------------------------ losses
@@ -128,7 +128,7 @@ class Strategy:
     """A training strategy as a record: its arguments, its stages and the traits the pipeline asks
     about (nothing checks a strategy by name)."""
 
-    args: type[_Args]
+    args: type[StrategyArgs]
     build: Callable[..., list[Stage]]
     lte_head: bool = False
     """The model needs a learned-to-exit head (besides any strategy with train.lte)."""

@@ -8,11 +8,11 @@ import torch
 from pydantic import Field
 
 from eebench.train.losses import LAYER_WEIGHTS, exit_losses
-from eebench.train.strategies.base import (LossFn, NoArgs, Stage, Strategy, _Args, _all_params,
-                                           _final_exit_and_backbone, final_exit_loss, weighted_exits_loss)
+from eebench.train.strategies.base import (LossFn, NoArgs, Stage, Strategy, StrategyArgs, all_params,
+                                           final_exit_and_backbone, final_exit_loss, weighted_exits_loss)
 
 
-class SlfArgs(_Args):
+class SlfArgs(StrategyArgs):
     """BERTer's Sequential Layer Focus: stage 1 trains, for i = 1..L in turn, exit i with layer i's
     parameters (and the embeddings for i = 1); stage 2 trains everything jointly (train.epochs)."""
 
@@ -25,7 +25,7 @@ class SlfArgs(_Args):
     (BERTer's "SLF + Smart Alt" rows)."""
 
 
-class SmartAlternatingArgs(_Args):
+class SmartAlternatingArgs(StrategyArgs):
     """BERTer's Smart Alternating: per epoch, train (a) the final exit + backbone on L_final, or
     (b) all exits jointly on Σ_i L_i. Rule: epoch 1 is (a); after it, (b) when the final exit's dev
     metric of the last epoch is the best seen so far (ties count), else (a)."""
@@ -80,13 +80,13 @@ def slf(train, args: SlfArgs, n_layers: int | None = None) -> list[Stage]:
              for i in range(1, n_layers + 1)]
     refine = (smart_alternating_loss if args.refine == "smart_alternating"
               else weighted_exits_loss(LAYER_WEIGHTS["uniform"]))
-    return focus + [Stage("refine", train.epochs, train.lr, _all_params, refine)]
+    return focus + [Stage("refine", train.epochs, train.lr, all_params, refine)]
 
 
 def finetune(train, args: NoArgs, n_layers: int | None = None) -> list[Stage]:
     """Plain fine-tuning of the backbone and the final exit (the BERT baseline; BERTer's "fine-tune"
     mode). The early exits stay untrained: read such a run at its last exit."""
-    return [Stage("finetune", train.epochs, train.lr, _final_exit_and_backbone, final_exit_loss)]
+    return [Stage("finetune", train.epochs, train.lr, final_exit_and_backbone, final_exit_loss)]
 
 
 def head_only(train, args: NoArgs, n_layers: int | None = None) -> list[Stage]:
@@ -96,7 +96,7 @@ def head_only(train, args: NoArgs, n_layers: int | None = None) -> list[Stage]:
 
 
 def smart_alternating(train, args: SmartAlternatingArgs, n_layers: int | None = None) -> list[Stage]:
-    return [Stage("smart_alternating", train.epochs, train.lr, _all_params, smart_alternating_loss)]
+    return [Stage("smart_alternating", train.epochs, train.lr, all_params, smart_alternating_loss)]
 
 
 REGISTRY = {

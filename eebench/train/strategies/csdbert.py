@@ -6,10 +6,10 @@ from pydantic import Field
 
 from eebench.train.csd import csdbert_terms
 from eebench.train.losses import exit_losses
-from eebench.train.strategies.base import Strategy, LossFn, Stage, _Args, _all_params
+from eebench.train.strategies.base import Strategy, LossFn, Stage, StrategyArgs, all_params
 
 
-class CsdBertArgs(_Args):
+class CsdBertArgs(StrategyArgs):
     """CsdBERT: L_CE (sum over exits) + α·L_SCL + β·L_KD, teachers = the lowest-loss exits per batch."""
 
     n_teachers: int | None = Field(None, ge=1)
@@ -37,7 +37,7 @@ def csdbert_loss(args: CsdBertArgs, n_layers: int | None) -> LossFn:
 
 
 def csdbert(train, args: CsdBertArgs, n_layers: int | None = None) -> list[Stage]:
-    return [Stage("csdbert", train.epochs, train.lr, _all_params, csdbert_loss(args, n_layers), coupled=True)]
+    return [Stage("csdbert", train.epochs, train.lr, all_params, csdbert_loss(args, n_layers), coupled=True)]
 
 
 REGISTRY = {"csdbert": Strategy(CsdBertArgs, csdbert)}

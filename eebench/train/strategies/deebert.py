@@ -8,12 +8,12 @@ from typing import Literal
 from pydantic import Field
 
 from eebench.train.losses import LAYER_WEIGHTS, distill_losses, exit_losses
-from eebench.train.strategies.base import (Strategy, LossFn, Stage, _Args, _all_params, _early_exits,
-                                           _final_exit_and_backbone, early_exits_loss, final_exit_loss,
+from eebench.train.strategies.base import (Strategy, LossFn, Stage, StrategyArgs, all_params, early_exit_params,
+                                           final_exit_and_backbone, early_exits_loss, final_exit_loss,
                                            weighted_exits_loss)
 
 
-class TwoStageArgs(_Args):
+class TwoStageArgs(StrategyArgs):
     """DeeBERT. Stage 1: backbone + final exit on the final exit's loss. Stage 2: backbone and final
     exit frozen; exits 1..L-1 trained on the sum of their losses."""
 
@@ -23,13 +23,13 @@ class TwoStageArgs(_Args):
     """Epochs of stage 2 (default: train.epochs)."""
 
 
-class JointArgs(_Args):
+class JointArgs(StrategyArgs):
     """All parameters, one stage, Σ_i w_i · L_i over all exits."""
 
     layer_weights: Literal["uniform", "pabee", "sqrt", "inverse"] = "uniform"
 
 
-class AlternatingArgs(_Args):
+class AlternatingArgs(StrategyArgs):
     """BERxiT: alternate the final exit's loss and the sum of all exits' losses."""
 
     every: Literal["step", "epoch"] = "step"
@@ -78,18 +78,18 @@ def alternating_loss(every: str, odd_final: bool = True) -> LossFn:
 def two_stage(train, args: TwoStageArgs, n_layers: int | None = None,
               stage2_loss: LossFn = early_exits_loss) -> list[Stage]:
     return [
-        Stage("stage1", train.epochs, train.lr, _final_exit_and_backbone, final_exit_loss),
+        Stage("stage1", train.epochs, train.lr, final_exit_and_backbone, final_exit_loss),
         Stage("stage2", args.stage2_epochs if args.stage2_epochs is not None else train.epochs,
-              args.stage2_lr or train.lr, _early_exits, stage2_loss),
+              args.stage2_lr or train.lr, early_exit_params, stage2_loss),
     ]
 
 
 def joint(train, args: JointArgs, n_layers: int | None = None) -> list[Stage]:
-    return [Stage("joint", train.epochs, train.lr, _all_params, weighted_exits_loss(LAYER_WEIGHTS[args.layer_weights]))]
+    return [Stage("joint", train.epochs, train.lr, all_params, weighted_exits_loss(LAYER_WEIGHTS[args.layer_weights]))]
 
 
 def alternating(train, args: AlternatingArgs, n_layers: int | None = None) -> list[Stage]:
-    return [Stage("alternating", train.epochs, train.lr, _all_params, alternating_loss(args.every))]
+    return [Stage("alternating", train.epochs, train.lr, all_params, alternating_loss(args.every))]
 
 
 def self_distill(train, args: SelfDistillArgs, n_layers: int | None = None) -> list[Stage]:

@@ -10,11 +10,11 @@ import torch
 from pydantic import Field
 
 from eebench.train.losses import LAYER_WEIGHTS
-from eebench.train.strategies.base import Strategy, LossFn, Stage, _Args, _all_params, weighted_exits_loss
+from eebench.train.strategies.base import Strategy, LossFn, Stage, StrategyArgs, all_params, weighted_exits_loss
 from eebench.train.strategies.deebert import alternating_loss
 
 
-class LteArgs(_Args):
+class LteArgs(StrategyArgs):
     """Learned-to-exit (BERxiT, BERTer): a shared linear + sigmoid on every exit's pooled output
     predicts the exit's certainty, trained with MSE to the ground-truth certainty."""
 
@@ -75,8 +75,8 @@ def lte(train, args: LteArgs, n_layers: int | None = None) -> list[Stage]:
     else:
         base = weighted_exits_loss(LAYER_WEIGHTS[args.layer_weights])
     if args.lte_phase == "joint":
-        return [Stage(f"{args.schedule}+lte", train.epochs, train.lr, _all_params, plus_lte(base, lte))]
-    return [Stage(args.schedule, train.epochs, train.lr, _all_params, base),
+        return [Stage(f"{args.schedule}+lte", train.epochs, train.lr, all_params, plus_lte(base, lte))]
+    return [Stage(args.schedule, train.epochs, train.lr, all_params, base),
             Stage("lte", args.lte_epochs, train.lr, lambda m: list(m.lte.parameters()), lte)]
 
 

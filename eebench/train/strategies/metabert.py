@@ -7,10 +7,10 @@ from typing import Literal
 from pydantic import Field
 
 from eebench.train.losses import LAYER_WEIGHTS
-from eebench.train.strategies.base import Strategy, GradFn, Stage, _Args, _all_params, weighted_exits_loss
+from eebench.train.strategies.base import Strategy, GradFn, Stage, StrategyArgs, all_params, weighted_exits_loss
 
 
-class MetaBertArgs(_Args):
+class MetaBertArgs(StrategyArgs):
     """MetaBERT: phase 1 meta-learns θ with MAML on episodes from the training data (Algorithm 1);
     phase 2 trains all exits jointly from θ with the sum of their losses (Algorithm 2)."""
 
@@ -46,10 +46,10 @@ def metabert_gradient(args: MetaBertArgs) -> GradFn:
 def metabert(train, args: MetaBertArgs, n_layers: int | None = None) -> list[Stage]:
     episode = args.support_size + args.query_size
     return [
-        Stage("meta", args.meta_epochs, args.meta_lr or train.lr, _all_params,
+        Stage("meta", args.meta_epochs, args.meta_lr or train.lr, all_params,
               weighted_exits_loss(LAYER_WEIGHTS["uniform"]), metabert_gradient(args),
               batch_size=episode * args.meta_batch),
-        Stage("joint", train.epochs, train.lr, _all_params, weighted_exits_loss(LAYER_WEIGHTS["uniform"])),
+        Stage("joint", train.epochs, train.lr, all_params, weighted_exits_loss(LAYER_WEIGHTS["uniform"])),
     ]
 
 

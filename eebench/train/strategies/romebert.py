@@ -8,11 +8,11 @@ from typing import Literal
 from pydantic import Field
 
 from eebench.train.gradients import projection_params, regularized_gradients
-from eebench.train.strategies.base import Strategy, CombineFn, Stage, _Args, _all_params, final_exit_loss
+from eebench.train.strategies.base import Strategy, CombineFn, Stage, StrategyArgs, all_params, final_exit_loss
 from eebench.train.strategies.deebert import self_distill_loss
 
 
-class RomeBertArgs(_Args):
+class RomeBertArgs(StrategyArgs):
     """RomeBERT: one stage, all parameters, L_final + L_sd, with gradient regularization."""
 
     gamma: float = Field(0.9, ge=0, le=1)
@@ -60,13 +60,13 @@ def romebert(train, args: RomeBertArgs, n_layers: int | None = None) -> list[Sta
         return l_final + l_sd, {"loss_final": l_final.detach(), "loss_sd": l_sd.detach()}
 
     if not args.gradient_regularization:
-        return [Stage("romebert", train.epochs, train.lr, _all_params, loss)]
+        return [Stage("romebert", train.epochs, train.lr, all_params, loss)]
 
     def parts(out, labels, ctx):
         l_final, l_sd = romebert_parts(out, labels, ctx, args.gamma, args.temperature, args.kd_reduction)
         return {"final": l_final, "sd": l_sd}
 
-    return [Stage("romebert", train.epochs, train.lr, _all_params, loss, parts=parts, combine=romebert_combine(args))]
+    return [Stage("romebert", train.epochs, train.lr, all_params, loss, parts=parts, combine=romebert_combine(args))]
 
 
 REGISTRY = {"romebert": Strategy(RomeBertArgs, romebert)}
