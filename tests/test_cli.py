@@ -10,7 +10,8 @@ from typer.testing import CliRunner
 from conftest import ROOT, quickstart_overrides
 from eebench.cli import app
 from eebench.policies import POLICIES
-from eebench.train.strategies import STRATEGIES
+from eebench.recipe import TrainConfig
+from eebench.train.strategies import STRATEGIES, build_stages
 
 QUICKSTART = str(ROOT / "recipes" / "quickstart.toml")
 runner = CliRunner()
@@ -221,11 +222,28 @@ def test_calibrate_needs_a_target_it_can_reach(run_dir):
         path.write_text(kept)
 
 
-STRATEGY_NAMES = list(STRATEGIES)  # the registry: a new strategy is covered by adding it
+END_TO_END = ["two_stage", "romebert", "csdbert", "metabert", "lte", "smart_alternating"]
+"""One strategy per step kind through the whole CLI (several stages; parts + combine; a coupled loss;
+its own gradient rule; the LTE signal in the trace; dev metrics choosing each epoch's objective).
+Every strategy's losses are pinned in tests/test_loss_pins.py."""
 
 
-@pytest.mark.parametrize("strategy", STRATEGY_NAMES + ["smart"])
-def test_every_strategy_runs_on_quickstart(strategy, tmp_path):
+def test_every_strategy_is_pinned_and_each_step_kind_runs_end_to_end():
+    import json
+
+    from test_loss_pins import NAMES, PINS
+
+    pinned = json.loads(PINS.read_text())
+    assert set(STRATEGIES) <= set(NAMES) <= set(pinned)  # a new strategy needs its pin
+    kinds = {("gradient" if s.gradient else "parts" if s.parts else "coupled" if s.coupled else "loss")
+             for name in STRATEGIES for s in build_stages(TrainConfig(strategy=name), "sst2", 3)}
+    covered = {("gradient" if s.gradient else "parts" if s.parts else "coupled" if s.coupled else "loss")
+               for name in END_TO_END for s in build_stages(TrainConfig(strategy=name), "sst2", 3)}
+    assert kinds <= covered
+
+
+@pytest.mark.parametrize("strategy", END_TO_END + ["smart"])
+def test_each_step_kind_runs_on_quickstart(strategy, tmp_path):
     """Only the strategy is overridden (plus the test's shrinking); "smart": SMART on two_stage."""
     overrides = quickstart_overrides(tmp_path, strategy) + ["output.evaluate_splits=[\"dev\"]",
                                                            "output.report=false"]
@@ -238,8 +256,13 @@ def test_every_strategy_runs_on_quickstart(strategy, tmp_path):
         overrides += ["train.eval_each_epoch=true", "train.epochs=2"]
     result = _invoke("finetune", QUICKSTART, *_sets(overrides))
     assert result.exit_code == 0, result.output
-    assert (tmp_path / strategy / "eval/dev/layerwise.json").is_file()
+    import json
+
+    rows = json.loads((tmp_path / strategy / "eval/dev/layerwise.json").read_text())
+    assert [r["layer"] for r in rows] == list(range(1, 7)) and all(0 <= r["acc"] <= 100 for r in rows)
     log = (tmp_path / strategy / "train_log.jsonl").read_text()
+    losses = [json.loads(line)["loss"] for line in log.splitlines() if '"loss"' in line]
+    assert losses and all(np.isfinite(losses))
     if strategy == "smart":
         assert "loss_smart" in log
     if strategy == "lte":
