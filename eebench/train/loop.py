@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
@@ -92,133 +93,186 @@ def train(
     With ``run_dir``, the full training state is checkpointed after every epoch (and every
     ``cfg.checkpoint_every`` steps); ``resume`` continues from the last checkpoint."""
     check_lockstep(jobs)
-    par = Parallel.from_accelerator(accelerator)
     model.to(accelerator.device)
     state = TrainState(model, jobs)
     accelerator.register_for_checkpointing(state)
     if resume and run_dir is not None and checkpoint_dir(run_dir) is not None:
         accelerator.load_state(str(checkpoint_dir(run_dir)))  # model, position, histories, every RNG
-    pos = state.position
+    par = Parallel.from_accelerator(accelerator)
     if resume and par.is_main:
-        _truncate(log_path, pos.log_bytes)
-    global_batch = global_batch_size(cfg, par.world)
-    n_stages = len(jobs[0].stages)
+        _truncate(log_path, state.position.log_bytes)
     with progress() as bars, open(log_path if par.is_main else os.devnull, "a", encoding="utf-8") as log:
-        def write_log(record: dict) -> None:
-            if par.is_main:
-                log.write(json.dumps(record) + "\n")
-                log.flush()
-
-        for s in range(pos.stage, n_stages):
-            stage0 = jobs[0].stages[s]
-            resuming = s == pos.stage and pos.mid_stage
-            if not resuming:
-                pos.epoch, pos.job, pos.batch, pos.step, pos.running, pos.seen = 1, 0, 0, 0, 0.0, 0
-            pos.stage = s
-            if stage0.epochs == 0:
-                continue
-            for p in model.parameters():
-                p.requires_grad_(False)
-            params_of = {job.name: job.stages[s].trains(job.model) for job in jobs}
-            params = list({id(p): p for ps in params_of.values() for p in ps}.values())
-            for p in params:
-                p.requires_grad_(True)
-            backbone_grad = any(p.requires_grad for p in model.backbone.parameters())
-            head_lr = cfg.head_lr if backbone_grad else None
-            optimizer = torch.optim.AdamW(param_groups(model, params, cfg.weight_decay, head_lr), lr=stage0.lr)
-            plans = {job.name: BatchPlan(len(job.data), job.stages[s].batch_size or global_batch, cfg.seed + s)
-                     for job in jobs}
-            per_epoch = sum(len(plan.sampler) for plan in plans.values())
-            total = stage0.epochs * per_epoch
-            scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
-            state.optimizer, state.scheduler = optimizer, scheduler
-            if resuming and state.loaded is not None:
-                optimizer.load_state_dict(state.loaded["optimizer"])
-                scheduler.load_state_dict(state.loaded["scheduler"])
-                for plan in plans.values():
-                    for _ in range(pos.epoch - 1):
-                        plan.next_epoch()
-            task = bars.add_task(f"{stage0.name}", total=total, completed=pos.step, info="")
-            zero = lambda: torch.zeros((), dtype=torch.float64 if accelerator.device.type != "mps" else torch.float32,  # noqa: E731
-                                       device=accelerator.device)
-            running = zero()  # this process's share of the step losses since pos.running was last brought up to date
-            for epoch in range(pos.epoch, stage0.epochs + 1):
-                pos.epoch = epoch
-                model.train()
-                started = time.perf_counter()
-                epoch_plans = {name: plan.next_epoch() for name, plan in plans.items()}
-                for j in range(pos.job, len(jobs)):
-                    job = jobs[j]
-                    pos.job = j
-                    stage, tag = job.stages[s], f"{job.name} " if len(jobs) > 1 else ""
-                    batches = epoch_plans[job.name]
-                    loader = step_loader(job.data, batches, pos.batch, par, cfg.grad_accum_steps, stage,
-                                         job.smart.enabled, accelerator.device, cfg.loader_workers)
-                    for b, inputs in enumerate(loader, start=pos.batch):
-                        ctx = StepContext(job.regression, pos.step, epoch, job.history, job.pair_loss,
-                                          par, cfg.seed, s, epoch_step=b)
-                        parts = run_step(job, stage, inputs, ctx, params_of[job.name], backbone_grad, accelerator)
-                        stepped = optimizer_step(optimizer, params_of[job.name], accelerator, cfg.max_grad_norm)
-                        scheduler.step()  # a skipped step still counts in the schedule (its length is fixed)
-                        optimizer.zero_grad(set_to_none=True)
-                        pos.step += 1
-                        pos.total_steps += 1
-                        pos.batch = b + 1
-                        if stepped:
-                            pos.seen += 1
-                            running = running + parts["loss"]  # on the device: no wait for the GPU here
-                        last = b == len(batches) - 1
-                        if not stepped or pos.step % LOG_EVERY == 0 or pos.step == total \
-                                or pos.step % max(1, total // 10) == 0 or (len(jobs) > 1 and last):
-                            # the only per-step read of the device: every LOG_EVERY steps, or a skipped step
-                            values = par.sum_floats(parts) if stepped else {"skipped": True,
-                                                                            "rows": len(batches[b])}
-                            info = (f"epoch {epoch}/{stage0.epochs} {tag}loss {values['loss']:.4f}" if stepped else
-                                    f"epoch {epoch}/{stage0.epochs} {tag}step skipped (no gradient)")
-                            bars.update(task, info=info)
-                            if not console.is_terminal and pos.step % max(1, total // 10) == 0:
-                                console.print(f"  {stage0.name} step {pos.step}/{total} {info}")  # logs, not a live bar
-                            record = {"stage": stage0.name, "epoch": epoch, "step": pos.step,
-                                      **({"task": job.name} if len(jobs) > 1 else {}),
-                                      "lr": scheduler.get_last_lr()[0], **values}
-                            write_log(record)
-                            accelerator.log({f"train/{k}": v for k, v in record.items()
-                                             if isinstance(v, float)}, step=pos.total_steps)
-                        bars.update(task, advance=1)
-                        if cfg.checkpoint_every and run_dir is not None and pos.total_steps % cfg.checkpoint_every == 0 \
-                                and not (j == len(jobs) - 1 and last):
-                            pos.running, running = pos.running + par.sum_floats({"r": running})["r"], zero()
-                            pos.log_bytes = log.tell() if par.is_main else 0
-                            save_checkpoint(accelerator, par, state, run_dir)
-                        fault_point(pos.total_steps, par)
-                    pos.batch = 0
-                pos.running, running = pos.running + par.sum_floats({"r": running})["r"], zero()
-                n_examples = sum(len(job.data) for job in jobs)
-                summary = {"stage": stage0.name, "epoch": epoch, "train_loss": pos.running / max(1, pos.seen),
-                           "seconds": round(time.perf_counter() - started, 2),
-                           "examples_per_s": round(n_examples / (time.perf_counter() - started), 1)}
-                if on_epoch_end is not None:
-                    summary.update(on_epoch_end(stage0.name, epoch) or {})
-                write_log({"epoch_summary": summary})
-                _track_epoch(accelerator, summary, pos.total_steps)
-                state.history.append(summary)
-                for job in jobs:
-                    per_task = summary.get("tasks", {}).get(job.name, summary if len(jobs) == 1 else {})
-                    job.history.append({**summary, **per_task})
-                    if "dev_layerwise" in per_task:
-                        row = " ".join(f"{v:.1f}" for v in per_task["dev_layerwise"])
-                        console.print(f"  {stage0.name} epoch {epoch}: {job.name} dev {per_task['dev_metric']} "
-                                      f"per exit: {row}")
-                pos.job, pos.running, pos.seen = 0, 0.0, 0
-                if epoch == stage0.epochs:
-                    pos.stage, pos.epoch, pos.step = s + 1, 1, 0
-                else:
-                    pos.epoch = epoch + 1
-                if run_dir is not None:
-                    pos.log_bytes = log.tell() if par.is_main else 0
-                    save_checkpoint(accelerator, par, state, run_dir)
+        loop = _Loop(model, jobs, cfg, accelerator, par, state, bars, log, run_dir, on_epoch_end)
+        for s in range(state.position.stage, len(jobs[0].stages)):
+            loop.stage(s)
             state.loaded = None
     return state.history
+
+
+@dataclass
+class _StageRun:
+    """One stage's optimizer, schedule and batch plans, and where its losses add up."""
+
+    index: int
+    params_of: dict[str, list]
+    backbone_grad: bool
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    plans: dict[str, BatchPlan]
+    total: int
+    progress_task: object
+    running: torch.Tensor  # this process's share of the step losses not yet folded into pos.running
+
+
+class _Loop:
+    """The loop's shared context; each method is one level of stage → epoch → job → step."""
+
+    def __init__(self, model, jobs, cfg, accelerator, par, state, bars, log, run_dir, on_epoch_end):
+        self.model, self.jobs, self.cfg, self.accelerator, self.par = model, jobs, cfg, accelerator, par
+        self.state, self.pos, self.bars, self.log = state, state.position, bars, log
+        self.run_dir, self.on_epoch_end = run_dir, on_epoch_end
+        self.global_batch = global_batch_size(cfg, par.world)
+
+    # ------------------------------------------------------------------ stage
+    def stage(self, s: int) -> None:
+        pos, stage0 = self.pos, self.jobs[0].stages[s]
+        resuming = s == pos.stage and pos.mid_stage
+        if not resuming:
+            pos.epoch, pos.job, pos.batch, pos.step, pos.running, pos.seen = 1, 0, 0, 0, 0.0, 0
+        pos.stage = s
+        if stage0.epochs == 0:
+            return
+        run = self._start_stage(s, resuming)
+        for epoch in range(pos.epoch, stage0.epochs + 1):
+            self.epoch(run, stage0, epoch)
+
+    def _start_stage(self, s: int, resuming: bool) -> _StageRun:
+        model, jobs, cfg, pos, stage0 = self.model, self.jobs, self.cfg, self.pos, self.jobs[0].stages[s]
+        for p in model.parameters():
+            p.requires_grad_(False)
+        params_of = {job.name: job.stages[s].trains(job.model) for job in jobs}
+        params = list({id(p): p for ps in params_of.values() for p in ps}.values())
+        for p in params:
+            p.requires_grad_(True)
+        backbone_grad = any(p.requires_grad for p in model.backbone.parameters())
+        optimizer = torch.optim.AdamW(param_groups(model, params, cfg.weight_decay, cfg.head_lr if backbone_grad
+                                                   else None), lr=stage0.lr)
+        plans = {job.name: BatchPlan(len(job.data), job.stages[s].batch_size or self.global_batch, cfg.seed + s)
+                 for job in jobs}
+        total = stage0.epochs * sum(len(plan.sampler) for plan in plans.values())
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
+        self.state.optimizer, self.state.scheduler = optimizer, scheduler
+        if resuming and self.state.loaded is not None:
+            optimizer.load_state_dict(self.state.loaded["optimizer"])
+            scheduler.load_state_dict(self.state.loaded["scheduler"])
+            for plan in plans.values():
+                for _ in range(pos.epoch - 1):
+                    plan.next_epoch()
+        task = self.bars.add_task(f"{stage0.name}", total=total, completed=pos.step, info="")
+        return _StageRun(s, params_of, backbone_grad, optimizer, scheduler, plans, total, task, self._zero())
+
+    def _zero(self) -> torch.Tensor:
+        device = self.accelerator.device
+        return torch.zeros((), dtype=torch.float64 if device.type != "mps" else torch.float32, device=device)
+
+    def _fold_running(self, run: _StageRun) -> None:
+        """Bring pos.running up to date (summed over processes): the one read of the step losses."""
+        self.pos.running, run.running = self.pos.running + self.par.sum_floats({"r": run.running})["r"], self._zero()
+
+    # ------------------------------------------------------------------ epoch
+    def epoch(self, run: _StageRun, stage0, epoch: int) -> None:
+        pos = self.pos
+        pos.epoch = epoch
+        self.model.train()
+        started = time.perf_counter()
+        epoch_plans = {name: plan.next_epoch() for name, plan in run.plans.items()}
+        for j in range(pos.job, len(self.jobs)):
+            pos.job = j
+            self.job_steps(run, self.jobs[j], epoch_plans[self.jobs[j].name], epoch, last_job=j == len(self.jobs) - 1)
+            pos.batch = 0
+        self._fold_running(run)
+        self._end_epoch(run, stage0, epoch, started)
+
+    def job_steps(self, run: _StageRun, job: TaskJob, batches: list[list[int]], epoch: int, last_job: bool) -> None:
+        cfg, pos, par = self.cfg, self.pos, self.par
+        stage = job.stages[run.index]
+        loader = step_loader(job.data, batches, pos.batch, par, cfg.grad_accum_steps, stage, job.smart.enabled,
+                             self.accelerator.device, cfg.loader_workers)
+        for b, inputs in enumerate(loader, start=pos.batch):
+            ctx = StepContext(job.regression, pos.step, epoch, job.history, job.pair_loss, par, cfg.seed, run.index,
+                              epoch_step=b)
+            parts = run_step(job, stage, inputs, ctx, run.params_of[job.name], run.backbone_grad, self.accelerator)
+            stepped = optimizer_step(run.optimizer, run.params_of[job.name], self.accelerator, cfg.max_grad_norm)
+            run.scheduler.step()  # a skipped step still counts in the schedule (its length is fixed)
+            run.optimizer.zero_grad(set_to_none=True)
+            pos.step, pos.total_steps, pos.batch = pos.step + 1, pos.total_steps + 1, b + 1
+            if stepped:
+                pos.seen += 1
+                run.running = run.running + parts["loss"]  # on the device: no wait for the GPU here
+            last = b == len(batches) - 1
+            self._log_step(run, job, epoch, parts if stepped else None, len(batches[b]), last)
+            if cfg.checkpoint_every and self.run_dir is not None and pos.total_steps % cfg.checkpoint_every == 0 \
+                    and not (last_job and last):
+                self._fold_running(run)
+                self._checkpoint()
+            fault_point(pos.total_steps, par)
+
+    def _log_step(self, run: _StageRun, job: TaskJob, epoch: int, parts: dict | None, rows: int, last: bool) -> None:
+        """A train_log.jsonl record every LOG_EVERY steps, at each tenth of the stage, and for a
+        skipped step (no gradient); the only per-step read of the device."""
+        pos, total, stage0 = self.pos, run.total, self.jobs[0].stages[run.index]
+        if parts is not None and not (pos.step % LOG_EVERY == 0 or pos.step == total
+                                      or pos.step % max(1, total // 10) == 0 or (len(self.jobs) > 1 and last)):
+            self.bars.update(run.progress_task, advance=1)
+            return
+        tag = f"{job.name} " if len(self.jobs) > 1 else ""
+        values = self.par.sum_floats(parts) if parts is not None else {"skipped": True, "rows": rows}
+        info = (f"epoch {epoch}/{stage0.epochs} {tag}loss {values['loss']:.4f}" if parts is not None else
+                f"epoch {epoch}/{stage0.epochs} {tag}step skipped (no gradient)")
+        self.bars.update(run.progress_task, info=info)
+        if not console.is_terminal and pos.step % max(1, total // 10) == 0:
+            console.print(f"  {stage0.name} step {pos.step}/{total} {info}")  # logs, not a live bar
+        record = {"stage": stage0.name, "epoch": epoch, "step": pos.step,
+                  **({"task": job.name} if len(self.jobs) > 1 else {}), "lr": run.scheduler.get_last_lr()[0], **values}
+        self._write_log(record)
+        self.accelerator.log({f"train/{k}": v for k, v in record.items() if isinstance(v, float)},
+                             step=pos.total_steps)
+        self.bars.update(run.progress_task, advance=1)
+
+    def _write_log(self, record: dict) -> None:
+        if self.par.is_main:
+            self.log.write(json.dumps(record) + "\n")
+            self.log.flush()
+
+    def _checkpoint(self) -> None:
+        self.pos.log_bytes = self.log.tell() if self.par.is_main else 0
+        save_checkpoint(self.accelerator, self.par, self.state, self.run_dir)
+
+    def _end_epoch(self, run: _StageRun, stage0, epoch: int, started: float) -> None:
+        """The epoch's summary (dev metrics from on_epoch_end), the histories, then the checkpoint."""
+        pos, jobs = self.pos, self.jobs
+        n_examples = sum(len(job.data) for job in jobs)
+        summary = {"stage": stage0.name, "epoch": epoch, "train_loss": pos.running / max(1, pos.seen),
+                   "seconds": round(time.perf_counter() - started, 2),
+                   "examples_per_s": round(n_examples / (time.perf_counter() - started), 1)}
+        if self.on_epoch_end is not None:
+            summary.update(self.on_epoch_end(stage0.name, epoch) or {})
+        self._write_log({"epoch_summary": summary})
+        _track_epoch(self.accelerator, summary, pos.total_steps)
+        self.state.history.append(summary)
+        for job in jobs:
+            per_task = summary.get("tasks", {}).get(job.name, summary if len(jobs) == 1 else {})
+            job.history.append({**summary, **per_task})
+            if "dev_layerwise" in per_task:
+                row = " ".join(f"{v:.1f}" for v in per_task["dev_layerwise"])
+                console.print(f"  {stage0.name} epoch {epoch}: {job.name} dev {per_task['dev_metric']} per exit: {row}")
+        pos.job, pos.running, pos.seen = 0, 0.0, 0
+        if epoch == stage0.epochs:
+            pos.stage, pos.epoch, pos.step = run.index + 1, 1, 0
+        else:
+            pos.epoch = epoch + 1
+        if self.run_dir is not None:
+            self._checkpoint()
 
 
 def optimizer_step(optimizer, params: list[torch.nn.Parameter], accelerator, max_grad_norm: float | None) -> bool:
