@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 from eebench.console import console
@@ -72,22 +73,56 @@ def _missing_mode(target: Path) -> tuple[bool, bool]:
 
 
 def _finetune(run: Run, recipe_path, accelerator, par, overwrite: bool, resume: bool) -> Run:
-    """Train, then evaluate; ``run.dir`` is the build folder (``run.final`` when it replaces a run)."""
-    from accelerate.utils import set_seed
-
-    from eebench.data.encode import eval_loader
-    from eebench.model.build import build_model, build_multitask_model, build_tokenizer, save_model
-    from eebench.train.checkpoint import checkpoint_dir, remove_checkpoint
-    from eebench.train.loop import check_lockstep, train
-    from eebench.train.state import TaskJob
-    from eebench.train.strategies import build_stages, needs_lte_head
-
-    recipe = run.recipe
+    """Train, then evaluate; ``run.dir`` is the build folder (``run.final`` when it replaces a run).
+    The steps: prepare (everything that can fail on bad input, before the run folder is touched),
+    open the run folder, train, evaluate each task, finalize."""
     resume = check_run_dir(run, recipe_path, overwrite, resume)
     if resume is None:  # finished already
         return run
-    # Everything that can fail on bad input (data, tokenizer, model) happens before the run folder
-    # is touched, so a mistake never leaves a half-made run behind.
+    setup = _prepare(run, recipe_path, accelerator, par, resume)
+    _open_run_dir(setup)
+    started = time.perf_counter()
+    train_seconds = _train(setup, started)
+    _evaluate_tasks(setup, train_seconds, started)
+    return _finalize(setup, started)
+
+
+@dataclass
+class _Setup:
+    """What the steps of a finetune share."""
+
+    run: Run
+    recipe_path: str | Path
+    accelerator: object
+    par: object
+    resume: bool
+    subs: dict[str, Run]
+    splits: dict[str, tuple]
+    tokenizer: object
+    model: object
+    views: dict[str, object]
+    jobs: list
+    devs: dict[str, tuple]
+    checkpoint: Path | None = None
+
+    @property
+    def meta(self) -> dict:
+        recipe = self.run.recipe
+        return {"task": ",".join(self.subs), "labels": [] if recipe.is_multitask else list(self.run.spec.labels or []),
+                "model_name": recipe.model.name}
+
+
+def _prepare(run: Run, recipe_path, accelerator, par, resume: bool) -> _Setup:
+    """Data, tokenizer, model and jobs; a mistake in any of them stops the run before its folder is
+    touched, so it never leaves a half-made run behind."""
+    from accelerate.utils import set_seed
+
+    from eebench.model.build import build_tokenizer
+    from eebench.train.loop import check_lockstep
+    from eebench.train.state import TaskJob
+    from eebench.train.strategies import build_stages
+
+    recipe = run.recipe
     subs = ({t.name: Run(run.dir / "tasks" / t.name, task_recipe(recipe, t.name), t.name) for t in recipe.tasks}
             if recipe.is_multitask else {recipe.task.name: run})
     for sub in subs.values():
@@ -103,15 +138,7 @@ def _finetune(run: Run, recipe_path, accelerator, par, overwrite: bool, resume: 
 
             task_tokenizer = synthetic_tokenizer(Path(tmp))
         tokenizer = build_tokenizer(recipe.model, task_tokenizer)
-    info = {name: {"num_labels": sub.spec.num_labels, "lte": needs_lte_head(sub.recipe.train),
-                   "pair_cosine": sub.recipe.task.pair_loss == "cosine"} for name, sub in subs.items()}
-    if recipe.is_multitask:
-        model = build_multitask_model(recipe.model, info)
-        views = {name: model.task(name) for name in subs}
-    else:
-        (name, i), = info.items()
-        model = build_model(recipe.model, i["num_labels"], lte=i["lte"], pair_cosine=i["pair_cosine"])
-        views = {name: model}
+    model, views = _build(recipe, subs)
     par.broadcast_module_(model)  # every process starts from the main process's weights
     if par.rank > 0:
         set_seed(recipe.train.seed + par.rank)  # dropout differs across processes
@@ -124,62 +151,101 @@ def _finetune(run: Run, recipe_path, accelerator, par, overwrite: bool, resume: 
                     sub.spec.is_regression, sub.recipe.train.smart, sub.recipe.task.pair_loss)
             for name, sub in subs.items()]
     check_lockstep(jobs)
-    par.barrier()  # every process has checked the run folder before the main process changes it
-    if par.is_main:
-        if not resume:
-            prepare_run_dir(run, Path(recipe_path))
-        track(accelerator, run)
-    par.barrier()
-    checkpoint = checkpoint_dir(run.dir) if resume else None
-    console.print(f"[bold]eebench finetune[/] {recipe_path} → {run.shown()}"
-                  + (f" (resuming from {checkpoint})" if checkpoint else " (no checkpoint yet: from the start)"
-                     if resume else ""))
-    for name, (train_examples, dev) in splits.items():
-        console.print(f"task {name}: {len(train_examples)} train examples"
-                      + (f", {len(dev)} dev examples for per-epoch metrics" if dev is not None else ""))
+    return _Setup(run, recipe_path, accelerator, par, resume, subs, splits, tokenizer, model, views, jobs, devs)
+
+
+def _build(recipe, subs: dict[str, Run]):
+    """The multi-exit model and each task's view of it (the model itself for one task)."""
+    from eebench.model.build import build_model, build_multitask_model
+    from eebench.train.strategies import needs_lte_head
+
+    info = {name: {"num_labels": sub.spec.num_labels, "lte": needs_lte_head(sub.recipe.train),
+                   "pair_cosine": sub.recipe.task.pair_loss == "cosine"} for name, sub in subs.items()}
+    if recipe.is_multitask:
+        model = build_multitask_model(recipe.model, info)
+        return model, {name: model.task(name) for name in subs}
+    (name, i), = info.items()
+    model = build_model(recipe.model, i["num_labels"], lte=i["lte"], pair_cosine=i["pair_cosine"])
+    return model, {name: model}
+
+
+def _open_run_dir(setup: _Setup) -> None:
+    """The main process writes the run folder (all processes have checked it first), then says what runs."""
+    from eebench.train.checkpoint import checkpoint_dir
     from eebench.train.loop import global_batch_size
 
-    console.print(f"model {recipe.model.name} ({model.num_layers} layers, "
-                  f"{sum(p.numel() for p in model.parameters()) / 1e6:.1f}M parameters) on {accelerator.device}, "
+    run, par, accelerator, recipe = setup.run, setup.par, setup.accelerator, setup.run.recipe
+    par.barrier()  # every process has checked the run folder before the main process changes it
+    if par.is_main:
+        if not setup.resume:
+            prepare_run_dir(run, Path(setup.recipe_path))
+        track(accelerator, run)
+    par.barrier()
+    setup.checkpoint = checkpoint_dir(run.dir) if setup.resume else None
+    console.print(f"[bold]eebench finetune[/] {setup.recipe_path} → {run.shown()}"
+                  + (f" (resuming from {setup.checkpoint})" if setup.checkpoint
+                     else " (no checkpoint yet: from the start)" if setup.resume else ""))
+    for name, (train_examples, dev) in setup.splits.items():
+        console.print(f"task {name}: {len(train_examples)} train examples"
+                      + (f", {len(dev)} dev examples for per-epoch metrics" if dev is not None else ""))
+    console.print(f"model {recipe.model.name} ({setup.model.num_layers} layers, "
+                  f"{sum(p.numel() for p in setup.model.parameters()) / 1e6:.1f}M parameters) on {accelerator.device}, "
                   f"{par.world} process{'es' * (par.world > 1)}, global batch "
                   f"{global_batch_size(recipe.train, par.world)}, mixed precision {accelerator.mixed_precision}")
     if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         console.print("[yellow]note:[/] fp16 autocast needs a GPU; this CPU run computes in fp32 (bf16 works on CPU)")
-    meta = {"task": ",".join(subs), "labels": [] if recipe.is_multitask else list(run.spec.labels or []),
-            "model_name": recipe.model.name}
+
+
+def _epoch_hook(setup: _Setup):
+    """on_epoch_end for the loop: save the model, and the dev metrics of every exit when asked."""
+    from eebench.data.encode import eval_loader
+    from eebench.model.build import save_model
+
+    recipe, accelerator, par = setup.run.recipe, setup.accelerator, setup.par
 
     def on_epoch_end(stage: str, epoch: int) -> dict:
         if par.is_main:
-            save_model(model, tokenizer, run.model_dir, {**meta, "stage": stage, "epoch": epoch})
+            save_model(setup.model, setup.tokenizer, setup.run.model_dir, {**setup.meta, "stage": stage, "epoch": epoch})
         out = {}
-        for name, (data, labels) in devs.items():
-            spec = subs[name].spec
-            logits = compute_logits(views[name], eval_loader(data, recipe.train.eval_batch_size, accelerator.device),
+        for name, (data, labels) in setup.devs.items():
+            spec = setup.subs[name].spec
+            logits = compute_logits(setup.views[name], eval_loader(data, recipe.train.eval_batch_size, accelerator.device),
                                     accelerator.device, par, inference_dtype(accelerator.device, recipe.train.mixed_precision))
             rows = layerwise((spec.primary_metric,), logits, labels, spec.is_regression)
             out[name] = {"dev_metric": spec.primary_metric, "dev_layerwise": [r[spec.primary_metric] for r in rows]}
-            warn_collapse(f"{name} dev after {stage} epoch {epoch}", logits, labels, spec, trained_heads(jobs, name, stage))
+            warn_collapse(f"{name} dev after {stage} epoch {epoch}", logits, labels, spec,
+                          trained_heads(setup.jobs, name, stage))
         return {"tasks": out} if recipe.is_multitask else next(iter(out.values()), {})
 
-    started = time.perf_counter()
+    return on_epoch_end
+
+
+def _train(setup: _Setup, started: float) -> float:
+    """Record the start (device, provenance, data), train, save the model; returns the seconds."""
+    from eebench.model.build import save_model
+    from eebench.train.checkpoint import remove_checkpoint
+    from eebench.train.loop import global_batch_size, train
+
+    run, par, accelerator, recipe = setup.run, setup.par, setup.accelerator, setup.run.recipe
     if par.is_main:
-        previous = run_status(run.dir) if resume else Status()
+        previous = run_status(run.dir) if setup.resume else Status()
         run.mark(state="training", started=previous.started or time.strftime("%Y-%m-%dT%H:%M:%S"),
-                 processes=par.world, mixed_precision=str(accelerator.mixed_precision), **describe_device(accelerator.device),
-                 tf32=bool(recipe.train.tf32 and accelerator.device.type == "cuda"
-                           and accelerator.mixed_precision == "no"),
+                 processes=par.world, mixed_precision=str(accelerator.mixed_precision),
+                 **describe_device(accelerator.device),
+                 tf32=bool(recipe.train.tf32 and accelerator.device.type == "cuda" and accelerator.mixed_precision == "no"),
                  global_batch=global_batch_size(recipe.train, par.world), data_root=_data_root(),
                  provenance=collect_provenance(recipe.model, describe_device(accelerator.device)),
-                 data=_split_records(run, splits), **({"resumed": (getattr(previous, "resumed", None) or 0) + 1} if checkpoint else {}))
+                 data=_split_records(run, setup.splits),
+                 **({"resumed": (getattr(previous, "resumed", None) or 0) + 1} if setup.checkpoint else {}))
     try:
-        history = train(model, jobs, recipe.train, accelerator, run.dir / "train_log.jsonl", on_epoch_end,
-                        run_dir=run.dir, resume=resume)
+        history = train(setup.model, setup.jobs, recipe.train, accelerator, run.dir / "train_log.jsonl",
+                        _epoch_hook(setup), run_dir=run.dir, resume=setup.resume)
     except BaseException as err:
         if par.is_main:
             mark_stopped(run, err, trained=False)
         raise
     if par.is_main and not history:  # zero epochs: still save the (untrained) model so the rest of the path runs
-        save_model(model, tokenizer, run.model_dir, {**meta, "stage": None, "epoch": 0})
+        save_model(setup.model, setup.tokenizer, run.model_dir, {**setup.meta, "stage": None, "epoch": 0})
     train_seconds = time.perf_counter() - started
     if par.is_main:
         stamp_weights(run)
@@ -189,33 +255,41 @@ def _finetune(run: Run, recipe_path, accelerator, par, overwrite: bool, resume: 
     for tracker in accelerator.trackers:  # not end_training(): that also ends the process group
         tracker.finish()
     par.barrier()
+    return train_seconds
+
+
+def _evaluate_tasks(setup: _Setup, train_seconds: float, started: float) -> None:
+    """Every process traces its share of each task's splits; the main process evaluates and reports."""
+    run, par = setup.run, setup.par
     try:
-        for name, sub in subs.items():
+        for name, sub in setup.subs.items():
             if sub is not run and par.is_main:
                 _prepare_task_run(sub, train_seconds)
             par.barrier()
-            for split in splits_after_training(sub):  # every process traces its share
-                ensure_trace(sub, split, views[name], par)
+            for split in splits_after_training(sub):
+                ensure_trace(sub, split, setup.views[name], par)
             if par.is_main:
-                _after_training(sub, views[name], started)
+                _after_training(sub, setup.views[name], started)
     except BaseException as err:
         if par.is_main:
             mark_stopped(run, err, trained=True)
         raise
-    if par.is_main:
-        if recipe.is_multitask:
-            run.mark(state="finished", total_seconds=round(time.perf_counter() - started, 1))
-            console.print(f"tasks: {', '.join(str(sub.dir) for sub in subs.values())}")
+
+
+def _finalize(setup: _Setup, started: float) -> Run:
+    """A multitask run is finished when its tasks are; an --overwrite swaps the new run in."""
+    run, par = setup.run, setup.par
+    if par.is_main and run.recipe.is_multitask:
+        run.mark(state="finished", total_seconds=round(time.perf_counter() - started, 1))
+        console.print(f"tasks: {', '.join(str(sub.dir) for sub in setup.subs.values())}")
     par.barrier()
-    if run.final is not None:
-        if par.is_main:
-            swap_in(run.dir, run.final)
-            console.print(f"replaced the old run in {run.final}")
-        par.barrier()
-        return Run(run.final, run.recipe)
-    return run
-
-
+    if run.final is None:
+        return run
+    if par.is_main:
+        swap_in(run.dir, run.final)
+        console.print(f"replaced the old run in {run.final}")
+    par.barrier()
+    return Run(run.final, run.recipe)
 
 
 def trained_heads(jobs, name: str, stage: str) -> set[int] | None:
