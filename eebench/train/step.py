@@ -5,6 +5,7 @@ processes for losses that couple a batch's examples."""
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -78,90 +79,117 @@ def run_step(job: TaskJob, stage: Stage, inputs: dict, ctx: StepContext, params:
     StepInputs: this process's share, in micro-batches), gradients summed over processes. Returns
     this process's weighted share of the logged values as 0-dim tensors, not yet summed over processes
     (reading them waits for the device: the loop does it only when it logs)."""
-    par = ctx.parallel
-    n_global = inputs["rows"]
-    model = job.model
-    device = accelerator.device
     scale = accelerator.scaler.scale if accelerator.scaler is not None else (lambda x: x)
-    logs: dict = defaultdict(float)
-
     if stage.gradient is not None:  # the strategy runs its own passes over the global batch (MAML)
-        batch, labels, _ = _on(inputs["whole"], device)
-        ctx.backward = lambda loss: scale(loss).backward()
-        with accelerator.autocast():
-            for k, v in stage.gradient(model, batch, labels, ctx, params).items():
-                logs[k] += v
-        if job.smart.enabled:
-            _smart_only(job, _on(inputs["micro"][0], device), n_global, ctx, accelerator, scale, logs)
-        par.sum_grads(params)
-        return dict(logs)
-
+        return _own_gradient_step(job, stage, inputs, ctx, params, accelerator, scale)
+    logs: dict = defaultdict(float)
     parts_grads: dict[str, list[torch.Tensor | None]] = {}
     for micro in inputs["micro"]:
         if micro is None and not stage.coupled:
             continue
         with accelerator.autocast():
-            if micro is not None:
-                batch, labels, index = _on(micro, device)
-                out = model(**batch, backbone_grad=backbone_grad)
-            else:
-                labels = torch.zeros(0, dtype=torch.float32 if job.regression else torch.long, device=device)
-                batch, index, out = None, None, None
-            w_local = labels.shape[0] / n_global
-            clean = out.logits if out is not None else None
-            w = w_local
-            if stage.coupled:  # the loss sees the whole global micro-batch (every process's rows)
-                out, labels = _gather_outputs(model, out, labels, par)
-                w = labels.shape[0] / n_global / par.world
-            if stage.parts is not None:
-                losses = stage.parts(out, labels, ctx)
-                loss = sum(losses.values())
-                parts = {f"loss_{k}": v.detach() for k, v in losses.items()}
-            else:
-                loss, parts = stage.loss(out, labels, ctx)
-            contribution = loss * (w * par.world if stage.coupled else w)
-            for k, v in {"loss": loss.detach(), **parts}.items():
-                logs[k] += v * w
-            if job.smart.enabled and batch is not None:
-                reg = smart_regularizer(model, batch, clean, job.regression, job.smart, index, n_global,
-                                        ctx.noise_key)
-                logs["loss"] += job.smart.lambda_s * reg.detach() * w_local
-                logs["loss_smart"] += reg.detach() * w_local
-                contribution_smart = job.smart.lambda_s * reg * w_local
-            else:
-                contribution_smart = None
+            terms = _micro_loss(job, stage, micro, inputs["rows"], ctx, backbone_grad, accelerator.device, logs)
         if stage.parts is not None:
-            last = list(losses)[-1]
-            for name, part in losses.items():
-                keep = name != last or contribution_smart is not None
-                grads = torch.autograd.grad(scale(part * w), params, retain_graph=keep, allow_unused=True)
-                acc = parts_grads.setdefault(name, [None] * len(params))
-                for i, g in enumerate(grads):
-                    if g is not None:
-                        acc[i] = g if acc[i] is None else acc[i] + g
-            if contribution_smart is not None:
-                scale(contribution_smart).backward()
+            _backward_parts(terms, params, scale, parts_grads)
         else:
-            total = contribution if contribution_smart is None else contribution + contribution_smart
+            total = terms.contribution if terms.smart is None else terms.contribution + terms.smart
             if total.requires_grad:
                 scale(total).backward()
     if stage.parts is None:
-        par.sum_grads(params)
-    else:  # the plain gradients (SMART's) and every part's, summed over processes in one collective
-        names = par.union(parts_grads)
-        k = len(params)
-        flat = par.sum_optional([p.grad for p in params]
-                                + [g for name in names for g in parts_grads.get(name, [None] * k)],
-                                params * (1 + len(names)))
-        for p, g in zip(params, flat[:k]):
-            p.grad = g
-        parts_grads = {name: flat[(j + 1) * k:(j + 2) * k] for j, name in enumerate(names)}
-        grads, extra = stage.combine(model, params, parts_grads)
-        for p, g in zip(params, grads):
-            if g is not None:
-                p.grad = g if p.grad is None else p.grad + g
-        logs.update(extra)
+        ctx.parallel.sum_grads(params)
+    else:
+        logs.update(_combine_parts(job.model, stage, params, parts_grads, ctx.parallel))
     return dict(logs)
+
+
+def _own_gradient_step(job: TaskJob, stage: Stage, inputs: dict, ctx: StepContext, params: list, accelerator,
+                       scale) -> dict:
+    """A stage that sets the gradients itself (MAML) over the global batch, plus SMART's term."""
+    logs: dict = defaultdict(float)
+    batch, labels, _ = _on(inputs["whole"], accelerator.device)
+    ctx.backward = lambda loss: scale(loss).backward()
+    with accelerator.autocast():
+        for k, v in stage.gradient(job.model, batch, labels, ctx, params).items():
+            logs[k] += v
+    if job.smart.enabled:
+        _smart_only(job, _on(inputs["micro"][0], accelerator.device), inputs["rows"], ctx, accelerator, scale, logs)
+    ctx.parallel.sum_grads(params)
+    return dict(logs)
+
+
+@dataclass
+class _MicroLoss:
+    losses: dict | None  # the named parts (stages with parts + combine)
+    w: float  # this micro-batch's weight in the global batch
+    contribution: torch.Tensor  # its weighted loss, for backward
+    smart: torch.Tensor | None  # SMART's weighted term
+
+
+def _micro_loss(job: TaskJob, stage: Stage, micro: dict | None, n_global: int, ctx: StepContext,
+                backbone_grad: bool, device, logs: dict) -> _MicroLoss:
+    """One micro-batch's forward and loss (gathered over processes for a coupled loss); adds its
+    weighted logged values to ``logs``."""
+    par, model = ctx.parallel, job.model
+    if micro is not None:
+        batch, labels, index = _on(micro, device)
+        out = model(**batch, backbone_grad=backbone_grad)
+    else:  # a coupled loss with no rows here still joins the other processes' gather
+        labels = torch.zeros(0, dtype=torch.float32 if job.regression else torch.long, device=device)
+        batch, index, out = None, None, None
+    w_local = labels.shape[0] / n_global
+    clean = out.logits if out is not None else None
+    w = w_local
+    if stage.coupled:  # the loss sees the whole global micro-batch (every process's rows)
+        out, labels = _gather_outputs(model, out, labels, par)
+        w = labels.shape[0] / n_global / par.world
+    losses = None
+    if stage.parts is not None:
+        losses = stage.parts(out, labels, ctx)
+        loss = sum(losses.values())
+        parts = {f"loss_{k}": v.detach() for k, v in losses.items()}
+    else:
+        loss, parts = stage.loss(out, labels, ctx)
+    for k, v in {"loss": loss.detach(), **parts}.items():
+        logs[k] += v * w
+    smart = None
+    if job.smart.enabled and batch is not None:
+        reg = smart_regularizer(model, batch, clean, job.regression, job.smart, index, n_global, ctx.noise_key)
+        logs["loss"] += job.smart.lambda_s * reg.detach() * w_local
+        logs["loss_smart"] += reg.detach() * w_local
+        smart = job.smart.lambda_s * reg * w_local
+    return _MicroLoss(losses, w, loss * (w * par.world if stage.coupled else w), smart)
+
+
+def _backward_parts(terms: _MicroLoss, params: list, scale, parts_grads: dict) -> None:
+    """Each part's gradient taken on its own (accumulated over micro-batches), then SMART's."""
+    last = list(terms.losses)[-1]
+    for name, part in terms.losses.items():
+        keep = name != last or terms.smart is not None
+        grads = torch.autograd.grad(scale(part * terms.w), params, retain_graph=keep, allow_unused=True)
+        acc = parts_grads.setdefault(name, [None] * len(params))
+        for i, g in enumerate(grads):
+            if g is not None:
+                acc[i] = g if acc[i] is None else acc[i] + g
+    if terms.smart is not None:
+        scale(terms.smart).backward()
+
+
+def _combine_parts(model, stage: Stage, params: list, parts_grads: dict, par: Parallel) -> dict:
+    """The plain gradients (SMART's) and every part's, summed over processes in one collective,
+    then joined by the stage's rule (RomeBERT's projection). Returns its logged values."""
+    names = par.union(parts_grads)
+    k = len(params)
+    flat = par.sum_optional([p.grad for p in params]
+                            + [g for name in names for g in parts_grads.get(name, [None] * k)],
+                            params * (1 + len(names)))
+    for p, g in zip(params, flat[:k]):
+        p.grad = g
+    parts_grads = {name: flat[(j + 1) * k:(j + 2) * k] for j, name in enumerate(names)}
+    grads, extra = stage.combine(model, params, parts_grads)
+    for p, g in zip(params, grads):
+        if g is not None:
+            p.grad = g if p.grad is None else p.grad + g
+    return extra
 
 
 def _smart_only(job, share, n_global, ctx, accelerator, scale, logs) -> None:
