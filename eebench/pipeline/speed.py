@@ -56,10 +56,18 @@ def speed(run: Run, policy_name: str, split: str, batch_size: int = 32, limit: i
                         target, sync_us, per_round), "warmed_shapes": shapes,
               "precision": str(dtype).removeprefix("torch.") if dtype else "fp32"}
     Speed.model_validate(record).save(run.eval_dir(split) / f"speed_{policy_name}.json")
+    _print_record(record, split, policy_name, cal, n, where, trace.num_layers, batch_size, rounds)
+    return record
+
+
+def _print_record(record: dict, split: str, policy_name: str, cal, n: int, where: str, n_layers: int,
+                  batch_size: int, rounds: int) -> None:
+    """The measured speed, the exit decision's cost, and warnings for noisy timing or exits that
+    differ from the trace's."""
     b1, bb = record["batch_1"], record[f"batch_{batch_size}"]
     console.print(f"{split} @ {policy_name} ({setting_label(cal.setting)}), {n} examples on {where}, "
                   f"{record['threads']} threads: mean exit layer {record['mean_exit_layer']:.2f} of "
-                  f"{trace.num_layers}, ideal speed-up {record['ideal_speedup']:.2f}x")
+                  f"{n_layers}, ideal speed-up {record['ideal_speedup']:.2f}x")
     console.print(f"  batch 1: engine p50 {b1['engine_p50_ms']:.2f} ms p95 {b1['engine_p95_ms']:.2f} ms | full "
                   f"p50 {b1['full_p50_ms']:.2f} ms p95 {b1['full_p95_ms']:.2f} ms | measured speed-up "
                   f"{b1['measured_speedup']:.2f}x = {b1['of_ideal']:.2f} of ideal")
@@ -79,4 +87,3 @@ def speed(run: Run, policy_name: str, split: str, batch_size: int = 32, limit: i
         console.print("note: one round cannot show whether the timing was noisy; use --rounds 3 for that")
     if min(b1["agreement"], bb["agreement"]) < 1.0:
         console.print("[yellow]warning:[/] the engine's exits differ from the trace simulation on some examples")
-    return record

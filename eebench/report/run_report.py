@@ -31,15 +31,12 @@ def _plt():
 
 
 def report_run(run) -> Path:
+    """report/ of one run: each section a table (md, tex, csv) and its figures, then report.md."""
     out = run.dir / "report"
-    spec, metric = run.spec, run.spec.primary_metric
+    spec = run.spec
     splits = run.evaluated_splits()
     if not splits:
         raise UserError(f"{run.dir} has no evaluation results; run eebench evaluate {run.dir} --split dev")
-    sections = [f"# eebench report: {run.name}\n",
-                f"task {spec.name}, model {run.recipe.model.name}, strategy {run.recipe.train.strategy}; "
-                f"metrics in percent; time% = 100·mean(exit layer)/L, speed-up = L/mean(exit layer).\n"]
-    written: list[Path] = []
     # every record is read (and checked) before anything is written
     layer_frames = {s: pd.DataFrame(rows) for s in splits if (rows := run.layerwise(s)) is not None}
     points = [dict(split=s, **p.dump(), note=_staleness(run, s, p)) for s in splits for p in run.operating_points(s)]
@@ -47,17 +44,43 @@ def report_run(run) -> Path:
     for s in splits:
         if run.trace_path(s).is_file():
             stored_key(run.trace_path(s))
+    sections = [f"# eebench report: {run.name}\n",
+                f"task {spec.name}, model {run.recipe.model.name}, strategy {run.recipe.train.strategy}; "
+                f"metrics in percent; time% = 100·mean(exit layer)/L, speed-up = L/mean(exit layer).\n"]
+    written: list[Path] = []
+    for text, paths in (_layer_section(run, layer_frames, out), _sweep_sections(run, splits, points, out),
+                        _policy_sections(run, splits, out), _points_section(run, points, out),
+                        _speed_section(speeds, out)):
+        sections += text
+        written += paths
+    lines = provenance_lines(run)
+    sections += ["## Provenance\n", *(f"- {line}" for line in lines), "\n"]
+    console.print("provenance: " + "; ".join(lines[:3]), highlight=False, soft_wrap=True)
+    written.append(write_text(out / "report.md", "\n".join(sections)))
+    shown = run.shown(out)
+    console.print(f"report: {len(written)} files in {shown} (open {shown / 'report.md'})")  # where it will be
+    return out
 
-    if layer_frames:
-        wide = None
-        for s, f in layer_frames.items():
-            f = f.rename(columns={m: f"{s} {m}" for m in spec.metrics})
-            wide = f if wide is None else wide.merge(f, on="layer")
-        written += write_table(wide, out / "layerwise", f"Layer-wise {run.recipe.task.name} metrics of every exit")
-        sections += ["## Layer-wise metrics\n", markdown(wide), "\n"]
-        written += _layer_figure(layer_frames, metric, out / "layerwise")
-        sections.append("![layer-wise](layerwise.png)\n")
 
+Section = tuple[list[str], list[Path]]
+"""A report section: its report.md lines and the files it wrote."""
+
+
+def _layer_section(run, layer_frames: dict, out: Path) -> Section:
+    if not layer_frames:
+        return [], []
+    spec = run.spec
+    wide = None
+    for s, f in layer_frames.items():
+        f = f.rename(columns={m: f"{s} {m}" for m in spec.metrics})
+        wide = f if wide is None else wide.merge(f, on="layer")
+    written = write_table(wide, out / "layerwise", f"Layer-wise {run.recipe.task.name} metrics of every exit")
+    written += _layer_figure(layer_frames, spec.primary_metric, out / "layerwise")
+    return ["## Layer-wise metrics\n", markdown(wide), "\n", "![layer-wise](layerwise.png)\n"], written
+
+
+def _sweep_sections(run, splits: list[str], points: list[dict], out: Path) -> Section:
+    metric, sections, written = run.spec.primary_metric, [], []
     for s in splits:
         for path in sorted(run.eval_dir(s).glob("sweep_*.csv")):
             policy = path.stem.removeprefix("sweep_")
@@ -75,13 +98,16 @@ def report_run(run) -> Path:
                 sections.append(f"![curve](curve_{s}_{policy}.png)\n")
             written += _histogram_figure(point, out / f"exit_hist_{s}_{policy}", f"{s}, {policy}")
             sections.append(f"![histogram](exit_hist_{s}_{policy}.png)\n")
+    return sections, written
 
+
+def _policy_sections(run, splits: list[str], out: Path) -> Section:
+    """Every policy on each labelled stored trace: area under its curve, the Pareto front, the figure."""
+    spec, metric, sections, written = run.spec, run.spec.primary_metric, [], []
     for s in splits:
         trace_path = run.trace_path(s)
-        if not trace_path.is_file():
-            continue
-        trace = load_trace(trace_path)
-        if trace.labels is None:
+        trace = load_trace(trace_path) if trace_path.is_file() else None
+        if trace is None or trace.labels is None:
             continue
         curves = policy_curves(trace, spec)
         auc = area_under_curves(curves)
@@ -102,44 +128,47 @@ def report_run(run) -> Path:
         full = layerwise((metric,), trace.logits, trace.labels, trace.regression)[-1][metric]
         written += _policies_figure(curves, front, metric, full, out / f"policies_{s}", s)
         sections.append(f"![policies](policies_{s}.png)\n")
+    return sections, written
 
-    if points:
-        frame = pd.DataFrame(points)
-        frame["setting"] = frame["setting"].map(setting_label)
-        cols = ["split", "policy", "setting", "calibrated_on", *[m for m in spec.metrics if m in frame],
-                "time_pct", "speedup", "mean_exit_layer"]
-        unlabelled = ~frame[metric].notna() if metric in frame else pd.Series(True, index=frame.index)
-        frame["note"] = [n or ("unlabelled split: no metric, time% only" if u else "")
-                         for n, u in zip(frame["note"], unlabelled)]
-        if frame["note"].astype(bool).any():
-            cols.append("note")
-        if "flops" in frame:
-            unit, scale = flops_unit(frame["flops"])
-            frame[f"{unit} / example"] = frame["flops"] / scale
-            frame["MACs saved %"] = 100 * frame["macs_saved_fraction"]
-            cols += [f"{unit} / example", "MACs saved %"]
-        written += write_table(frame[cols], out / "operating_points", "Calibrated operating points")
-        sections += ["## Calibrated operating points\n", markdown(frame[cols]), "\n"]
-        files = [p for p in points if p.get("submission")]
-        if files:  # report/ sits beside eval/: links relative to the report
-            sections += ["GLUE submission files (predictions at the operating point, GLUE's file name and "
-                         "format):\n", *[f"- {p['split']} / {p['policy']}: [{p['submission']}](../{p['submission']})"
-                                        for p in files], "\n"]
-    if speeds:
-        frame = speed_frame(speeds)
-        written += write_table(frame, out / "measured_speed", "Measured wall-clock of the real early-exit "
-                               "engine against the full model (eebench speed)")
-        note = ("Wall-clock of the engine (it stops computing at the exit) against every layer; ideal "
-                "speed-up = L / mean(exit layer). Batch 1: p50 / p95 per example over a stream of the "
-                "split's examples.\n")
-        sections += ["## Measured speed (real early exit)\n", note, markdown(frame), "\n"]
-    lines = provenance_lines(run)
-    sections += ["## Provenance\n", *(f"- {line}" for line in lines), "\n"]
-    console.print("provenance: " + "; ".join(lines[:3]), highlight=False, soft_wrap=True)
-    written.append(write_text(out / "report.md", "\n".join(sections)))
-    shown = run.shown(out)
-    console.print(f"report: {len(written)} files in {shown} (open {shown / 'report.md'})")  # where it will be
-    return out
+
+def _points_section(run, points: list[dict], out: Path) -> Section:
+    if not points:
+        return [], []
+    spec, metric = run.spec, run.spec.primary_metric
+    frame = pd.DataFrame(points)
+    frame["setting"] = frame["setting"].map(setting_label)
+    cols = ["split", "policy", "setting", "calibrated_on", *[m for m in spec.metrics if m in frame],
+            "time_pct", "speedup", "mean_exit_layer"]
+    unlabelled = ~frame[metric].notna() if metric in frame else pd.Series(True, index=frame.index)
+    frame["note"] = [n or ("unlabelled split: no metric, time% only" if u else "")
+                     for n, u in zip(frame["note"], unlabelled)]
+    if frame["note"].astype(bool).any():
+        cols.append("note")
+    if "flops" in frame:
+        unit, scale = flops_unit(frame["flops"])
+        frame[f"{unit} / example"] = frame["flops"] / scale
+        frame["MACs saved %"] = 100 * frame["macs_saved_fraction"]
+        cols += [f"{unit} / example", "MACs saved %"]
+    written = write_table(frame[cols], out / "operating_points", "Calibrated operating points")
+    sections = ["## Calibrated operating points\n", markdown(frame[cols]), "\n"]
+    files = [p for p in points if p.get("submission")]
+    if files:  # report/ sits beside eval/: links relative to the report
+        sections += ["GLUE submission files (predictions at the operating point, GLUE's file name and "
+                     "format):\n", *[f"- {p['split']} / {p['policy']}: [{p['submission']}](../{p['submission']})"
+                                    for p in files], "\n"]
+    return sections, written
+
+
+def _speed_section(speeds: list[dict], out: Path) -> Section:
+    if not speeds:
+        return [], []
+    frame = speed_frame(speeds)
+    written = write_table(frame, out / "measured_speed", "Measured wall-clock of the real early-exit "
+                          "engine against the full model (eebench speed)")
+    note = ("Wall-clock of the engine (it stops computing at the exit) against every layer; ideal "
+            "speed-up = L / mean(exit layer). Batch 1: p50 / p95 per example over a stream of the "
+            "split's examples.\n")
+    return ["## Measured speed (real early exit)\n", note, markdown(frame), "\n"], written
 
 
 def provenance_lines(run) -> list[str]:
