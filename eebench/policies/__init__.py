@@ -14,7 +14,7 @@ import pkgutil
 import numpy as np
 
 from eebench.errors import UserError
-from eebench.policies.base import CLASSIFICATION, REGRESSION, LayerView, Policy
+from eebench.policies.base import CLASSIFICATION, REGISTRY, REGRESSION, LayerView, Policy
 from eebench.policies.signals import argmax, first_layer_where
 from eebench.timing import time_and_speedup
 
@@ -33,7 +33,8 @@ def _discover() -> dict[str, Policy]:
     return {n: found[n] for n in names}
 
 
-POLICIES: dict[str, Policy] = _discover()
+POLICIES: dict[str, Policy] = REGISTRY
+POLICIES.update(_discover())
 
 
 def get_policy(name: str) -> Policy:

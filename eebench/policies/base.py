@@ -17,6 +17,9 @@ from eebench.policies.signals import midpoints, threshold_exits
 
 CLASSIFICATION, REGRESSION = "classification", "regression"
 
+REGISTRY: dict[str, "Policy"] = {}
+"""Every policy by name, filled by the package (eebench.policies.POLICIES is this very dict)."""
+
 
 @dataclass
 class LayerView:
@@ -80,10 +83,8 @@ class Policy:
         """One line when the policy does not serve the task type, naming those that do."""
         if self.serves(regression):
             return
-        from eebench.policies import POLICIES
-
         kind = REGRESSION if regression else CLASSIFICATION
-        ok = ", ".join(p.name for p in POLICIES.values() if p.serves(regression))
+        ok = ", ".join(p.name for p in REGISTRY.values() if p.serves(regression))
         raise UserError(f"{where}exit policy {self.name!r} does not apply to {kind} tasks"
                         + (" (a single output's entropy is 0: every example would exit at layer 1)"
                            if regression and self.name == "entropy" else "") + f"; use one of: {ok}")
