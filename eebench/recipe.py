@@ -62,6 +62,9 @@ class TaskConfig(StrictModel):
     """Use a random subset of this many examples of every other split."""
     dev_from_train: int | None = Field(None, gt=0)
     """Hold out this many training examples as the `dev` split (for tasks whose dev set is missing)."""
+    hub_fallback: bool = False
+    """CS224N's Quora and STS: use the hub's GLUE QQP / STS-B when the CS224N files are not found (other
+    data sets of other sizes; the run records the source). Off: a missing file is an error."""
     revision: str | None = None
     """The hub dataset's revision (branch, tag or commit) when the split comes from the hub."""
     subset_seed: int = 0

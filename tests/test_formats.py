@@ -192,3 +192,25 @@ def test_utf8_error_after_a_bom_names_the_right_byte_and_an_empty_cs224n_file_re
         load_split(get_task("sts"), TaskConfig(name="sts", data_dir=str(c)), "dev")
     assert str(err.value).endswith("empty file; expected the CS224N sts file (tab-separated despite the .csv name, "
                                    "with a header line)"), str(err.value)
+
+
+@pytest.mark.parametrize("task", ["quora", "sts"])
+def test_a_cs224n_task_without_its_files_never_falls_back_to_other_hub_data(tmp_path, monkeypatch, task):
+    """GLUE QQP / STS-B on the hub are other data sets than CS224N's splits: one line naming the folders
+    searched, unless the recipe asks for the hub (and then the run records it)."""
+    import datasets
+
+    from eebench.paths import DATA_ENV
+
+    asked = []
+    monkeypatch.setattr(datasets, "load_dataset", lambda *a, **k: asked.append(a) or (_ for _ in ()).throw(
+        ConnectionError("offline")))
+    monkeypatch.setenv(DATA_ENV, str(tmp_path))
+    with pytest.raises(UserError) as err:
+        load_split(get_task(task), TaskConfig(name=task), "dev")
+    text = str(err.value)
+    assert f"{tmp_path / 'cs224n'}" in text and "not CS224N's" in text and "task.hub_fallback = true" in text
+    assert "\n" not in text and asked == []  # the hub was not even asked
+    with pytest.raises(UserError, match=r"and no hub copy \(offline\)"):
+        load_split(get_task(task), TaskConfig(name=task, hub_fallback=True), "dev")
+    assert asked  # asked for it: the hub is tried

@@ -47,12 +47,18 @@ def _load_raw(spec: TaskSpec, cfg: TaskConfig, split: str) -> Examples:
     if cfg.data_dir:
         return _read_local(spec, _local_file(spec, cfg, split), split)
     root = data_root()
+    looked = fmt.folders(root, spec.folder) if root is not None else []
+    for folder in looked:
+        path = _find(spec, cfg, folder, split)
+        if path is not None:
+            return _read_local(spec, path, split)
+    if spec.hub_is_other_data and not cfg.hub_fallback:  # never another data set in silence
+        where = (f"looked under the data root {root} in {', '.join(str(f) for f in looked)}" if looked
+                 else "no data root is set (--data-root DIR or EEBENCH_DATA)")
+        raise MissingData(f"task {spec.name} split {split!r}: no {fmt.file_name(split)} ({where}); "
+                          f"{spec.hub_is_other_data}: put the files there, or set task.hub_fallback = true "
+                          f"to use the hub's data knowingly")
     if root is not None:
-        looked = fmt.folders(root, spec.folder)
-        for folder in looked:
-            path = _find(spec, cfg, folder, split)
-            if path is not None:
-                return _read_local(spec, path, split)
         try:
             return load_from_hub(spec, split, cfg.revision)
         except MissingData as err:

@@ -19,6 +19,10 @@ class TaskSpec:
     format: Format | None = None  # None: generated (synthetic)
     folder: str = ""  # the task's folder name (GLUE, ELUE), for the data root and messages
     splits: tuple[str, ...] = ("train", "dev", "test")
+    hub_is_other_data: str = ""
+    """Set when the hub's copy is another data set than the task's files (CS224N's Quora and STS
+    splits are not GLUE's QQP and STS-B): the hub is used only when the recipe asks
+    (``task.hub_fallback = true``), and this says why."""
 
     @property
     def is_regression(self) -> bool:
@@ -76,9 +80,12 @@ TASKS: dict[str, TaskSpec] = {
             "sentence", None, "sentiment", _cs224n_files("ids-cfimdb")), folder="cs224n"),
         TaskSpec("quora", ("not_duplicate", "duplicate"), ("acc", "f1"), ("nyu-mll/glue", "qqp"),
                  ("question1", "question2"), Cs224n("sentence1", "sentence2", "is_duplicate", _cs224n_files("quora")),
-                 "cs224n"),
+                 "cs224n", hub_is_other_data="the hub has GLUE QQP (40,430 dev pairs), not CS224N's Quora splits "
+                 "(283,010 / 40,429 / 80,859, BERTer's)"),
         TaskSpec("sts", None, ("pearson", "spearman"), ("nyu-mll/glue", "stsb"), ("sentence1", "sentence2"),
-                 Cs224n("sentence1", "sentence2", "similarity", _cs224n_files("sts")), "cs224n"),
+                 Cs224n("sentence1", "sentence2", "similarity", _cs224n_files("sts")), "cs224n",
+                 hub_is_other_data="the hub has GLUE STS-B (1,500 dev pairs), not CS224N's STS splits "
+                 "(6,040 / 863 / 1,725, BERTer's)"),
         # ELUE (CsdBERT Table 4): the ELUE TSVs (DIR/elue/<folder>/), else the hub's copies of the
         # datasets (SNLI's pairs without a gold label, −1, dropped as is standard; IMDb has no dev).
         _elue("sst2", "SST-2", ("negative", "positive"), ("acc",), None, ("sentence", None), "sentence"),
