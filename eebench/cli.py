@@ -330,6 +330,10 @@ def report(
     """Write Markdown, LaTeX and CSV tables and PNG/PDF figures from stored results only (it runs
     nothing); paper tables show the paper's numbers beside ours. `eebench reproduce` runs missing cells."""
     extra = [a for a in ctx.args if a.split("=", 1)[0] in LAUNCH_FLAGS]
+    flags = {a.split("=", 1)[0] for a in ctx.args if a.startswith("--")}
+    if flags == {"--data-root"}:
+        raise UserError("--data-root: `eebench report` reads no data, only stored results; drop it (`eebench "
+                        "reproduce`, which runs missing cells, takes it)")
     if extra:
         import shlex
 

@@ -112,8 +112,9 @@ class Status(Record):
     """Per split read for the run: ``source`` (file, hub dataset and split, or synthetic),
     ``fingerprint`` (eebench.data.examples.Examples.fingerprint) and ``n``."""
 
-    def record_split(self, split: str, examples) -> dict:
-        return {**self.data, split: {"source": examples.source, "fingerprint": examples.fingerprint(),
+    def record_split(self, split: str, examples, fingerprint: str | None = None) -> dict:
+        """``data`` with this split's record added (``fingerprint``: when already computed)."""
+        return {**self.data, split: {"source": examples.source, "fingerprint": fingerprint or examples.fingerprint(),
                                      "n": len(examples)}}
 
     @classmethod

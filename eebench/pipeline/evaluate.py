@@ -42,9 +42,9 @@ def stamp_weights(run: Run) -> str:
     return meta["weights_sha256"]
 
 
-def current_key(run: Run, split: str, examples=None) -> str:
-    """The key a trace of ``split`` made now would have (the model's weights, the split's examples and
-    the tokenization settings)."""
+def current_key(run: Run, fingerprint: str) -> str:
+    """The key a trace made now of the examples with this fingerprint would have (the model's
+    weights, the examples and the tokenization settings)."""
     meta_path = run.model_dir / "exits.json"
     if not meta_path.is_file():
         raise UserError(f"{run.dir} has no trained model yet (model/exits.json missing); "
@@ -55,8 +55,7 @@ def current_key(run: Run, split: str, examples=None) -> str:
         raise UserError(f"{meta_path} is unreadable; the model folder is damaged: redo the run with "
                         f"eebench finetune RECIPE --overwrite") from None
     weights = meta.get("weights_sha256") or stamp_weights(run)
-    examples = examples if examples is not None else load_split(run.spec, run.recipe.task, split)
-    return trace_key(weights, examples.fingerprint(), run.recipe.train.max_length, _input_mode(run.recipe))
+    return trace_key(weights, fingerprint, run.recipe.train.max_length, _input_mode(run.recipe))
 
 
 def ensure_trace(run: Run, split: str, model=None, parallel=None, retrace: bool = False,
@@ -72,18 +71,19 @@ def ensure_trace(run: Run, split: str, model=None, parallel=None, retrace: bool 
     examples = _examples_or_stored(run, split, path, retrace)
     if isinstance(examples, Trace):
         return examples
-    key = current_key(run, split, examples)
+    fingerprint = examples.fingerprint()  # one pass over the texts, shared by what follows
+    key = current_key(run, fingerprint)
     old = None if retrace else stored_key(path)
     if old == key:
-        _record_split(run, split, examples, parallel)
+        _record_split(run, split, examples, fingerprint, parallel)
         return load_trace(path)
     if old is not None and model is None:  # results of a finished run: never replaced unasked
-        raise UserError(f"{path} was made from {_what_changed(run, split, examples)} than there is now; its "
+        raise UserError(f"{path} was made from {_what_changed(run, split, examples, fingerprint)} than there is now; its "
                         f"results and calibrations are kept: restore that data, or replace them with "
                         f"eebench evaluate {run.shown()} --split {split} --retrace")
     if old is not None:
         console.print(f"[yellow]trace {path} is stale[/] (model, data or max_length changed); recomputing")
-    _record_split(run, split, examples, parallel)
+    _record_split(run, split, examples, fingerprint, parallel)
     from eebench.model.build import load_model
 
     from eebench.device import describe, inference_dtype, resolve_device
@@ -124,33 +124,30 @@ def _examples_or_stored(run: Run, split: str, path: Path, retrace: bool):
         recorded = run_status(run.dir).data.get(split) if run.data_name is None else None
         if retrace or recorded is None or not path.is_file():
             raise
-        meta = read_json(run.model_dir / "exits.json")
-        key = trace_key(meta.get("weights_sha256") or stamp_weights(run), recorded["fingerprint"],
-                        run.recipe.train.max_length, _input_mode(run.recipe))
-        if stored_key(path) != key:
+        if stored_key(path) != current_key(run, recorded["fingerprint"]):
             raise
         console.print(f"note: split {split} not found ({str(err).split(';')[0]}); its stored trace is of the data "
                       f"the run recorded ({recorded['source']}): using it", soft_wrap=True)
         return load_trace(path)
 
 
-def _record_split(run: Run, split: str, examples, parallel) -> None:
+def _record_split(run: Run, split: str, examples, fingerprint: str, parallel) -> None:
     """Note in status.json where the split was read from and its fingerprint (the run's own data)."""
     from eebench.rundir import run_status
 
     if run.data_name is None and (parallel is None or parallel.is_main) and (run.dir / "status.json").is_file():
         status = run_status(run.dir)
-        if status.data.get(split, {}).get("fingerprint") != examples.fingerprint():
-            run.mark(data=status.record_split(split, examples))
+        if status.data.get(split, {}).get("fingerprint") != fingerprint:
+            run.mark(data=status.record_split(split, examples, fingerprint))
 
 
-def _what_changed(run: Run, split: str, examples) -> str:
+def _what_changed(run: Run, split: str, examples, fingerprint: str) -> str:
     from eebench.rundir import run_status
 
     recorded = run_status(run.dir).data.get(split)
     if recorded is None:
         return "another model, data or max_length"
-    if recorded["fingerprint"] != examples.fingerprint():
+    if recorded["fingerprint"] != fingerprint:
         return (f"other data ({recorded['n']} examples from {recorded['source']}; now {len(examples)} from "
                 f"{examples.source})")
     return "another model or max_length"
