@@ -22,26 +22,81 @@ def _folder(tmp_path, name, files, crlf=False):
     return d
 
 
+MRPC_HEADER = "#1 ID\t#2 ID\t#1 String\t#2 String"
+
+
 def _elue_mrpc(tmp_path):
+    """ELUE's MRPC files as ELUE ships them: GLUE MRPC's columns (dev.tsv headed ``Quality``, test_full.tsv
+    headed ``label``, test.tsv headed ``index``); a quoted field is kept as written."""
     return _folder(tmp_path, "MRPC", {
-        "train.tsv": BOM + "sentence1\tsentence2\tlabel\nA man.\tA guy.\t1\nA cat.\tA dog.\t0\n",
-        "dev.tsv": "sentence1\tsentence2\tlabel\nIt rains.\tRain falls.\t1\n",
-        "test.tsv": "index\tsentence1\tsentence2\n0\tX.\tY.\n1\tP.\tQ.\n",
-        "test_full.tsv": "sentence1\tsentence2\tlabel\nX.\tY.\t0\nP.\tQ.\t1\n",
+        "train.tsv": BOM + f"Quality\t{MRPC_HEADER}\n1\t702876\t702977\tA man.\tA guy.\n0\t11\t12\tA cat.\tA dog.\n",
+        "dev.tsv": f"Quality\t{MRPC_HEADER}\n1\t1355540\t1355592\tIt rains.\tRain \"\"u2\"\" falls.\n",
+        "test.tsv": f"index\t{MRPC_HEADER}\n0\t1089874\t1089925\tX.\tY.\n1\t3019446\t3019327\tP.\tQ.\n",
+        "test_full.tsv": f"label\t{MRPC_HEADER}\n0\t1089874\t1089925\tX.\tY.\n1\t3019446\t3019327\tP.\tQ.\n",
     }, crlf=True)
 
 
-def test_elue_test_split_reads_the_labelled_test_full(tmp_path):
+def test_elue_mrpc_reads_elues_real_headers_by_position(tmp_path):
     d = _elue_mrpc(tmp_path)
     spec = get_task("elue_mrpc")
     cfg = TaskConfig(name="elue_mrpc", data_dir=str(d))
     train = load_split(spec, cfg, "train")
-    assert train.text_a == ["A man.", "A cat."] and train.labels.tolist() == [1, 0]  # BOM, CRLF stripped
-    test = load_split(spec, cfg, "test")
-    assert test.labels is not None and test.labels.tolist() == [0, 1] and test.text_b == ["Y.", "Q."]
+    assert train.text_a == ["A man.", "A cat."] and train.text_b == ["A guy.", "A dog."]  # BOM, CRLF stripped
+    assert train.labels.tolist() == [1, 0]
+    dev = load_split(spec, cfg, "dev")  # headed Quality, #1 ID, ...: label in column 1, sentences in 4 and 5
+    assert dev.labels.tolist() == [1] and dev.text_b == ['Rain ""u2"" falls.']  # quotes kept, as ELUE's reader
+    test = load_split(spec, cfg, "test")  # test_full.tsv, headed label, #1 ID, ...
+    assert test.labels.tolist() == [0, 1] and test.text_a == ["X.", "P."] and test.text_b == ["Y.", "Q."]
     (d / "test_full.tsv").unlink()  # only ELUE's unlabelled test.tsv: its index column names the rows
     test = load_split(spec, cfg, "test")
-    assert test.labels is None and test.ids == ["0", "1"]
+    assert test.labels is None and test.ids == ["0", "1"] and test.text_b == ["Y.", "Q."]
+
+
+@pytest.mark.parametrize("task, folder, files, labelled, unlabelled", [
+    ("elue_sst2", "SST-2", {"dev.tsv": "sentence\tlabel\ngood .\t1\n", "test.tsv": "index\tsentence\n7\tbad .\n"},
+     ("good .", None, 1), ("bad .", None, "7")),
+    ("elue_imdb", "IMDb", {"dev.tsv": "sentence\tlabel\nA fine film.\t1\n", "test.tsv": "index\tsentence\n3\tDull.\n"},
+     ("A fine film.", None, 1), ("Dull.", None, "3")),
+    ("elue_snli", "SNLI", {"dev.tsv": BOM + "premise\thypothesis\tlabel\nP .\tH .\t2\n",
+                           "test.tsv": BOM + "index\tpremise\thypothesis\n0\tQ .\tG .\n"}, ("P .", "H .", 2), ("Q .", "G .", "0")),
+    ("elue_scitail", "SciTail", {"dev.tsv": "premise\thypothesis\tlabel\nP.\tH.\t1\n",
+                                 "test.tsv": "index\tpremise\thypothesis\n5\tQ.\tG.\n"}, ("P.", "H.", 1), ("Q.", "G.", "5")),
+    ("elue_stsb", "STS-B", {"dev.tsv": "sentence1\tsentence2\tlabel\nA.\tB.\t3.8\n",
+                            "test.tsv": "index\tsentence1\tsentence2\n0\tC.\tD.\n"}, ("A.", "B.", 3.8), ("C.", "D.", "0")),
+])
+def test_every_elue_task_reads_its_columns_where_elues_processor_does(tmp_path, task, folder, files, labelled,
+                                                                      unlabelled):
+    """Positions of fastnlp/ElasticBERT's elue/elue.py processors: labelled files and the unlabelled test.tsv."""
+    d = _folder(tmp_path, folder, files, crlf=True)
+    cfg = TaskConfig(name=task, data_dir=str(d))
+    dev, test = load_split(get_task(task), cfg, "dev"), load_split(get_task(task), cfg, "test")
+    assert (dev.text_a[0], dev.text_b[0] if dev.text_b else None) == labelled[:2]
+    assert dev.labels.tolist() == pytest.approx([labelled[2]])
+    assert (test.text_a[0], test.text_b[0] if test.text_b else None, test.ids[0]) == unlabelled and test.labels is None
+
+
+def test_an_elue_file_with_too_few_columns_names_the_layout(tmp_path):
+    d = _folder(tmp_path, "MRPC", {"dev.tsv": "sentence1\tsentence2\tlabel\nA.\tB.\t1\n"})
+    with pytest.raises(UserError, match=r"dev.tsv: 3 columns in the header line .* at least 5 \(text in column 4 "
+                                        r"and 5, label in column 1\); is this the ELUE MRPC file\?"):
+        load_split(get_task("elue_mrpc"), TaskConfig(name="elue_mrpc", data_dir=str(d)), "dev")
+
+
+def test_the_hubs_imdb_gets_a_fixed_5000_dev_split_from_its_train(monkeypatch):
+    """ELUE's IMDb is 20,000 / 5,000 / 25,000; the hub has train / test only: dev is held out of train."""
+    import datasets
+
+    from eebench.data.load import load_from_hub
+
+    n = 25_000
+    hub = {"train": {"text": [f"review {i}" for i in range(n)], "label": [i % 2 for i in range(n)]},
+           "test": {"text": ["t"] * 10, "label": [0] * 10}}
+    monkeypatch.setattr(datasets, "load_dataset", lambda path, name=None, split=None: _FakeHub(hub[split]))
+    spec = get_task("elue_imdb")
+    dev, train = load_from_hub(spec, "dev"), load_from_hub(spec, "train")
+    assert (len(dev), len(train)) == (5000, 20000) and not set(dev.text_a) & set(train.text_a)
+    assert load_from_hub(spec, "dev").text_a == dev.text_a  # fixed: the same split every time
+    assert "held-out 5000 dev examples, seed 0" in dev.source and len(load_from_hub(spec, "test")) == 10
 
 
 def test_a_file_with_a_label_column_is_never_read_as_unlabelled(tmp_path):
@@ -56,8 +111,8 @@ def test_a_file_with_a_label_column_is_never_read_as_unlabelled(tmp_path):
 
 
 @pytest.mark.parametrize("task, folder, fname, text", [
-    ("elue_mrpc", "MRPC", "dev.tsv", "sentence1\tsentence2\nA.\tB.\n"),
-    ("elue_mrpc", "MRPC", "test_full.tsv", "index\tsentence1\tsentence2\n0\tA.\tB.\n"),
+    ("elue_mrpc", "MRPC", "dev.tsv", f"index\t{MRPC_HEADER}\n0\t1\t2\tA.\tB.\n"),
+    ("elue_mrpc", "MRPC", "test_full.tsv", f"index\t{MRPC_HEADER}\n0\t1\t2\tA.\tB.\n"),
     ("mrpc", "MRPC", "dev.tsv", "#1 ID\t#2 ID\t#1 String\t#2 String\n1\t2\tA.\tB.\n"),
     ("sst5", "cs224n", "ids-sst-dev.csv", "\tid\tsentence\nx\t1\tgood\n"),
 ])

@@ -3,8 +3,8 @@ the format which file holds a split, where under a data root to look, and to rea
 
 * ``GlueTsv``: the GLUE distribution (tab-separated, no quoting, header line except CoLA).
 * ``Cs224n``: the CS224N minBERT files (tab-separated with CSV quoting, ``<prefix>-<split>.csv``).
-* ``ElueTsv``: the ELUE benchmark's TSVs (header line, label column ``label``, labelled test in
-  ``test_full.tsv`` beside the unlabelled ``test.tsv``; UTF-8 BOM and CRLF allowed).
+* ``ElueTsv``: the ELUE benchmark's TSVs, by column position as ELUE's reader takes them (header line
+  skipped, labelled test in ``test_full.tsv`` beside the unlabelled ``test.tsv``; BOM and CRLF allowed).
 
 A file whose header has a label column is read as labelled; a split that must be labelled (train, dev,
 an ELUE test_full) and is not is a one-line error."""
@@ -146,12 +146,18 @@ class GlueTsv:
 
 @dataclass(frozen=True)
 class ElueTsv:
-    """An ELUE task's TSVs: header line (``index`` first in the unlabelled test.tsv), label column
-    ``label``; the split ``test`` reads the labelled ``test_full.tsv`` when it is there."""
+    """An ELUE task's TSVs, read by column position as ELUE's own processors read them
+    (fastnlp/ElasticBERT, ``elue/elue.py``): the header line is skipped, not matched by name, because
+    the real files name their columns differently per task (MRPC keeps GLUE's ``Quality``, ``#1 ID``,
+    ``#2 ID``, ``#1 String``, ``#2 String`` in dev.tsv; its test_full.tsv starts with ``label``).
+    ``text`` / ``label`` are the positions in a labelled file (train, dev, test_full; label -1 = the
+    last column); ``test_text`` the text positions in the unlabelled test.tsv, whose column 0 is the
+    row's index. Fields are taken as they are, quotes included (``""u2""`` stays as written), as the
+    reference reads them; the split ``test`` reads the labelled ``test_full.tsv`` when it is there."""
 
-    text_a: str
-    text_b: str | None
-    label: str = "label"
+    text: tuple[int, ...]
+    label: int
+    test_text: tuple[int, ...]
     family = "elue"
 
     def file_name(self, split: str) -> str:
@@ -169,12 +175,16 @@ class ElueTsv:
         if not lines:
             raise UserError(f"{path}: empty file; expected an ELUE {spec.folder} TSV with a header line")
         header = [h.strip() for h in lines[0].split("\t")]
-        columns = {name: i for i, name in enumerate(header)}
-        labelled = self.label in columns
-        if not labelled:
-            _need_label(path, split, self.label, header, split in LABELLED or path.name == "test_full.tsv")
-        _need_text(path, columns, (self.text_a, self.text_b), f"ELUE {spec.folder}")
-        ids, text_a, text_b, labels = [], [], [], []
+        unlabelled = path.name == "test.tsv" or header[0] == "index"
+        if unlabelled:
+            _need_label(path, split, "label", header, split in LABELLED or path.name == "test_full.tsv")
+        text = self.test_text if unlabelled else self.text
+        needed = max(max(text), self.label) + 1 if not unlabelled else max(text) + 1
+        if len(header) < needed:
+            raise UserError(f"{path}: {len(header)} columns in the header line ({', '.join(header)}), ELUE's "
+                            f"{spec.folder} files have at least {needed} ({self.layout(unlabelled)}); is this the "
+                            f"ELUE {spec.folder} file?")
+        ids, texts, labels = [], [[] for _ in text], []
         for lineno, line in enumerate(lines[1:], start=2):
             if not line.strip():
                 continue
@@ -182,14 +192,20 @@ class ElueTsv:
             if len(fields) != len(header):
                 raise UserError(f"{path}:{lineno}: {len(fields)} tab-separated fields, the header has "
                                 f"{len(header)}; fix the row")
-            if labelled:
-                labels.append(parse_label(spec.labels, fields[columns[self.label]], path, lineno))
-            ids.append(fields[columns["index"]].strip() if "index" in columns else str(len(ids)))
-            text_a.append(fields[columns[self.text_a]])
-            if self.text_b is not None:
-                text_b.append(fields[columns[self.text_b]])
-        return Examples(ids, text_a, text_b if self.text_b else None,
-                        label_array(spec, labels) if labelled else None)
+            if not unlabelled:
+                labels.append(parse_label(spec.labels, fields[self.label], path, lineno))
+            ids.append(fields[0].strip() if unlabelled else str(len(ids)))
+            for column, position in zip(texts, text):
+                column.append(fields[position])
+        return Examples(ids, texts[0], texts[1] if len(texts) > 1 else None,
+                        None if unlabelled else label_array(spec, labels))
+
+    def layout(self, unlabelled: bool = False) -> str:
+        """Where the fields are, in words (1-based, as a reader counts columns)."""
+        if unlabelled:
+            return f"index in column 1, text in column {' and '.join(str(i + 1) for i in self.test_text)}"
+        label = "the last column" if self.label == -1 else f"column {self.label + 1}"
+        return f"text in column {' and '.join(str(i + 1) for i in self.text)}, label in {label}"
 
 
 @dataclass(frozen=True)

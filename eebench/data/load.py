@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from eebench.data.examples import Examples, random_subset
-from eebench.data.tasks import HUB_SPLITS, TaskSpec
+from eebench.data.tasks import HUB_DEV_SEED, HUB_SPLITS, TaskSpec
 from eebench.errors import MissingData, UserError
 from eebench.paths import data_root
 from eebench.recipe import TaskConfig
@@ -104,7 +104,20 @@ def _local_file(spec: TaskSpec, cfg: TaskConfig, split: str) -> Path:
 
 
 def load_from_hub(spec: TaskSpec, split: str, revision: str | None = None) -> Examples:
-    """The same examples through `datasets.load_dataset` (needs the hub or its cache)."""
+    """The same examples through `datasets.load_dataset` (needs the hub or its cache). A task whose hub
+    copy has no dev split (``hub_dev_from_train``) gets dev and train from a fixed split of the hub's train."""
+    if spec.hub_dev_from_train and split in ("train", "dev"):
+        train = _load_hub(spec, "train", revision)
+        order = np.random.default_rng(HUB_DEV_SEED).permutation(len(train))
+        held = np.sort(order[: spec.hub_dev_from_train] if split == "dev" else order[spec.hub_dev_from_train:])
+        examples = train.subset(held)
+        examples.source = f"{train.source} ({'held-out' if split == 'dev' else 'rest after'} "  \
+                          f"{spec.hub_dev_from_train} dev examples, seed {HUB_DEV_SEED})"
+        return examples
+    return _load_hub(spec, split, revision)
+
+
+def _load_hub(spec: TaskSpec, split: str, revision: str | None) -> Examples:
     if spec.hub is None:
         raise MissingData(f"task {spec.name} has no hub dataset (no hub copy); set a data root (--data-root DIR or "
                           f"EEBENCH_DATA, with DIR/{spec.folder}/) or task.data_dir")

@@ -19,6 +19,10 @@ class TaskSpec:
     format: Format | None = None  # None: generated (synthetic)
     folder: str = ""  # the task's folder name (GLUE, ELUE), for the data root and messages
     splits: tuple[str, ...] = ("train", "dev", "test")
+    hub_dev_from_train: int = 0
+    """The hub copy has no dev split (IMDb): dev is this many of the hub's train examples, held out by a
+    fixed permutation (``HUB_DEV_SEED``), and train is the rest, as ELUE's files split them (20,000 /
+    5,000). Local files with their own dev.tsv are read as they are."""
     hub_is_other_data: str = ""
     """Set when the hub's copy is another data set than the task's files (CS224N's Quora and STS
     splits are not GLUE's QQP and STS-B): the hub is used only when the recipe asks
@@ -45,8 +49,14 @@ def _glue(name, folder, labels, metrics, hub_fields, tsv, splits=("train", "dev"
     return TaskSpec(name, labels, metrics, ("nyu-mll/glue", name), hub_fields, tsv, folder, splits)
 
 
-def _elue(name, folder, labels, metrics, hub, hub_fields, text_a, text_b=None) -> TaskSpec:
-    return TaskSpec(f"elue_{name}", labels, metrics, hub, hub_fields, ElueTsv(text_a, text_b), folder)
+def _elue(name, folder, labels, metrics, hub, hub_fields, layout: ElueTsv, **kw) -> TaskSpec:
+    return TaskSpec(f"elue_{name}", labels, metrics, hub, hub_fields, layout, folder, **kw)
+
+
+# Column positions of ELUE's own processors (fastnlp/ElasticBERT elue/elue.py): labelled files, unlabelled test.
+_ELUE_SINGLE = ElueTsv(text=(0,), label=1, test_text=(1,))  # SST-2, IMDb: sentence, label
+_ELUE_PAIR = ElueTsv(text=(0, 1), label=-1, test_text=(1, 2))  # STS-B, SNLI, SciTail: a, b, ..., label
+_ELUE_MRPC = ElueTsv(text=(3, 4), label=0, test_text=(3, 4))  # GLUE MRPC's columns: Quality, #1 ID, #2 ID, #1/#2 String
 
 
 # Label order follows the `datasets` GLUE configs, so local files and the hub give the same ids.
@@ -87,24 +97,29 @@ TASKS: dict[str, TaskSpec] = {
                  hub_is_other_data="the hub has GLUE STS-B (1,500 dev pairs), not CS224N's STS splits "
                  "(6,040 / 863 / 1,725, BERTer's)"),
         # ELUE (CsdBERT Table 4): the ELUE TSVs (DIR/elue/<folder>/), else the hub's copies of the
-        # datasets (SNLI's pairs without a gold label, −1, dropped as is standard; IMDb has no dev).
-        _elue("sst2", "SST-2", ("negative", "positive"), ("acc",), None, ("sentence", None), "sentence"),
+        # datasets (SNLI's pairs without a gold label, −1, dropped as is standard; the hub's IMDb has no dev
+        # split: ELUE's 20,000 / 5,000 train / dev is rebuilt as a fixed split of its 25,000 train reviews).
+        _elue("sst2", "SST-2", ("negative", "positive"), ("acc",), None, ("sentence", None), _ELUE_SINGLE),
         _elue("imdb", "IMDb", ("negative", "positive"), ("acc",), ("stanfordnlp/imdb", None), ("text", None),
-              "sentence"),
+              _ELUE_SINGLE, hub_dev_from_train=5000),
         _elue("scitail", "SciTail", ("neutral", "entails"), ("acc",), ("allenai/scitail", "tsv_format"),
-              ("premise", "hypothesis"), "premise", "hypothesis"),
+              ("premise", "hypothesis"), _ELUE_PAIR),
         _elue("snli", "SNLI", ("entailment", "neutral", "contradiction"), ("acc",), ("stanfordnlp/snli", None),
-              ("premise", "hypothesis"), "premise", "hypothesis"),
+              ("premise", "hypothesis"), _ELUE_PAIR),
         _elue("mrpc", "MRPC", ("not_equivalent", "equivalent"), ("acc_f1_avg", "f1", "acc"), ("nyu-mll/glue", "mrpc"),
-              ("sentence1", "sentence2"), "sentence1", "sentence2"),
+              ("sentence1", "sentence2"), _ELUE_MRPC),
         _elue("stsb", "STS-B", None, ("pearson", "spearman"), ("nyu-mll/glue", "stsb"), ("sentence1", "sentence2"),
-              "sentence1", "sentence2"),
+              _ELUE_PAIR),
         TaskSpec("synthetic", ("negative", "positive"), ("acc",), None, folder="(generated)"),
     ]
 }
 
 ALIASES = {"sst-2": "sst2", "sst": "sst2", "sts-b": "stsb", "mnli-m": "mnli", "sst-5": "sst5", "para": "quora",
            "elue_sst-2": "elue_sst2", "elue_sts-b": "elue_stsb"}
+
+HUB_DEV_SEED = 0
+"""The permutation seed of ``hub_dev_from_train`` (documented in docs/tables.md; never change it: runs
+and calibrations recorded against the split would no longer match it)."""
 
 # Hub split names for eebench's split names.
 HUB_SPLITS = {"dev": "validation", "dev_matched": "validation_matched",
