@@ -37,6 +37,10 @@ DataDirOpt = Annotated[Optional[str], typer.Option(
 DeviceOpt = Annotated[Optional[str], typer.Option(
     "--device", help="Where the model runs: cpu, cuda, cuda:N, mps (default: the GPU when there is one, else "
                      "the CPU); recorded in the run.")]
+ReadingOpt = Annotated[Optional[str], typer.Option(
+    "--reading", help="Read the table's cells under a named alternative to its default rules (a table's "
+    "readings are listed in docs/tables.md, e.g. romebert-glue-test: accuracy, fixed-drop); its files are "
+    "written as <id>-<reading>.*.")]
 DataRootOpt = Annotated[Optional[Path], typer.Option(
     "--data-root", envvar="EEBENCH_DATA", show_envvar=True,
     help="Data root searched before the hub for recipes that name only their task: DIR/<TASK>/ "
@@ -326,6 +330,7 @@ def report(
                                       "files) instead of both sets.")] = False,
     scores: Annotated[Optional[Path], typer.Option(help="CSV of scores for unlabelled (test) cells: "
                                                    "row_group,method,task,value.")] = None,
+    reading: ReadingOpt = None,
 ) -> None:
     """Write Markdown, LaTeX and CSV tables and PNG/PDF figures from stored results only (it runs
     nothing); paper tables show the paper's numbers beside ours. `eebench reproduce` runs missing cells."""
@@ -350,7 +355,7 @@ def report(
     from eebench.report.tables import load_spec
     from eebench.rundir import open_run
 
-    specs = [load_spec(t) for t in table]  # every id checked before anything is written
+    specs = [load_spec(t, reading) for t in table]  # every id checked before anything is written
     from eebench.ownership import owned
 
     for folder in run:
@@ -366,7 +371,7 @@ def _show_table(spec, out: Path, sets: tuple[str, ...], scores: Path | None) -> 
     from eebench.report.tables import caption, mismatches, render
     from eebench.report.tables.display import how_cells_fill
 
-    frame, shown, paths = render(spec.id, out, sets, scores)
+    frame, shown, paths = render(spec, out, sets, scores)
     print(markdown(shown, spec.digits))
     console.print(caption(spec, frame), highlight=False)
     if spec.notes:
@@ -405,6 +410,7 @@ def reproduce(
     data_root: DataRootOpt = None,
     seeds: Annotated[Optional[int], typer.Option(min=1, help="Run every cell's recipe with this many seeds "
                                                   "(<run>-seed<S>); cells show mean ± std over them.")] = None,
+    reading: ReadingOpt = None,
 ) -> None:
     """Run the recipes of a paper table's cells that have no finished run (as local, Slurm or Ray jobs;
     finished cells are kept, interrupted ones resume), then render the table as `eebench report` does."""
@@ -419,7 +425,7 @@ def reproduce(
         raise UserError(f"--jobs {jobs}: must be at least 1")
     config = load_launcher_config(launcher_config, partition=partition, gpus=gpus, time_min=time_min, mem_gb=mem_gb)
     set_data_root(data_root)
-    specs = [load_spec(t) for t in table]  # every id checked before anything runs
+    specs = [load_spec(t, reading) for t in table]  # every id checked before anything runs
     set_name = "cpu" if cpu else "paper"
     failed = 0
     for spec in specs:

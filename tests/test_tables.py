@@ -207,3 +207,70 @@ def test_report_only_reads_and_names_reproduce_for_the_old_launch_flags(tmp_path
     help_text = runner.invoke(app, ["report", "--help"]).output
     assert "--launcher" not in help_text and "--jobs" not in help_text and "--run-missing" not in help_text
     assert "--launcher" in runner.invoke(app, ["reproduce", "--help"]).output
+
+
+def _ref_times(times: dict) -> pd.DataFrame:
+    """A reference table whose non-base cells print the given time% per method (RomeBERT prints one per cell)."""
+    ref = _ref()
+    for method, t in times.items():
+        ref.loc[ref["method"] == method, "time_pct"] = t
+    return ref
+
+
+def test_romebert_cells_are_read_at_the_papers_printed_time_within_one_grid_step(runs, monkeypatch):
+    """The default reading of romebert-glue-test/-dev: each cell at the paper's printed Time% (picked on dev)."""
+    from eebench.policies import get_policy
+    from eebench.rundir import open_run
+    from eebench.trace import load_trace
+
+    romebert = tables.load_spec("romebert-glue-test")
+    assert romebert.rules["*"].match_paper and romebert.columns["MNLI-mm"].same_point_as == "MNLI-m"
+    assert tables.load_spec("romebert-glue-dev").rules["*"].match_paper
+    monkeypatch.setattr(tables.measure_module, "reference_numbers", lambda: _ref_times({"Two": 62.0, "Joint": 41.0}))
+    spec = _spec(runs, **{"*": romebert.rules["*"]})
+    frame = tables.measure(spec, sets=("cpu",))
+    for method, strategy, paper_time in (("Two", "two_stage", 62.0), ("Joint", "joint", 41.0)):
+        dev = load_trace(open_run(runs / f"t_{strategy}").trace_path("dev"))
+        policy = get_policy("entropy")
+        sweep = tables.measure_module.MeasuredCache().sweep(open_run(runs / f"t_{strategy}"), dev, policy)
+        grid = np.unique(sweep["time_pct"].to_numpy())
+        below, above = grid[grid <= paper_time], grid[grid >= paper_time]
+        step = (above.min() if above.size else 100.0) - (below.max() if below.size else grid.min())
+        cell = frame[(frame["method"] == method) & (frame["task"] == "Syn")].iloc[0]
+        assert abs(cell["ours_time_pct"] - paper_time) <= max(step, 1e-9), (method, cell["ours_time_pct"], step)
+        assert abs(cell["ours_time_pct"] - paper_time) == pytest.approx(np.abs(grid - paper_time).min())
+
+
+def test_a_column_can_take_another_columns_operating_point(runs, monkeypatch):
+    """MNLI: one operating point, picked on matched, applied to mismatched (here: dev's point applied to test)."""
+    monkeypatch.setattr(tables.measure_module, "reference_numbers", lambda: _ref_times({"Two": 55.0, "Joint": 55.0}))
+    spec = _spec(runs, **{"*": tables.Rule(policy="entropy", match_paper=True)})
+    spec.columns["SynTest"] = tables.Column(task="synthetic", split="test", calibrate_split="test",
+                                            same_point_as="Syn")
+    frame = tables.measure(spec, sets=("cpu",))
+    for method in ("Two", "Joint"):
+        cells = frame[frame["method"] == method].set_index("task")
+        assert cells.loc["SynTest", "setting_json"] == cells.loc["Syn", "setting_json"]
+
+
+def test_the_accuracy_reading_reaches_the_papers_metric_at_least_time(runs, monkeypatch):
+    spec = tables.load_spec("romebert-glue-dev", "accuracy")
+    assert spec.reading == "accuracy" and spec.rules["*"].match_paper_metric
+    with pytest.raises(UserError, match="no reading 'nope'; choose one of default, accuracy, fixed-drop"):
+        tables.load_spec("romebert-glue-dev", "nope")
+    ref = _ref()
+    ref.loc[ref["row_group"] != "base", "value"] = 60.0
+    monkeypatch.setattr(tables.measure_module, "reference_numbers", lambda: ref)
+    frame = tables.measure(_spec(runs, **{"*": spec.rules["*"]}), sets=("cpu",))
+    for method in ("Two", "Joint"):
+        cell = frame[(frame["method"] == method) & (frame["task"] == "Syn")].iloc[0]
+        assert cell["ours"] >= 60.0 or "target_not_reached" in cell["flags"]
+
+
+def test_report_reading_writes_its_own_files(tmp_path):
+    result = runner.invoke(app, ["report", "--table", "romebert-glue-dev", "--reading", "fixed-drop", "--out",
+                                 str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert (tmp_path / "romebert-glue-dev-fixed-drop.md").is_file() and "Reading 'fixed-drop'" in result.output
+    bad = runner.invoke(app, ["report", "--table", "romebert-glue-dev", "--reading", "drop", "--out", str(tmp_path)])
+    assert bad.exit_code == 2 and "no reading 'drop'" in bad.output

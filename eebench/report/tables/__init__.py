@@ -17,7 +17,7 @@ import pandas as pd
 from eebench.report.tables.display import caption, clock, display, mismatches
 from eebench.report.tables.figures import table_figures
 from eebench.report.tables.measure import (FLAGS, merge_scores, derived_value, has_flag, measure, read_scores)
-from eebench.report.tables.spec import (SETS, Column, Derived, Rule, TableSpec, finished, load_spec, run_folder,
+from eebench.report.tables.spec import (SETS, Column, Derived, Reading, Rule, TableSpec, finished, load_spec, run_folder,
                                         seed_folders, spec_ids)
 from eebench.report.tables.submissions import write_submissions
 
@@ -25,25 +25,27 @@ measure_module = importlib.import_module("eebench.report.tables.measure")
 """The measuring module itself (the name ``measure`` is its function): where reference numbers are read."""
 
 
-def render(table_id: str, out_dir: Path, sets: tuple[str, ...] = SETS,
+def render(table: str | TableSpec, out_dir: Path, sets: tuple[str, ...] = SETS,
            scores: Path | None = None) -> tuple[pd.DataFrame, pd.DataFrame, list[Path]]:
     """Write ``<id>.md/.tex/.csv`` (the printed table), ``<id>_cells.csv`` (the tidy frame), figures
-    across methods, and GLUE submission files for unlabelled test cells."""
+    across methods, and GLUE submission files for unlabelled test cells. A spec under another reading
+    than its default writes ``<id>-<reading>.*``, beside the default's files."""
     from eebench.io import atomic_write
     from eebench.report.render import write_table
 
-    spec = load_spec(table_id)
+    spec = load_spec(table) if isinstance(table, str) else table
     frame = measure(spec, sets, read_scores(scores) if scores else None)
     shown = display(spec, frame)
-    stem = Path(out_dir) / spec.id
+    name = spec.id if spec.reading == "default" else f"{spec.id}-{spec.reading}"
+    stem = Path(out_dir) / name
     paths = write_table(shown, stem, caption(spec, frame), digits=spec.digits)
-    paths.append(atomic_write(stem.with_name(spec.id + "_cells.csv"),
+    paths.append(atomic_write(stem.with_name(name + "_cells.csv"),
                               lambda p: frame.to_csv(p, index=False, float_format="%.4g")))
     paths += write_submissions(spec, frame, out_dir)
     paths += table_figures(spec, frame, out_dir)
     return frame, shown, paths
 
 
-__all__ = ["FLAGS", "SETS", "Column", "Derived", "Rule", "TableSpec", "merge_scores", "caption", "clock",
+__all__ = ["FLAGS", "SETS", "Column", "Derived", "Reading", "Rule", "TableSpec", "merge_scores", "caption", "clock",
            "derived_value", "display", "finished", "has_flag", "load_spec", "measure", "mismatches", "read_scores",
            "render", "run_folder", "seed_folders", "spec_ids", "table_figures", "write_submissions"]

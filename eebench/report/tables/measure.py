@@ -95,8 +95,10 @@ def metric_at(trace, layers: np.ndarray, metric: str) -> float:
     return 100.0 * float(METRICS[metric](exit_predictions(trace, layers), trace.labels))
 
 
-def _measure_cell(cache: MeasuredCache, run, column: Column, metric: str, rule: Rule, paper_time: float | None,
+def _measure_cell(cache: MeasuredCache, run, column: Column, metric: str, rule: Rule, paper: dict,
                   base_value: float | None) -> dict:
+    """One cell from one run. ``paper``: the paper's printed ``value`` (in our units) and ``time_pct``."""
+    paper_time = paper.get("time_pct")
     target = cache.trace(run, column.split)
     if target is None:
         return _flag({}, "unmeasurable", f"no {column.split} trace in {run.dir} (eebench evaluate {run.dir} "
@@ -124,21 +126,10 @@ def _measure_cell(cache: MeasuredCache, run, column: Column, metric: str, rule: 
         if metric not in table:
             table[metric] = [metric_at(trace, layers, metric)
                              for layers in policy.exits(trace, [row_setting(r, policy) for _, r in table.iterrows()])]
-        target_time = paper_time if rule.match_paper else rule.target_time_pct
         if rule.match_paper and paper_time is None:
             return _flag({}, "unmeasurable", "the paper prints no time% / speed-up for this cell")
-        if target_time is not None:
-            best = _choose(table, metric, target_time_pct=target_time)
-        else:
-            reference = metric_at(trace, np.full(len(trace.ids), n), metric)
-            if rule.relative_to == "base":
-                if base_value is None:
-                    flags.append("base_not_measured")
-                else:
-                    reference = base_value
-            best = _choose(table, metric, final=reference, max_drop=rule.max_drop or 0.0)
-            if best[metric] < reference - (rule.max_drop or 0.0) - 1e-9:
-                flags.append("target_not_reached")
+        best = _pick(table, metric, rule, paper, lambda: metric_at(trace, np.full(len(trace.ids), n), metric),
+                     base_value, flags)
         setting = row_setting(best, policy)
     layers = policy.exits(target, [setting])[0]
     cell = _point(target, layers, metric, {"setting": f"{policy.name} {setting_label(setting)}",
@@ -146,6 +137,32 @@ def _measure_cell(cache: MeasuredCache, run, column: Column, metric: str, rule: 
     for key in flags:
         _flag(cell, key)
     return cell
+
+
+def _pick(table: pd.DataFrame, metric: str, rule: Rule, paper: dict, last_exit, base_value: float | None,
+          flags: list) -> pd.Series:
+    """The sweep row a rule picks (unreached targets are added to ``flags``); ``last_exit()`` gives the
+    run's own last-exit metric."""
+    if rule.match_paper_metric:  # least time% whose metric reaches the paper's printed one
+        best = _choose(table, metric, final=paper["value"], max_drop=0.0)
+        if best[metric] < paper["value"] - 1e-9:
+            flags.append("target_not_reached")
+        return best
+    if rule.match_paper:  # the paper's operating point: the time% nearest the printed one
+        gap = (table["time_pct"] - paper["time_pct"]).abs()
+        return table.assign(gap=gap).sort_values(["gap", metric], ascending=[True, False]).iloc[0]
+    if rule.target_time_pct is not None:
+        return _choose(table, metric, target_time_pct=rule.target_time_pct)
+    reference = last_exit()
+    if rule.relative_to == "base":
+        if base_value is None:
+            flags.append("base_not_measured")
+        else:
+            reference = base_value
+    best = _choose(table, metric, final=reference, max_drop=rule.max_drop or 0.0)
+    if best[metric] < reference - (rule.max_drop or 0.0) - 1e-9:
+        flags.append("target_not_reached")
+    return best
 
 
 def _point(trace, layers: np.ndarray, metric: str, fields: dict) -> dict:
@@ -183,9 +200,12 @@ def measure(spec: TableSpec, sets: tuple[str, ...] = SETS, scores: pd.DataFrame 
     cache = MeasuredCache()
     rows = []
     scale = 0.01 if spec.fraction else 1.0
-    # the base group first: other groups may calibrate relative to it
-    order = sorted(range(len(ref)), key=lambda i: str(ref.loc[i, "row_group"]) != spec.base_group)
+    # the base group first: other groups may calibrate relative to it; a column that takes another's
+    # operating point after that column
+    order = sorted(range(len(ref)), key=lambda i: (str(ref.loc[i, "row_group"]) != spec.base_group,
+                                                   _follows(spec, ref.loc[i, "task"])))
     base_values: dict[str, float] = {}
+    chosen: dict[tuple, str] = {}  # (group, method, column, run) → the setting chosen there
     for i in order:
         r = ref.loc[i]
         row = {"row_group": str(r["row_group"]), "method": r["method"], "task": r["task"], "metric": r["metric"],
@@ -201,8 +221,12 @@ def measure(spec: TableSpec, sets: tuple[str, ...] = SETS, scores: pd.DataFrame 
                 column = spec.columns[r["task"]]
                 rule = spec.rule(row["row_group"], r["method"], r["task"])
                 base = base_values.get(r["task"])
-                cells = [_measure_cell(cache, run, column, r["metric"], rule, row["paper_time_pct"],
-                                       None if base is None else base / scale) for run in runs]
+                paper = {"value": row["paper"] / scale, "time_pct": row["paper_time_pct"]}
+                cells = []
+                for run in runs:
+                    key = (row["row_group"], r["method"], r["task"], str(run.dir))
+                    cells.append(_cell_at_point(cache, run, spec, key, chosen, r["metric"], rule, paper,
+                                                None if base is None else base / scale))
                 cell = _pool_seeds(cells)
                 cell["flags"] = ",".join(cell.get("flags", []))
                 row.update(cell, set=found, run=str(runs[0].dir), train_seconds=_train_seconds(runs[0].dir))
@@ -219,6 +243,28 @@ def measure(spec: TableSpec, sets: tuple[str, ...] = SETS, scores: pd.DataFrame 
     frame = _derive(spec, frame)
     frame["diff"] = frame["ours"] - frame["paper"]
     return frame
+
+
+def _follows(spec: TableSpec, column: str) -> bool:
+    return column in spec.columns and spec.columns[column].same_point_as is not None
+
+
+def _cell_at_point(cache, run, spec: TableSpec, key: tuple, chosen: dict, metric: str, rule: Rule, paper: dict,
+                   base_value: float | None) -> dict:
+    """A cell, at the setting chosen for the column it follows (``same_point_as``) when it has one; the
+    setting it chose is remembered for the columns that follow it."""
+    group, method, name, run_dir = key
+    column = spec.columns[name]
+    if column.same_point_as is not None and rule.value == "operating_point":
+        setting = chosen.get((group, method, column.same_point_as, run_dir))
+        if setting is None:
+            return _flag({}, "unmeasurable", f"no operating point was chosen for {column.same_point_as}, whose "
+                                             f"point this column applies")
+        rule = rule.model_copy(update={"setting": json.loads(setting)})
+    cell = _measure_cell(cache, run, column, metric, rule, paper, base_value)
+    if cell.get("setting_json"):
+        chosen[key] = cell["setting_json"]
+    return cell
 
 
 def _pool_seeds(cells: list[dict]) -> dict:

@@ -36,7 +36,11 @@ class Rule(StrictModel):
     """The run's own last exit, or the table's base row in the same column (comparable accuracy)."""
     target_time_pct: float | None = Field(None, gt=0, le=100)
     match_paper: bool = False
-    """Calibrate to the time% (or 100 / speed-up) the paper prints for this cell."""
+    """Calibrate to the time% (or 100 / speed-up) the paper prints for this cell: the cell compares the
+    metric at the paper's operating point."""
+    match_paper_metric: bool = False
+    """Calibrate to the metric the paper prints for this cell (least time% whose metric reaches it): the
+    cell compares time% at the paper's accuracy."""
 
 
 class Column(StrictModel):
@@ -48,6 +52,16 @@ class Column(StrictModel):
     policy: str | None = None
     """The exit policy of this column's operating points when it differs from the rule's (e.g. "lte"
     for a regression task, as BERTer exits)."""
+    same_point_as: str | None = None
+    """Another column of the same row whose chosen setting this column applies (RomeBERT prints one
+    time% per MNLI cell: the point is picked on matched and applied to mismatched)."""
+
+
+class Reading(StrictModel):
+    """A named alternative to a table's default rules (``eebench report --table ID --reading NAME``)."""
+
+    rules: dict[str, Rule]
+    notes: str = ""
 
 
 class Derived(StrictModel):
@@ -75,6 +89,21 @@ class TableSpec(StrictModel):
     notes: str = ""
     train_time: bool = False
     """Show each run's training time (h:mm:ss) beside the paper's (BERTer prints hh:mm)."""
+    reading: str = "default"
+    """The name of the rules in force (``default``: ``rules`` above)."""
+    readings: dict[str, Reading] = Field(default_factory=dict)
+    """Named alternative rules, chosen with ``--reading NAME``."""
+
+    def with_reading(self, name: str | None) -> "TableSpec":
+        """This spec under the named reading's rules (its notes appended); None or "default": as is."""
+        if name in (None, "default", self.reading):
+            return self
+        if name not in self.readings:
+            choices = ", ".join(["default", *self.readings]) if self.readings else "default (no other)"
+            raise UserError(f"--reading {name}: table {self.id} has no reading {name!r}; choose one of {choices}")
+        reading = self.readings[name]
+        notes = f"{self.notes}\n\nReading {name!r}: {reading.notes}" if reading.notes else self.notes
+        return self.model_copy(update={"rules": reading.rules, "reading": name, "notes": notes})
 
     def rule(self, group: str, method: str, column: str | None = None) -> Rule:
         rule = self.rules.get(method) or self.rules.get(str(group)) or self.rules.get("*") or Rule()
@@ -95,7 +124,7 @@ def spec_ids() -> list[str]:
     return sorted(p.name.removesuffix(".toml") for p in folder.iterdir() if p.name.endswith(".toml"))
 
 
-def load_spec(table_id: str) -> TableSpec:
+def load_spec(table_id: str, reading: str | None = None) -> TableSpec:
     key = ALIASES.get(table_id, table_id)
     if key not in spec_ids():
         raise UserError(f"unknown table {table_id!r}; choose one of {', '.join(spec_ids())} "
@@ -103,9 +132,13 @@ def load_spec(table_id: str) -> TableSpec:
     source = f"eebench/report/specs/{key}.toml"
     text = resources.files("eebench").joinpath(f"report/specs/{key}.toml").read_text(encoding="utf-8")
     try:
-        return TableSpec.model_validate(tomllib.loads(text))
+        spec = TableSpec.model_validate(tomllib.loads(text))
     except ValidationError as err:
         raise UserError(describe_validation_error(err, source)) from None
+    for name, column in spec.columns.items():
+        if column.same_point_as is not None and column.same_point_as not in spec.columns:
+            raise UserError(f"{source}: columns.{name}.same_point_as = {column.same_point_as!r} is not a column")
+    return spec.with_reading(reading)
 
 
 # ----------------------------------------------------------------------------------- cells
