@@ -274,3 +274,54 @@ def test_report_reading_writes_its_own_files(tmp_path):
     assert (tmp_path / "romebert-glue-dev-fixed-drop.md").is_file() and "Reading 'fixed-drop'" in result.output
     bad = runner.invoke(app, ["report", "--table", "romebert-glue-dev", "--reading", "drop", "--out", str(tmp_path)])
     assert bad.exit_code == 2 and "no reading 'drop'" in bad.output
+
+
+def test_csdbert_specs_fix_theta_and_never_fit_on_the_scored_split():
+    """CsdBERT §4: theta = 0.06; only R varies to reach the printed speed-up (the joint sweep is a reading).
+    Table 5 reads RTE on GLUE and MRPC / SST-2 on ELUE, where its CsdBERT row's numbers come from."""
+    for table in ("csdbert-glue", "csdbert-elue"):
+        spec = tables.load_spec(table)
+        rule = spec.rule("dynamic", "CsdBERT")
+        assert rule.policy == "cka" and rule.match_paper and rule.fix == {"theta": 0.06}
+        assert tables.load_spec(table, "joint-sweep").rule("dynamic", "CsdBERT").fix == {}
+    elue = tables.load_spec("csdbert-elue")
+    assert all(c.calibrate_split == "dev" for c in elue.columns.values())  # IMDb included: ELUE's dev split
+    ablation = tables.load_spec("csdbert-ablation")
+    assert {k: c.task for k, c in ablation.columns.items()} == {"RTE": "rte", "MRPC": "elue_mrpc",
+                                                                "SST-2": "elue_sst2"}
+    rule = ablation.rule("ablation", "CsdBERT")
+    assert rule.fix == {"theta": 0.06} and rule.at_time_pct == pytest.approx(100 / 1.96, abs=0.01)
+    assert tables.load_spec("csdbert-ablation", "fixed-r").rule("ablation", "CsdBERT").setting == {
+        "theta": 0.06, "count": 2}
+    for method in ablation.methods:  # every cell has its paper-scale recipe
+        for column in ablation.columns:
+            assert ablation.recipe_path("paper", method, column).is_file(), (method, column)
+
+
+def test_a_fixed_parameter_keeps_the_sweep_to_it(runs, monkeypatch):
+    """`fix` holds a parameter while the rest of the grid is swept (patience at 2, delta free): the chosen
+    setting is the nearest-time% row among those with patience 2; a value the grid lacks is unmeasurable."""
+    import json
+
+    from eebench.calibrate import row_setting
+    from eebench.policies import get_policy
+    from eebench.rundir import open_run
+    from eebench.trace import load_trace
+
+    monkeypatch.setattr(tables.measure_module, "reference_numbers", lambda: _ref_times({"Two": 70.0, "Joint": 70.0}))
+    fixed = tables.measure(_spec(runs, **{"*": tables.Rule(policy="patience", match_paper=True,
+                                                            fix={"patience": 2})}), sets=("cpu",))
+    policy = get_policy("patience")
+    for method, strategy in (("Two", "two_stage"), ("Joint", "joint")):
+        run = open_run(runs / f"t_{strategy}")
+        sweep = tables.measure_module.MeasuredCache().sweep(run, load_trace(run.trace_path("dev")), policy)
+        rows = sweep[sweep["patience"].astype(float) == 2.0]
+        nearest = rows.iloc[(rows["time_pct"] - 70.0).abs().argsort(kind="stable")].iloc[0]
+        cell = fixed[(fixed["method"] == method) & (fixed["task"] == "Syn")].iloc[0]
+        assert json.loads(cell["setting_json"])["patience"] == 2
+        assert cell["ours_time_pct"] == pytest.approx(nearest["time_pct"])
+        assert json.loads(cell["setting_json"]) == row_setting(nearest, policy) or len(rows) > 1
+    none = tables.measure(_spec(runs, **{"*": tables.Rule(policy="patience", match_paper=True,
+                                                           fix={"patience": 99})}), sets=("cpu",))
+    cell = none[(none["method"] == "Two") & (none["task"] == "Syn")].iloc[0]
+    assert "unmeasurable" in cell["flags"] and "no setting with patience=99" in cell["note"]

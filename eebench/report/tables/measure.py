@@ -128,6 +128,10 @@ def _measure_cell(cache: MeasuredCache, run, column: Column, metric: str, rule: 
                              for layers in policy.exits(trace, [row_setting(r, policy) for _, r in table.iterrows()])]
         if rule.match_paper and paper_time is None:
             return _flag({}, "unmeasurable", "the paper prints no time% / speed-up for this cell")
+        for key, value in rule.fix.items():
+            table = table[np.isclose(table[key].astype(float), float(value))] if key in table else table.iloc[:0]
+        if table.empty:
+            return _flag({}, "unmeasurable", f"the {policy.name} sweep has no setting with {setting_label(rule.fix)}")
         best = _pick(table, metric, rule, paper, lambda: metric_at(trace, np.full(len(trace.ids), n), metric),
                      base_value, flags)
         setting = row_setting(best, policy)
@@ -148,8 +152,8 @@ def _pick(table: pd.DataFrame, metric: str, rule: Rule, paper: dict, last_exit, 
         if best[metric] < paper["value"] - 1e-9:
             flags.append("target_not_reached")
         return best
-    if rule.match_paper:  # the paper's operating point: the time% nearest the printed one
-        gap = (table["time_pct"] - paper["time_pct"]).abs()
+    if rule.match_paper or rule.at_time_pct is not None:  # the paper's operating point: the nearest time%
+        gap = (table["time_pct"] - (paper["time_pct"] if rule.match_paper else rule.at_time_pct)).abs()
         return table.assign(gap=gap).sort_values(["gap", metric], ascending=[True, False]).iloc[0]
     if rule.target_time_pct is not None:
         return _choose(table, metric, target_time_pct=rule.target_time_pct)

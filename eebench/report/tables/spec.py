@@ -38,6 +38,12 @@ class Rule(StrictModel):
     match_paper: bool = False
     """Calibrate to the time% (or 100 / speed-up) the paper prints for this cell: the cell compares the
     metric at the paper's operating point."""
+    at_time_pct: float | None = Field(None, gt=0, le=100)
+    """Read at the setting whose time% is nearest this one (a speed-up the paper prints elsewhere for
+    the same cells: CsdBERT's Table 5 rows are its Tables 3-4 cells at 1.96x, time% 100 / 1.96)."""
+    fix: dict = Field(default_factory=dict)
+    """Policy parameters held at these values while the rest are swept (CsdBERT fixes theta = 0.06 in
+    its Section 4, so only the count R varies to reach a time%)."""
     match_paper_metric: bool = False
     """Calibrate to the metric the paper prints for this cell (least time% whose metric reaches it): the
     cell compares time% at the paper's accuracy."""
