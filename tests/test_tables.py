@@ -325,3 +325,22 @@ def test_a_fixed_parameter_keeps_the_sweep_to_it(runs, monkeypatch):
                                                            fix={"patience": 99})}), sets=("cpu",))
     cell = none[(none["method"] == "Two") & (none["task"] == "Syn")].iloc[0]
     assert "unmeasurable" in cell["flags"] and "no setting with patience=99" in cell["note"]
+
+
+def test_metabert_table_i_rows_are_read_at_the_speed_up_csdbert_prints_for_the_same_numbers():
+    """MetaBERT Table I's DeeBERT / FastBERT / PABEE numbers on QQP, MNLI, QNLI, RTE are CsdBERT Table 3's:
+    the spec reads each at 100 / the speed-up printed there."""
+    from eebench.report.paper import reference_numbers
+
+    ref = reference_numbers()
+    meta = ref[ref["table"] == "metabert-static-dynamic"].set_index(["method", "task"])["value"]
+    csd = ref[ref["table"] == "csdbert-glue"].set_index(["method", "task"])
+    spec = tables.load_spec("metabert-static-dynamic")
+    for method in ("DeeBERT", "FastBERT", "PABEE"):
+        for task in ("QQP", "MNLI", "QNLI", "RTE"):
+            assert meta[(method, task)] == csd.loc[(method, task), "value"], (method, task)
+        rule = spec.rule("dynamic", method)
+        assert rule.at_time_pct == pytest.approx(100 / csd.loc[(method, "RTE"), "speedup"], abs=0.01), method
+    assert spec.rule("dynamic", "MetaBERT").at_time_pct == pytest.approx(100 / 1.96, abs=0.01)
+    old = tables.load_spec("metabert-static-dynamic", "within-1-point")
+    assert old.rule("dynamic", "PABEE").setting == {"patience": 6}
