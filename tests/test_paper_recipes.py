@@ -1,0 +1,59 @@
+"""The shipped paper-scale recipes carry the papers' settings (each pin names the paper's words):
+BERTer's L_i + J_i summed on every early-exit row, SMART on the paraphrase task alone after §3.2's trial,
+CsdBERT's ablation trained where Table 5 reads it."""
+
+from pathlib import Path
+
+import pytest
+
+from eebench.paths import recipes_root
+from eebench.recipe_io import load_recipe
+
+BERTER = recipes_root() / "berter" / "paper"
+EARLY_EXIT_ROWS = ["early_exit", "full_smart_early_exit", "concat_early_exit", "cos_early_exit", "slf_early_exit",
+                   "slf_smart_alt_early_exit", "slf_smart_alt_early_exit_cos"]
+AFTER_SMART_TRIAL = ["concat_early_exit", "cos_early_exit", "slf", "slf_early_exit", "slf_concat", "slf_smart_alt",
+                     "slf_smart_alt_early_exit", "slf_smart_alt_early_exit_cos"]
+
+
+def _multitask(variant: str, scale: str = "paper"):
+    return load_recipe(Path(recipes_root() / "berter" / scale / f"multitask_{variant}.toml"))
+
+
+@pytest.mark.parametrize("variant", EARLY_EXIT_ROWS)
+def test_every_berter_early_exit_row_sums_the_lte_term_over_exits(variant):
+    """§3.3: "substituting L_i with L_i + J_i": J summed over the exits, on the `lte` rows as on train.lte's."""
+    recipe = _multitask(variant)
+    if recipe.train.strategy == "lte":
+        assert recipe.train.args["lte_reduction"] == "sum"
+    else:
+        assert recipe.train.lte  # train.lte adds plus_lte, whose term is the sum (lte_loss_fn("sum"))
+
+
+@pytest.mark.parametrize("scale", ["paper", "cpu"])
+def test_berter_smart_on_paraphrase_alone_after_the_full_smart_trial(scale):
+    """§3.2: "we continued to employ SMART exclusively for paraphrase detection"."""
+    for variant in AFTER_SMART_TRIAL:
+        tasks = {t.name: t for t in _multitask(variant, scale).tasks}
+        assert tasks["quora"].smart is not None and tasks["quora"].smart.enabled, variant
+        assert tasks["sst5"].smart is None and tasks["sts"].smart is None, variant
+        assert not _multitask(variant, scale).train.smart.enabled, variant
+    for variant in ("full_smart", "full_smart_early_exit"):  # SMART on all three tasks
+        assert _multitask(variant, scale).train.smart.enabled
+    for variant in ("baseline", "early_exit"):
+        recipe = _multitask(variant, scale)
+        assert not recipe.train.smart.enabled and all(t.smart is None for t in recipe.tasks)
+
+
+def test_the_lte_terms_sum_is_the_layer_count_times_its_mean():
+    import torch
+    from types import SimpleNamespace
+
+    from eebench.train.strategies.lte import lte_loss_fn
+
+    torch.manual_seed(0)
+    out = SimpleNamespace(logits=torch.randn(4, 6, 3), lte=torch.rand(4, 6))
+    labels, ctx = torch.tensor([0, 1, 2, 0]), SimpleNamespace(regression=False)
+    total, _ = lte_loss_fn("sum")(out, labels, ctx)
+    mean, _ = lte_loss_fn("mean")(out, labels, ctx)
+    assert total.item() == pytest.approx(6 * mean.item())
