@@ -344,3 +344,20 @@ def test_metabert_table_i_rows_are_read_at_the_speed_up_csdbert_prints_for_the_s
     assert spec.rule("dynamic", "MetaBERT").at_time_pct == pytest.approx(100 / 1.96, abs=0.01)
     old = tables.load_spec("metabert-static-dynamic", "within-1-point")
     assert old.rule("dynamic", "PABEE").setting == {"patience": 6}
+
+
+def test_berter_dev_score_reproduces_five_of_twelve_printed_rows_and_the_plain_average_none():
+    """docs/tables.md's count: CS224N's (SST + Quora + (r + 1) / 2) / 3 against the plain average of §4.2."""
+    from eebench.report.paper import reference_numbers
+
+    ref = reference_numbers()
+    rows = ref[ref["table"] == "berter-multitask"].pivot_table(index="method", columns="task", values="value",
+                                                               aggfunc="first")
+    parts = {"sentiment": "SST-5", "paraphrase": "Quora", "similarity": "STS"}
+    spec = tables.load_spec("berter-multitask")
+    assert spec.derived["Dev Score"].kind == "dev_score"
+    formula = sum(abs(round(tables.derived_value("dev_score", r.to_dict(), parts), 3) - r["Dev Score"]) < 0.0011
+                  for _, r in rows.iterrows())
+    plain = sum(abs(round((r["SST-5"] + r["Quora"] + r["STS"]) / 3, 3) - r["Dev Score"]) < 0.0011
+                for _, r in rows.iterrows())
+    assert (len(rows), formula, plain) == (12, 5, 0)
