@@ -57,3 +57,23 @@ def test_the_lte_terms_sum_is_the_layer_count_times_its_mean():
     total, _ = lte_loss_fn("sum")(out, labels, ctx)
     mean, _ = lte_loss_fn("mean")(out, labels, ctx)
     assert total.item() == pytest.approx(6 * mean.item())
+
+
+def test_every_maml_setting_is_a_documented_recipe_argument():
+    """MetaBERT: "For the hyper-parameter settings in the meta-learning algorithm, we are consistent with the
+    literature [29]" (MAML, no numbers): every setting is an argument with its reading written beside it."""
+    import ast
+    import inspect
+
+    from eebench.train.strategies import metabert
+
+    tree = ast.parse(inspect.getsource(metabert.MetaBertArgs))
+    body = tree.body[0].body
+    fields = [(i, node.target.id) for i, node in enumerate(body) if isinstance(node, ast.AnnAssign)]
+    assert {name for _, name in fields} >= {"support_size", "query_size", "meta_batch", "inner_lr", "inner_steps",
+                                            "first_order", "meta_lr", "meta_epochs"}
+    for i, name in fields:
+        after = body[i + 1] if i + 1 < len(body) else None
+        assert isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant), f"{name} has no docstring"
+    defaults = metabert.MetaBertArgs()
+    assert (defaults.inner_lr, defaults.support_size, defaults.query_size, defaults.meta_lr) == (1e-3, 16, 16, None)

@@ -17,16 +17,22 @@ class MetaBertArgs(StrategyArgs):
     meta_epochs: int = Field(1, ge=0)
     """Passes of phase 1 over the training data."""
     support_size: int = Field(16, ge=1)
+    """K: examples in an episode's support set (the inner update). MetaBERT follows MAML [29] without
+    numbers; 16 is eebench's choice, half the paper's training batch of 32 (docs/methods.md)."""
     query_size: int = Field(16, ge=1)
+    """Examples in an episode's query set (the outer loss); 16, the other half of the batch of 32."""
     meta_batch: int = Field(2, ge=1)
     """Episodes per outer update."""
     inner_lr: float = Field(1e-3, gt=0)
-    """α: step of the inner SGD update."""
+    """α: step of the inner SGD update. MAML's 0.01-0.4 are for 4-layer conv nets and wreck pretrained
+    BERT's weights in one step; 1e-3 is eebench's choice."""
     inner_steps: int = Field(1, ge=1)
+    """SGD steps of the inner loop (MAML's usual one at meta-training time)."""
     first_order: bool = False
     """True: first-order MAML (no second derivatives); False: full second-order MAML."""
     meta_lr: float | None = Field(None, gt=0)
-    """β: the outer (Adam) learning rate; default train.lr."""
+    """β: the outer (Adam) learning rate; default train.lr. MetaBERT gives 2e-5 as Adam's learning rate
+    (§IV.A), not as a β; MAML's meta lr 1e-3 is for conv nets."""
     backend: Literal["auto", "torch_func", "learn2learn"] = "auto"
     """auto: learn2learn when it imports, else torch.func."""
 
