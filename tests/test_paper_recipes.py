@@ -77,3 +77,23 @@ def test_every_maml_setting_is_a_documented_recipe_argument():
         assert isinstance(after, ast.Expr) and isinstance(after.value, ast.Constant), f"{name} has no docstring"
     defaults = metabert.MetaBertArgs()
     assert (defaults.inner_lr, defaults.support_size, defaults.query_size, defaults.meta_lr) == (1e-3, 16, 16, None)
+
+
+def test_no_table_fits_an_operating_point_on_the_split_it_scores():
+    """ELUE IMDb included (CsdBERT Table 2: 5,000 dev reviews): a test column is always fitted on a dev split,
+    and `reproduce` traces that split for every cell."""
+    from eebench.report.tables import load_spec, spec_ids
+    from eebench.reproduce import needed_splits
+
+    for table in spec_ids():
+        spec = load_spec(table)
+        for name, column in spec.columns.items():
+            if column.split.startswith("test"):
+                assert column.calibrate_split and column.calibrate_split.startswith("dev"), (table, name)
+    imdb = [(folder, split) for folder, split in needed_splits(load_spec("csdbert-elue"), "paper")
+            if "elue_imdb" in folder.name]
+    assert {split for _, split in imdb} == {"dev", "test"}
+    for method in ("joint", "csdbert"):
+        for scale in ("paper/csdbert", "compare"):
+            recipe = load_recipe(recipes_root() / scale / f"elue_imdb_{method}.toml")
+            assert {"dev", "test"} <= set(recipe.output.evaluate_splits)
