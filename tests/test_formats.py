@@ -269,3 +269,14 @@ def test_a_cs224n_task_without_its_files_never_falls_back_to_other_hub_data(tmp_
     with pytest.raises(UserError, match=r"and no hub copy \(offline\)"):
         load_split(get_task(task), TaskConfig(name=task, hub_fallback=True), "dev")
     assert asked  # asked for it: the hub is tried
+
+
+def test_a_tasks_submission_file_and_hub_splits_are_part_of_its_declaration():
+    """GLUE's server expects these file names; NLI tasks as label words (one TaskSpec entry says it all)."""
+    files = {(name, split): stem for name, spec in TASKS.items() for split, stem in spec.submission.items()}
+    assert files == {("cola", "test"): "CoLA", ("sst2", "test"): "SST-2", ("mrpc", "test"): "MRPC",
+                     ("stsb", "test"): "STS-B", ("qqp", "test"): "QQP", ("qnli", "test"): "QNLI",
+                     ("rte", "test"): "RTE", ("wnli", "test"): "WNLI", ("mnli", "test_matched"): "MNLI-m",
+                     ("mnli", "test_mismatched"): "MNLI-mm"}
+    assert {name for name, spec in TASKS.items() if spec.submission_words} == {"mnli", "qnli", "rte"}
+    assert get_task("mnli").hub_split("dev_matched") == "validation_matched" and get_task("sst2").hub_split("dev") == "validation"

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from eebench.data.examples import Examples, random_subset
-from eebench.data.tasks import HUB_DEV_SEED, HUB_SPLITS, TaskSpec
+from eebench.data.tasks import HUB_DEV_SEED, TaskSpec
 from eebench.errors import MissingData, UserError
 from eebench.paths import data_root
 from eebench.recipe import TaskConfig
@@ -121,7 +121,7 @@ def _load_hub(spec: TaskSpec, split: str, revision: str | None) -> Examples:
     if spec.hub is None:
         raise MissingData(f"task {spec.name} has no hub dataset (no hub copy); set a data root (--data-root DIR or "
                           f"EEBENCH_DATA, with DIR/{spec.folder}/) or task.data_dir")
-    hub_split = HUB_SPLITS.get(split, split)
+    hub_split = spec.hub_split(split)
     try:
         from datasets import load_dataset
 

@@ -3,7 +3,7 @@ Adding a task is one entry below (and its test); its format (eebench.data.format
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from eebench.data.formats import Cs224n, ElueTsv, Format, GlueTsv
 from eebench.errors import UserError
@@ -27,6 +27,15 @@ class TaskSpec:
     """Set when the hub's copy is another data set than the task's files (CS224N's Quora and STS
     splits are not GLUE's QQP and STS-B): the hub is used only when the recipe asks
     (``task.hub_fallback = true``), and this says why."""
+    hub_split_names: dict[str, str] = field(default_factory=dict)
+    """eebench split → the hub's split name where it differs from ``HUB_SPLITS`` (dev → validation)."""
+    submission: dict[str, str] = field(default_factory=dict)
+    """eebench split → the benchmark's submission file stem (GLUE: ``{"test": "CoLA"}`` → CoLA.tsv)."""
+    submission_words: bool = False
+    """Submission predictions as label words (GLUE's NLI tasks), not class ids."""
+
+    def hub_split(self, split: str) -> str:
+        return self.hub_split_names.get(split, HUB_SPLITS.get(split, split))
 
     @property
     def is_regression(self) -> bool:
@@ -45,8 +54,11 @@ def _cs224n_files(prefix: str) -> dict[str, str]:
     return {"train": f"{prefix}-train.csv", "dev": f"{prefix}-dev.csv", "test": f"{prefix}-test-student.csv"}
 
 
-def _glue(name, folder, labels, metrics, hub_fields, tsv, splits=("train", "dev", "test")) -> TaskSpec:
-    return TaskSpec(name, labels, metrics, ("nyu-mll/glue", name), hub_fields, tsv, folder, splits)
+def _glue(name, folder, labels, metrics, hub_fields, tsv, splits=("train", "dev", "test"), words=False,
+          submission=None) -> TaskSpec:
+    """A GLUE task: the hub's nyu-mll/glue config of its name, its submission file named after its folder."""
+    return TaskSpec(name, labels, metrics, ("nyu-mll/glue", name), hub_fields, tsv, folder, splits,
+                    submission=submission or {"test": folder}, submission_words=words)
 
 
 def _elue(name, folder, labels, metrics, hub, hub_fields, layout: ElueTsv, **kw) -> TaskSpec:
@@ -75,11 +87,12 @@ TASKS: dict[str, TaskSpec] = {
               ("question1", "question2"), GlueTsv("question1", "question2", "is_duplicate", skip_malformed=True)),
         _glue("mnli", "MNLI", ("entailment", "neutral", "contradiction"), ("acc",),
               ("premise", "hypothesis"), GlueTsv("sentence1", "sentence2", "gold_label"),
-              ("train", "dev_matched", "dev_mismatched", "test_matched", "test_mismatched")),
+              ("train", "dev_matched", "dev_mismatched", "test_matched", "test_mismatched"), words=True,
+              submission={"test_matched": "MNLI-m", "test_mismatched": "MNLI-mm"}),
         _glue("qnli", "QNLI", ("entailment", "not_entailment"), ("acc",), ("question", "sentence"),
-              GlueTsv("question", "sentence", "label")),
+              GlueTsv("question", "sentence", "label"), words=True),
         _glue("rte", "RTE", ("entailment", "not_entailment"), ("acc",), ("sentence1", "sentence2"),
-              GlueTsv("sentence1", "sentence2", "label")),
+              GlueTsv("sentence1", "sentence2", "label"), words=True),
         _glue("wnli", "WNLI", ("not_entailment", "entailment"), ("acc",), ("sentence1", "sentence2"),
               GlueTsv("sentence1", "sentence2", "label")),
         # CS224N minBERT tasks (BERTer): a local cs224n data folder, or the hub copies of the same data.

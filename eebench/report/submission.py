@@ -1,5 +1,6 @@
 """GLUE submission files: one ``<Task>.tsv`` of ``index<TAB>prediction`` per task, as the GLUE server
-expects (NLI tasks as label words, the others as class ids, STS-B as a score)."""
+expects (NLI tasks as label words, the others as class ids, STS-B as a score). Which split writes
+which file, and whether as words, is the task's declaration (``TaskSpec.submission``)."""
 
 from __future__ import annotations
 
@@ -10,18 +11,11 @@ import numpy as np
 from eebench.calibrate import exit_predictions
 from eebench.io import write_text
 
-GLUE_FILES = {("cola", "test"): "CoLA", ("sst2", "test"): "SST-2", ("mrpc", "test"): "MRPC",
-              ("stsb", "test"): "STS-B", ("qqp", "test"): "QQP", ("qnli", "test"): "QNLI",
-              ("rte", "test"): "RTE", ("wnli", "test"): "WNLI", ("mnli", "test_matched"): "MNLI-m",
-              ("mnli", "test_mismatched"): "MNLI-mm"}
-WORD_LABELS = ("mnli", "qnli", "rte")
-
-
 def submission_text(spec, trace, exit_layers: np.ndarray) -> str:
     preds = exit_predictions(trace, exit_layers)
     if spec.is_regression:
         values = [f"{min(5.0, max(0.0, float(p))):.3f}" for p in preds]
-    elif spec.name in WORD_LABELS:
+    elif spec.submission_words:
         values = [spec.labels[int(p)] for p in preds]
     else:
         values = [str(int(p)) for p in preds]
@@ -29,8 +23,9 @@ def submission_text(spec, trace, exit_layers: np.ndarray) -> str:
 
 
 def write_submission(folder: Path, spec, trace, exit_layers: np.ndarray) -> Path | None:
-    """Write the task's GLUE file into ``folder``; None when the split is not a GLUE test split."""
-    name = GLUE_FILES.get((spec.name, trace.split))
+    """Write the task's submission file into ``folder``; None when its split has none (the task's
+    ``submission`` declares which splits do: GLUE's test splits)."""
+    name = spec.submission.get(trace.split)
     if name is None:
         return None
     return write_text(Path(folder) / f"{name}.tsv", submission_text(spec, trace, exit_layers))
