@@ -20,6 +20,7 @@ A run folder has one writer at a time (eebench.ownership).
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -37,16 +38,41 @@ MULTITASK_MARKER = "multitask.json"
 
 
 # ----------------------------------------------------------------------------------- records
-class Record(BaseModel):
-    """A JSON file of the run folder. Subclasses name the command that writes them (``fix``)."""
+SCHEMA_VERSION = 2
+"""The version of the records below. 1: no ``schema_version`` field, undeclared fields allowed (every
+eebench before it); 2: every field declared, unknown fields refused. ``Record.upgrade`` reads version 1."""
 
-    model_config = ConfigDict(extra="allow")
+
+class Record(BaseModel):
+    """A JSON file of the run folder: every field declared, a field it does not know refused (a file
+    written by a newer eebench, or edited by hand, says so instead of being half read). Subclasses name
+    the command that writes them (``fix``) and turn what an older version wrote into this version
+    (``upgrade``)."""
+
+    model_config = ConfigDict(extra="forbid")
     fix: ClassVar[str] = "re-run the eebench command that wrote it"
+    schema_version: int = SCHEMA_VERSION
 
     @classmethod
     def upgrade(cls, data: Any) -> Any:
         """The record as this version stores it, from what an older version wrote."""
         return data
+
+    @classmethod
+    def upgrade_any(cls, data: Any) -> Any:
+        """Version 1 → 2: ``upgrade``, then the fields version 1 wrote without declaring them are dropped
+        (a record that names its fields by pattern, Speed's ``batch_<B>``, keeps them); a version newer
+        than this eebench's is refused."""
+        if not isinstance(data, dict):
+            return cls.upgrade(data)
+        version = data.get("schema_version", 1)
+        if not isinstance(version, int) or version > SCHEMA_VERSION:
+            raise ValueError(f"schema_version {version!r} is newer than this eebench reads ({SCHEMA_VERSION}); "
+                             f"upgrade eebench")
+        data = cls.upgrade(data)
+        if version < 2 and cls.model_config.get("extra") == "forbid":
+            data = {k: v for k, v in data.items() if k in cls.model_fields}
+        return {**data, "schema_version": SCHEMA_VERSION}
 
     @classmethod
     def load(cls, path: Path, run: str | Path | None = None, split: str | None = None):
@@ -72,11 +98,14 @@ def _load_record(cls, path: Path, run, split):
     except OSError as err:
         raise UserError(f"{path} cannot be read ({err.strerror}); {fix}") from None
     try:
-        return cls.model_validate(cls.upgrade(data))
+        return cls.model_validate(cls.upgrade_any(data) if issubclass(cls, Record) else cls.upgrade(data))
     except ValidationError as err:
         first = err.errors()[0]
         key = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise UserError(f"{path}: {key}: {first['msg']}; {fix}") from None
+        what = "a field this eebench does not know" if first["type"] == "extra_forbidden" else first["msg"]
+        raise UserError(f"{path}: {key}: {what}; {fix}") from None
+    except ValueError as err:  # upgrade_any: a newer schema
+        raise UserError(f"{path}: {err}") from None
 
 
 def _reason(err: Exception) -> str:
@@ -103,6 +132,17 @@ class Status(Record):
     train_seconds: float | None = None
     total_seconds: float | None = None
     error: str | None = None
+    processes: int | None = None
+    """Training processes (ranks)."""
+    global_batch: int | None = None
+    mixed_precision: str | None = None
+    device: str | None = None
+    device_name: str | None = None
+    tf32: bool | None = None
+    resumed: int | None = None
+    """How many times training was resumed from a checkpoint."""
+    multitask: bool | None = None
+    """A task folder of a multitask run (its parent holds the run's status)."""
     provenance: dict[str, Any] | None = None
     """What the run was made with (eebench.provenance.collect): versions, commit, device, model revision."""
     data_root: str | None = None
@@ -166,6 +206,26 @@ class OperatingPoint(Record):
     """Key of the trace the calibration was fitted on."""
     stale: str | None = None
     """Why the point may not describe the current model (e.g. its calibration was fitted on an older trace)."""
+    submission: str | None = None
+    """The GLUE submission file written at this point (test splits), relative to the run folder."""
+    macs: float | None = None
+    """Analytic MACs per example at these exits (eebench.flops), and its parts below."""
+    macs_backbone: float | None = None
+    macs_heads: float | None = None
+    macs_full_model: float | None = None
+    macs_saved_fraction: float | None = None
+    flops: float | None = None
+    model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="after")
+    def _only_metric_fields(self) -> "OperatingPoint":
+        """The task's metrics (eebench.metrics.METRICS names, in percent) are the fields whose names vary."""
+        from eebench.metrics import METRICS
+
+        for key in self.model_extra or {}:
+            if key not in METRICS:
+                raise ValueError(f"{key}: a field this eebench does not know")
+        return self
 
     @classmethod
     def upgrade(cls, data: Any) -> Any:
@@ -173,12 +233,37 @@ class OperatingPoint(Record):
 
 
 class Speed(Record):
+    """What `eebench speed` measured (eebench.speed.summary): the ideal and measured speed-ups, at batch
+    1 (``batch_1``) and at the batch size asked for (``batch_<B>``, the one field whose name varies)."""
+
+    model_config = ConfigDict(extra="allow")
     fix: ClassVar[str] = "re-run eebench speed {run} --split {split} --policy {policy}"
     policy: str
     setting: dict[str, Any]
+    calibrated_on: str | None = None
     split: str
+    examples: int | None = None
+    mean_exit_layer: float | None = None
     time_pct: float
     ideal_speedup: float
+    batch_1: dict[str, Any] = {}
+    threads: int | None = None
+    torch: str | None = None
+    machine: str | None = None
+    device: str | None = None
+    device_name: str | None = None
+    timer: str | None = None
+    sync_us_per_layer: float | None = None
+    full_ms_per_layer_batch_1: float | None = None
+    warmed_shapes: int | list | None = None
+    precision: str | None = None
+
+    @model_validator(mode="after")
+    def _only_batch_fields(self) -> "Speed":
+        for key in self.model_extra or {}:
+            if not re.fullmatch(r"batch_\d+", key):
+                raise ValueError(f"{key}: a field this eebench does not know")
+        return self
 
 
 class Layerwise(RootModel[list[dict[str, int | float | None]]]):

@@ -236,7 +236,7 @@ def _train(setup: _Setup, started: float) -> float:
                  global_batch=global_batch_size(recipe.train, par.world), data_root=_data_root(),
                  provenance=collect_provenance(recipe.model, describe_device(accelerator.device)),
                  data=_split_records(run, setup.splits),
-                 **({"resumed": (getattr(previous, "resumed", None) or 0) + 1} if setup.checkpoint else {}))
+                 **({"resumed": (previous.resumed or 0) + 1} if setup.checkpoint else {}))
     try:
         history = train(setup.model, setup.jobs, recipe.train, accelerator, run.dir / "train_log.jsonl",
                         _epoch_hook(setup), run_dir=run.dir, resume=setup.resume)
