@@ -31,10 +31,10 @@ from eebench.data.load import load_split
 from eebench.engine import EarlyExitEngine
 from eebench.model.build import load_model
 from eebench.policies import get_policy
-from eebench.pipeline.evaluate import encode_split, ensure_trace
-from eebench.rundir import open_run
+from eebench.pipeline.trace import encode_split, ensure_trace
+from eebench.run.folder import open_run
 from eebench.device import Clock, describe, inference_dtype, resolve_device
-from eebench.speed import batched_times, length_batches, single_batches, stream_times, sync_cost_us, timed, warm_up
+from eebench.engine.clock import batched_times, length_batches, single_batches, stream_times, sync_cost_us, timed, warm_up
 
 
 def pick_setting(trace, policy, n: int, target_time_pct: float) -> tuple[dict, np.ndarray]:

@@ -61,9 +61,9 @@ def plain_setup(args, root: Path):
     """The same model, tokenized data and loss as eebench's side, built through eebench's own builders."""
     from eebench.data.load import load_split
     from eebench.model.build import build_model, build_tokenizer
-    from eebench.pipeline.evaluate import encode_split
+    from eebench.pipeline.trace import encode_split
     from eebench.recipe_io import load_recipe
-    from eebench.rundir import Run
+    from eebench.run.folder import Run
 
     recipe_path = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.toml"
     recipe = load_recipe(recipe_path, recipe_overrides(root, "plain", args))

@@ -212,8 +212,8 @@ def evaluate(
     write layer-wise metrics, the threshold sweep, and every saved calibration applied to the split."""
     from eebench.paths import set_data_root
     from eebench.pipeline.evaluate import evaluate as run_evaluate
-    from eebench.rundir import open_run
-    from eebench.ownership import owned
+    from eebench.run.folder import open_run
+    from eebench.run.ownership import owned
 
     set_data_root(data_root)
     if as_ and not data_dir:
@@ -245,14 +245,14 @@ def calibrate(
 ) -> None:
     """Choose an exit policy's setting on one split to meet a time% target or a maximum metric drop, save it
     to calibration/<policy>.json; `evaluate` then applies it to any other split."""
-    from eebench.pipeline.evaluate import calibrate as run_calibrate
-    from eebench.rundir import open_run
+    from eebench.pipeline.calibrate import calibrate as run_calibrate
+    from eebench.run.folder import open_run
 
     if target_time_pct is not None and max_drop is not None:
         raise UserError("give only one of --target-time-pct and --max-drop")
     if target_time_pct is not None and not 0 < target_time_pct <= 100:
         raise UserError(f"--target-time-pct {target_time_pct:g}: must be in (0, 100]")
-    from eebench.ownership import owned
+    from eebench.run.ownership import owned
     from eebench.paths import set_data_root
 
     set_data_root(data_root)
@@ -263,7 +263,7 @@ def calibrate(
     if target_time_pct is None and max_drop is None:
         target_time_pct, max_drop = r.recipe.exit.target_time_pct, r.recipe.exit.max_drop
         if target_time_pct is not None or max_drop is not None:
-            console.print(f"no target given: the recipe's exit."
+            console.print("no target given: the recipe's exit."
                           + (f"target_time_pct = {target_time_pct:g}" if target_time_pct is not None
                              else f"max_drop = {max_drop:g}"))
     with owned(r.owner_dir, what="calibrate"):
@@ -288,12 +288,12 @@ def speed(
     compaction, measured vs ideal speed-up, and its exits against the trace; writes
     eval/<split>/speed_<policy>.json, which `eebench report` shows."""
     from eebench.pipeline.speed import speed as run_speed
-    from eebench.rundir import open_run
+    from eebench.run.folder import open_run
 
     for name, value, least in (("--batch-size", batch_size, 2), ("--limit", limit, 1), ("--rounds", rounds, 1)):
         if value is not None and value < least:
             raise UserError(f"{name} {value}: must be at least {least}")
-    from eebench.ownership import owned
+    from eebench.run.ownership import owned
     from eebench.paths import set_data_root
 
     set_data_root(data_root)
@@ -353,10 +353,10 @@ def report(
         raise UserError("nothing to report: give --run RUN_FOLDER and/or --table ID (e.g. --table glue-test)")
     from eebench.report.run_report import report_run
     from eebench.report.tables import load_spec
-    from eebench.rundir import open_run
+    from eebench.run.folder import open_run
 
     specs = [load_spec(t, reading) for t in table]  # every id checked before anything is written
-    from eebench.ownership import owned
+    from eebench.run.ownership import owned
 
     for folder in run:
         r = open_run(folder)
@@ -491,7 +491,7 @@ def compare(
     only). Runs of one recipe with different seeds (finetune --seeds) pool into mean ± std."""
     from eebench.report.compare import compare_runs
     from eebench.report.render import markdown
-    from eebench.rundir import open_run
+    from eebench.run.folder import open_run
 
     if (time_pct or at_metric) and not policy:
         raise UserError("--time-pct / --at-metric need an exit policy to sweep: add --policy entropy (or another)")
@@ -499,7 +499,7 @@ def compare(
                                 tuple(at_metric))
     print(markdown(frame, 1))
     from eebench.provenance import differences
-    from eebench.rundir import run_status
+    from eebench.run.folder import run_status
 
     opened = [open_run(f) for f in runs]
     for line in differences({r.name: run_status(r.owner_dir).provenance for r in opened}):
@@ -519,7 +519,7 @@ def check(
     from rich.table import Table
 
     from eebench.check import compare, record as record_numbers
-    from eebench.rundir import open_run
+    from eebench.run.folder import open_run
 
     r = open_run(run)
     if record is not None:

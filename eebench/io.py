@@ -56,3 +56,8 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     raise TypeError(f"not JSON serialisable: {type(obj).__name__}")
+
+
+def write_csv(path: Path, frame) -> None:
+    """A pandas frame as CSV, atomically (6 significant digits)."""
+    atomic_write(path, lambda p: frame.to_csv(p, index=False, float_format="%.6g"))

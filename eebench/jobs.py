@@ -3,7 +3,7 @@
 
 Every job is the same idempotent step, ``eebench finetune RECIPE --if-missing``: it skips a finished
 run, resumes an interrupted one, redoes a failed one, and leaves a run another process owns alone
-(run folders have one writer; eebench.ownership.owned). So two launches of the same table never run a
+(run folders have one writer; eebench.run.ownership.owned). So two launches of the same table never run a
 cell twice and never touch a finished cell, and re-running a launch picks up what is left."""
 
 from __future__ import annotations

@@ -70,8 +70,8 @@ def run_missing(spec: TableSpec, set_name: str, launcher: str = "local", jobs: i
     (a failed cell does not stop the others), then trace the splits the table reads."""
     from eebench.errors import UserError
     from eebench.pipeline.evaluate import evaluate
-    from eebench.rundir import open_run
-    from eebench.ownership import owned
+    from eebench.run.folder import open_run
+    from eebench.run.ownership import owned
 
     todo, no_recipe = missing_recipes(spec, set_name, seeds)
     if no_recipe:

@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from eebench.calibrate import choose, row_setting, sweep, to_settings
+from eebench.maths.sweep import choose, row_setting, sweep, to_settings
 from eebench.data.tasks import get_task
 from eebench.policies import POLICIES
 from eebench.trace import Trace

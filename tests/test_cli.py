@@ -137,7 +137,7 @@ def test_trace_matches_a_fresh_forward_pass(run_dir):
     from eebench.data.encode import encode
     from eebench.data.load import load_split
     from eebench.model.build import load_model
-    from eebench.rundir import open_run
+    from eebench.run.folder import open_run
     from eebench.trace import load_trace
 
     run = open_run(run_dir)
@@ -323,7 +323,7 @@ def test_seeds_train_one_run_per_seed_and_compare_pools_them(tmp_path):
 
 
 def test_a_second_writer_of_a_run_gets_one_line_and_changes_nothing(tmp_path):
-    from eebench.ownership import owned as run_lock
+    from eebench.run.ownership import owned as run_lock
 
     from eebench.errors import BUSY_EXIT
 

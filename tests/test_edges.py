@@ -13,7 +13,7 @@ from eebench.errors import UserError
 def test_speed_with_a_classification_policy_on_a_regression_run_names_the_policies_that_work(tmp_path):
     from eebench.pipeline.speed import speed
     from eebench.recipe_io import load_recipe
-    from eebench.rundir import Run
+    from eebench.run.folder import Run
 
     path = tmp_path / "r.toml"
     path.write_text('[model]\nsource = "random"\nname = "bert"\n[task]\nname = "stsb"\n')
@@ -24,7 +24,7 @@ def test_speed_with_a_classification_policy_on_a_regression_run_names_the_polici
 
 
 def test_operating_point_histograms_are_counts(tmp_path):
-    from eebench.rundir import OperatingPoint
+    from eebench.run.records import OperatingPoint
 
     path = tmp_path / "operating_entropy.json"
     path.write_text(json.dumps({"policy": "entropy", "setting": {"threshold": 0.3}, "time_pct": 50.0,

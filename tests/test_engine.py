@@ -5,13 +5,13 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel
 
-from eebench.calibrate import exit_predictions
+from eebench.maths.sweep import exit_predictions
 from eebench.data.encode import encode, eval_loader
 from eebench.data.synthetic import build_tokenizer, generate
 from eebench.engine import EarlyExitEngine
 from eebench.errors import UserError
 from eebench.policies.signals import entropy, max_prob, row_signal
-from eebench.flops import exit_macs, head_macs, layer_macs
+from eebench.maths.flops import exit_macs, head_macs, layer_macs
 from eebench.model import MultiExitModel
 from eebench.policies import POLICIES
 from eebench.recipe import SyntheticConfig

@@ -221,7 +221,7 @@ def test_retrace_repairs_a_truncated_trace(run_copy):
 
 # ----------------------------------------------------------------------------------- concurrent writers
 def test_a_second_writer_is_refused_naming_the_owner(run_copy):
-    from eebench.ownership import owned
+    from eebench.run.ownership import owned
 
     before = snapshot(run_copy)
     with owned(run_copy, what="test"):
@@ -233,7 +233,7 @@ def test_a_second_writer_is_refused_naming_the_owner(run_copy):
 
 
 def test_a_dead_writers_note_is_reported_and_taken_over(run_copy):
-    from eebench.ownership import owner_path
+    from eebench.run.ownership import owner_path
 
     owner_path(run_copy).write_text(json.dumps({"host": "gone", "pid": 999999, "since": "then", "command": "x"}))
     (run_copy / "eval" / ".layerwise.json.abc.tmp").write_text("half")

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from conftest import ROOT, quickstart_overrides
 from eebench.errors import Busy
 from eebench.io import write_json, write_text
-from eebench.ownership import lock_path, owned, owner
+from eebench.run.ownership import lock_path, owned, owner
 
 
 @pytest.fixture
@@ -67,7 +67,7 @@ def test_ctrl_c_is_recorded_as_interrupted_and_the_hint_followed_literally_resum
 
     import eebench.train.loop as loop
     from eebench.cli import app
-    from eebench.rundir import run_status
+    from eebench.run.folder import run_status
 
     def ctrl_c(total_steps, par):
         if total_steps == 6:

@@ -102,7 +102,7 @@ def test_the_trace_is_computed_on_the_models_device_in_fp32():
 
 def test_timers_synchronise_and_speed_names_its_device():
     from eebench.device import Clock
-    from eebench.speed import summary, sync_cost_us, warm_up
+    from eebench.engine.clock import summary, sync_cost_us, warm_up
 
     engine = _tiny_engine()
     singles = [{k: v[i:i + 1] for k, v in _batch().items()} for i in range(3)]
@@ -307,7 +307,7 @@ def test_the_step_loader_leaves_torchs_global_generator_alone():
 
 
 def test_speed_records_each_rounds_speedup_and_flags_a_noisy_machine():
-    from eebench.speed import NOISY_SPREAD, round_spread, summary
+    from eebench.engine.clock import NOISY_SPREAD, round_spread, summary
 
     exits = np.array([1, 2, 4])
     quiet = summary(exits, 4, np.ones(3), 2 * np.ones(3), exits, 1.0, 2.0, exits, 32, per_round=[2.0, 2.02, 1.99])

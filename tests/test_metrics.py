@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from eebench.calibrate import choose
+from eebench.maths.sweep import choose
 from eebench.errors import UserError
 from eebench.metrics import layerwise, majority_rate, score
 
@@ -29,7 +29,7 @@ def test_regression_metrics():
 def test_undefined_metric_is_null_in_the_file_and_nan_when_read(tmp_path):
     import json
 
-    from eebench.rundir import Layerwise
+    from eebench.run.records import Layerwise
 
     path = Layerwise([{"layer": 1, "pearson": float("nan")}, {"layer": 2, "pearson": 70.5}]).save(tmp_path / "l.json")
     assert json.loads(path.read_text()) == [{"layer": 1, "pearson": None}, {"layer": 2, "pearson": 70.5}]

@@ -6,7 +6,7 @@ import json
 import pytest
 
 from eebench.errors import UserError
-from eebench.rundir import SCHEMA_VERSION, Calibration, OperatingPoint, Speed, Status
+from eebench.run.records import SCHEMA_VERSION, Calibration, OperatingPoint, Speed, Status
 
 
 def _write(path, data):

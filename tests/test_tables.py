@@ -103,7 +103,7 @@ def test_measured_cells_come_from_the_traces(runs, monkeypatch):
     import json
 
     from eebench.policies import get_policy
-    from eebench.rundir import open_run
+    from eebench.run.folder import open_run
     from eebench.trace import load_trace
 
     monkeypatch.setattr(tables.measure_module, "reference_numbers", lambda: _ref())
@@ -168,7 +168,7 @@ def test_score_files_fill_unlabelled_cells_and_bad_files_fail(runs, tmp_path, mo
 def test_submission_file_format(runs):
     from eebench.data.tasks import get_task
     from eebench.report.submission import submission_text
-    from eebench.rundir import open_run
+    from eebench.run.folder import open_run
     from eebench.trace import load_trace
 
     trace = load_trace(open_run(runs / "t_two_stage").trace_path("test"))
@@ -220,7 +220,7 @@ def _ref_times(times: dict) -> pd.DataFrame:
 def test_romebert_cells_are_read_at_the_papers_printed_time_within_one_grid_step(runs, monkeypatch):
     """The default reading of romebert-glue-test/-dev: each cell at the paper's printed Time% (picked on dev)."""
     from eebench.policies import get_policy
-    from eebench.rundir import open_run
+    from eebench.run.folder import open_run
     from eebench.trace import load_trace
 
     romebert = tables.load_spec("romebert-glue-test")
@@ -303,9 +303,9 @@ def test_a_fixed_parameter_keeps_the_sweep_to_it(runs, monkeypatch):
     setting is the nearest-time% row among those with patience 2; a value the grid lacks is unmeasurable."""
     import json
 
-    from eebench.calibrate import row_setting
+    from eebench.maths.sweep import row_setting
     from eebench.policies import get_policy
-    from eebench.rundir import open_run
+    from eebench.run.folder import open_run
     from eebench.trace import load_trace
 
     monkeypatch.setattr(tables.measure_module, "reference_numbers", lambda: _ref_times({"Two": 70.0, "Joint": 70.0}))

@@ -2,7 +2,7 @@
 
 Under ``accelerate launch`` / ``torchrun`` every process runs this: they train data-parallel
 (eebench.train.loop), and only the main process writes files, prints and evaluates. The run folder
-is owned (eebench.ownership.owned) for the whole finetune; an --overwrite builds the new run beside the
+is owned (eebench.run.ownership.owned) for the whole finetune; an --overwrite builds the new run beside the
 old one and swaps it in only when it finished."""
 
 from __future__ import annotations
@@ -20,14 +20,17 @@ from eebench.errors import UserError
 from eebench.io import write_json
 from eebench.metrics import layerwise
 from eebench.paths import resolve_recipe
-from eebench.pipeline.evaluate import calibrate, encode_split, ensure_trace, evaluate, stamp_weights, warn_collapse
+from eebench.pipeline.calibrate import calibrate
+from eebench.pipeline.evaluate import evaluate, warn_collapse
+from eebench.pipeline.trace import encode_split, ensure_trace, stamp_weights
 from eebench.pipeline.setup import (accelerator_for, build_dir, check_run_dir, check_splits, check_task_setup,
                                     mark_stopped, maybe_dev, prepare_run_dir, splits_after_training, track)
 from eebench.recipe import Recipe
 from eebench.recipe_io import load_recipe, task_recipe
 from eebench.trace import compute_logits
-from eebench.ownership import owned, staging_dir, swap_in
-from eebench.rundir import MULTITASK_MARKER, Run, Status, read_recipe, run_status, training_unfinished
+from eebench.run.ownership import owned, staging_dir, swap_in
+from eebench.run.folder import MULTITASK_MARKER, Run, read_recipe, run_status, training_unfinished
+from eebench.run.records import Status
 
 
 def finetune(recipe_path: str | Path, overrides: list[str], data_dir: str | None = None,

@@ -15,8 +15,8 @@ from eebench.data.tasks import TaskSpec
 from eebench.errors import MissingData, UserError
 from eebench.io import read_json, write_json
 from eebench.recipe import Recipe
-from eebench.rundir import Run, run_status, training_unfinished
-from eebench.ownership import staging_dir
+from eebench.run.folder import Run, run_status, training_unfinished
+from eebench.run.ownership import staging_dir
 
 
 def describe(err: BaseException) -> str:

@@ -5,20 +5,21 @@ from __future__ import annotations
 from eebench.console import console, progress
 from eebench.data.load import load_split
 from eebench.errors import UserError
-from eebench.pipeline.evaluate import encode_split, ensure_trace
+from eebench.pipeline.trace import encode_split, ensure_trace
 from eebench.policies import get_policy, setting_label
-from eebench.rundir import Run, Speed
+from eebench.run.folder import Run
+from eebench.run.records import Speed
 
 
 def speed(run: Run, policy_name: str, split: str, batch_size: int = 32, limit: int | None = None,
           rounds: int = 3, block: int = 100, device: str | None = None) -> dict:
     """Measure the real early-exit engine at the policy's calibrated setting against the full model
-    (eebench.speed) on ``device`` (eebench.device's rule), check its exits against the trace, write
+    (eebench.engine.clock) on ``device`` (eebench.device's rule), check its exits against the trace, write
     eval/<split>/speed_<policy>.json (which names the device)."""
     from eebench.device import describe, inference_dtype, resolve_device
     from eebench.engine import EarlyExitEngine
     from eebench.model.build import load_model
-    from eebench.speed import (batched_times, length_batches, single_batches, stream_times, summary, sync_cost_us,
+    from eebench.engine.clock import (batched_times, length_batches, single_batches, stream_times, summary, sync_cost_us,
                                warm_up)
 
     policy = get_policy(policy_name)
@@ -77,7 +78,7 @@ def _print_record(record: dict, split: str, policy_name: str, cal, n: int, where
     if record["sync_us_per_layer"] is not None:
         console.print(f"  exit decision: {record['sync_us_per_layer']:.1f} µs per layer for the host round trip "
                       f"(a full-model layer at batch 1: {1000 * record['full_ms_per_layer_batch_1']:.1f} µs)")
-    from eebench.speed import NOISY_SPREAD
+    from eebench.engine.clock import NOISY_SPREAD
 
     if b1["round_spread"] is not None and b1["round_spread"] > NOISY_SPREAD:
         console.print(f"[yellow]warning:[/] noisy timing: the {rounds} rounds' speed-ups differ by "

@@ -16,7 +16,7 @@ import numpy as np
 from eebench.errors import UserError
 from eebench.policies.base import CLASSIFICATION, REGISTRY, REGRESSION, LayerView, Policy
 from eebench.policies.signals import argmax, first_layer_where
-from eebench.timing import time_and_speedup
+from eebench.maths.timing import time_and_speedup
 
 _SHARED = {"base", "signals"}
 _ORDER = ["entropy", "max_prob", "lte", "patience", "pcee", "cka", "static"]  # the listing order

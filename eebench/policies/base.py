@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from eebench.errors import UserError
-from eebench.fastsweep import running_min
+from eebench.maths.fastsweep import running_min
 from eebench.policies.signals import midpoints, threshold_exits
 
 CLASSIFICATION, REGRESSION = "classification", "regression"
@@ -71,7 +71,7 @@ class Policy:
     defaults: dict = field(default_factory=dict)
     """Values of optional parameters a setting may leave out."""
     fast_keys: Callable | None = None
-    """For eebench.fastsweep: (trace, settings) → [(key [N, L-1], thresholds [T], strict, setting
+    """For eebench.maths.fastsweep: (trace, settings) → [(key [N, L-1], thresholds [T], strict, setting
     indices)], or None when a setting has no such form (e.g. per-layer thresholds)."""
     first_layer: Callable[[dict, int], int] = lambda setting, n_layers: 1
     """(setting, n_layers) → the first layer whose head the decision reads (static: its layer)."""

@@ -10,7 +10,7 @@ import numpy as np
 
 from eebench.policies.base import Policy
 from eebench.policies.signals import first_layer_where, predictions_agree, run_lengths
-from eebench.fastsweep import running_min
+from eebench.maths.fastsweep import running_min
 
 DELTAS = [0.05, 0.1, 0.2, 0.5]
 """The default grid's δ on regression tasks (STS-B labels span 0–5)."""

@@ -12,12 +12,12 @@ import pandas as pd
 from eebench.console import console
 from eebench.errors import UserError
 from eebench.io import write_text
-from eebench.calibrate import row_setting
+from eebench.maths.sweep import row_setting
 from eebench.policies import get_policy, setting_label
 from eebench.report.pareto import area_under_curves, pareto_front, policy_curves
 from eebench.metrics import layerwise
 from eebench.report.render import line_style, markdown, save_figure, write_table
-from eebench.rundir import Calibration, OperatingPoint
+from eebench.run.records import Calibration, OperatingPoint
 from eebench.trace import load_trace, stored_key
 
 
@@ -173,7 +173,7 @@ def _speed_section(speeds: list[dict], out: Path) -> Section:
 
 def provenance_lines(run) -> list[str]:
     """What the run was made with, from its status.json (a multitask task's from its parent run)."""
-    from eebench.rundir import run_status
+    from eebench.run.folder import run_status
 
     status = run_status(run.owner_dir)
     p = status.provenance

@@ -16,7 +16,7 @@ def table_figures(spec: TableSpec, frame: pd.DataFrame, out_dir: Path) -> list[P
     """Across methods, per task column: layer-wise metric of every exit, and the exit-layer histogram
     at the measured operating point (RomeBERT Fig. 2-6, MetaBERT Fig. 2). Only measured cells."""
     from eebench.report.render import line_style, save_figure
-    from eebench.rundir import open_run
+    from eebench.run.folder import open_run
 
     measured = frame[frame["ours"].notna() & (frame["run"] != "") & frame["task"].isin(spec.columns)]
     if measured.empty:

@@ -10,14 +10,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from eebench.calibrate import choose, exit_predictions, row_setting, sweep
+from eebench.maths.sweep import choose, exit_predictions, row_setting, sweep
 from eebench.errors import UserError
 from eebench.metrics import METRICS, collapsed
 from eebench.policies import get_policy, setting_label
 from eebench.report.paper import reference_numbers
 from eebench.report.tables.spec import SETS, Column, Rule, TableSpec, finished, run_folder, seed_folders
 from eebench.seeds import mean_std
-from eebench.timing import time_and_speedup
+from eebench.maths.timing import time_and_speedup
 
 FLAGS = {
     "no_recipe": "no recipe in the chosen sets",
@@ -48,7 +48,7 @@ def has_flag(frame: pd.DataFrame, key: str) -> pd.Series:
 def _find_runs(spec: TableSpec, method: str, column: str, sets: tuple[str, ...]):
     """The finished runs (by set order) that fill this cell — the recipe's seeded runs when there are
     any, else its own run: ([runs], set name) or ([], reason)."""
-    from eebench.rundir import open_run
+    from eebench.run.folder import open_run
 
     reason = "no_recipe"
     for set_name in sets:
@@ -222,7 +222,6 @@ def measure(spec: TableSpec, sets: tuple[str, ...] = SETS, scores: pd.DataFrame 
             if not runs:
                 row.update(flags=found, note=FLAGS[found])
             else:
-                column = spec.columns[r["task"]]
                 rule = spec.rule(row["row_group"], r["method"], r["task"])
                 base = base_values.get(r["task"])
                 paper = {"value": row["paper"] / scale, "time_pct": row["paper_time_pct"]}
@@ -289,7 +288,7 @@ def _pool_seeds(cells: list[dict]) -> dict:
 
 
 def _train_seconds(folder: Path) -> float:
-    from eebench.rundir import run_status
+    from eebench.run.folder import run_status
 
     seconds = run_status(folder).train_seconds
     return np.nan if seconds is None else float(seconds)

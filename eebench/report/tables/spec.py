@@ -157,7 +157,7 @@ def run_folder(recipe_path: Path, task: str | None = None) -> Path:
 
 def finished(folder: Path) -> bool:
     """A run folder whose finetune completed (status.json state "finished"; "done" in older folders)."""
-    from eebench.rundir import run_status
+    from eebench.run.folder import run_status
 
     return run_status(folder).finished
 

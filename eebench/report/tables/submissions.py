@@ -15,7 +15,7 @@ def write_submissions(spec: TableSpec, frame: pd.DataFrame, out_dir: Path) -> li
     """GLUE submission files for every measured cell on an unlabelled split, one folder per
     (recipe set, row group, method): ``<id>_submission/<set>/<group>_<method>/<Task>.tsv``."""
     from eebench.report.submission import write_submission
-    from eebench.rundir import open_run
+    from eebench.run.folder import open_run
 
     cache, paths = MeasuredCache(), []
     for _, r in frame[(frame["policy"].fillna("") != "") & has_flag(frame, "unlabelled")].iterrows():

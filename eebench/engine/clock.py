@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from eebench.device import Clock, describe, synchronize
-from eebench.engine import EarlyExitEngine
+from eebench.engine.core import EarlyExitEngine
 
 
 def timed(fn: Callable, batch: dict, clock: Clock | None = None) -> float:
@@ -147,7 +147,7 @@ def summary(expected: np.ndarray, n_layers: int, t_engine: np.ndarray, t_full: n
             device: torch.device = torch.device("cpu"), sync_us: float | None = None,
             per_round: list[float] | None = None) -> dict:
     """The record `eebench speed` writes: ideal and measured speed-ups side by side."""
-    from eebench.timing import measured as measured_timing, time_and_speedup
+    from eebench.maths.timing import measured as measured_timing, time_and_speedup
 
     ideal_timing = time_and_speedup(float(expected.mean()), n_layers)
     ideal = ideal_timing["speedup"]

@@ -9,10 +9,10 @@ import pandas as pd
 
 from eebench.data.tasks import TaskSpec
 from eebench.errors import UserError
-from eebench.fastsweep import sweep_arrays
+from eebench.maths.fastsweep import sweep_arrays
 from eebench.metrics import predictions, score
 from eebench.policies import Policy, argmax
-from eebench.timing import time_and_speedup
+from eebench.maths.timing import time_and_speedup
 from eebench.trace import Trace
 
 
@@ -43,7 +43,7 @@ def exit_predictions(trace: Trace, exit_layers: np.ndarray) -> np.ndarray:
 
 def sweep(trace: Trace, spec: TaskSpec, policy: Policy, settings: list[dict]) -> pd.DataFrame:
     """One row per setting: the setting, metrics (when labelled), mean exit layer, time%, speed-up,
-    histogram. Uses eebench.fastsweep when the policy and metrics allow (same numbers, faster)."""
+    histogram. Uses eebench.maths.fastsweep when the policy and metrics allow (same numbers, faster)."""
     policy.check(trace)
     full = [policy.complete(s) for s in settings]  # optional parameters filled in
     n_layers = trace.num_layers

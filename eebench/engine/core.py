@@ -3,7 +3,7 @@ examples that exit (batch size 1, or batched with row compaction: exited rows le
 
 Its exit decisions use the same per-layer signal functions as the offline policies (eebench.policies),
 so for every policy that depends only on layers up to the exit, the engine's exits must equal the
-trace simulation; `eebench.engine.agreement` and the tests check that. Works with BERT-family
+trace simulation; tests/test_engine.py checks it for every registered policy. Works with BERT-family
 encoders (BERT, RoBERTa, ELECTRA: `embeddings`, `encoder.layer`)."""
 
 from __future__ import annotations

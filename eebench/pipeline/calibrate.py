@@ -1,0 +1,113 @@
+"""`eebench calibrate`: fit an exit policy's setting on one split to a target (the sweep maths is
+eebench.maths.sweep), save it as calibration/<policy>.json, and apply a calibration to a split
+(its operating point, per-example exits, MACs and, on a GLUE test split, the submission file)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from eebench.console import console
+from eebench.data.tasks import TaskSpec
+from eebench.errors import UserError
+from eebench.io import read_json, write_csv
+from eebench.maths.sweep import choose, per_example, row_setting, sweep, to_settings
+from eebench.metrics import layerwise
+from eebench.pipeline.trace import ensure_trace
+from eebench.policies import exit_summary, get_policy, setting_label
+from eebench.run.folder import Run
+from eebench.trace import Trace
+from eebench.run.records import Calibration, OperatingPoint
+
+
+def calibrate(run: Run, policy_name: str, split: str, target_time_pct: float | None = None,
+              max_drop: float | None = None, grid: list | None = None, model=None, device: str | None = None) -> dict:
+    """Fit the policy's setting on ``split`` to the target, save it, apply it to the split (tracing it
+    first on ``device`` when no stored trace matches)."""
+    trace = ensure_trace(run, split, model, device=device)
+    cal = fit(run, policy_name, trace, target_time_pct, max_drop, grid)
+    return apply_calibration(run, trace, cal).dump()
+
+
+def fit(run: Run, policy_name: str, trace: Trace, target_time_pct: float | None, max_drop: float | None,
+        grid: list | None) -> Calibration:
+    policy = get_policy(policy_name)
+    if trace.labels is None and max_drop is not None:
+        raise UserError(f"split {trace.split!r} has no labels: --max-drop needs a labelled split (e.g. dev)")
+    settings = sweep_grid(run, policy, trace, grid) + policy.fine_grid(trace)
+    table = sweep(trace, run.spec, policy, settings)
+    metric = run.spec.primary_metric
+    if trace.labels is None:
+        final, table[metric] = float("nan"), 0.0  # unlabelled: only time% can be targeted
+    else:
+        final = _last_exit_metric(run, trace)
+    best = choose(table, metric, final, target_time_pct, max_drop)
+    cal = Calibration(policy=policy_name, setting=row_setting(best, policy), split=trace.split,
+                      target_time_pct=target_time_pct, max_drop=max_drop, metric=metric,
+                      last_exit_metric=final, trace_key=trace.key)
+    path = run.calibration_path(policy_name)
+    previous = Calibration.load(path, run.dir) if path.is_file() else None
+    cal.save(path)
+    if previous is not None and previous.setting != cal.setting:
+        console.print(f"replaced {path}: it held {setting_label(previous.setting)} (fitted on {previous.split})")
+    write_csv(run.dir / "calibration" / f"{run.calibration_path(policy_name).stem}_sweep_{trace.split}.csv", table)
+    console.print(f"calibrated {policy_name} on {run.split_name(trace.split)}: {setting_label(cal.setting)}")
+    return cal
+
+
+def apply_calibration(run: Run, trace: Trace, cal: Calibration, stale: str | None = None) -> OperatingPoint:
+    policy = get_policy(cal.policy)
+    layers = policy.exits(trace, [cal.setting])[0]
+    frame = per_example(trace, layers)
+    out = run.eval_dir(trace.split)
+    write_csv(out / f"exits_{policy.name}.csv", frame)
+    point = {"policy": policy.name, "setting": cal.setting, "calibrated_on": cal.split,
+             **exit_summary(layers, trace.num_layers), **_macs(run, trace, layers),
+             "trace_key": trace.key, "calibration_key": cal.trace_key, "stale": stale}
+    if trace.labels is not None:
+        row = sweep(trace, run.spec, policy, [cal.setting]).iloc[0]
+        point.update({m: float(row[m]) for m in run.spec.metrics})
+    from eebench.report.submission import write_submission
+
+    written = write_submission(out / f"glue_{policy.name}", run.spec, trace, layers)
+    if written is not None:  # a GLUE test split: the file the GLUE server takes, at this operating point
+        point["submission"] = str(written.relative_to(run.dir))
+        console.print(f"GLUE submission file: {written}")
+    record = OperatingPoint.model_validate(point)
+    record.save(out / f"operating_{policy.name}.json")
+    _print_point(run.split_name(trace.split), point, run.spec)
+    if stale:
+        console.print(f"[yellow]warning:[/] calibration {cal.policy} is stale: {stale}")
+    return record
+
+
+def sweep_grid(run: Run, policy, trace: Trace, grid=None) -> list[dict]:
+    if grid is None and policy.name == run.recipe.exit.policy and run.recipe.exit.grid:
+        grid = run.recipe.exit.grid
+    return to_settings(policy, grid) if grid else policy.default_grid(trace.num_layers, trace.regression)
+
+
+def _macs(run: Run, trace: Trace, layers: np.ndarray) -> dict:
+    """Analytic MACs/FLOPs per example at these exits (eebench.maths.flops), from the backbone's config."""
+    config_path = run.model_dir / "config.json"
+    if trace.tokens is None or not config_path.is_file():
+        return {}
+    config = read_json(config_path)
+    hidden = config.get("hidden_size") or config.get("dim")
+    inter = config.get("intermediate_size") or config.get("hidden_dim")
+    if not (hidden and inter):
+        return {}
+    from eebench.maths.flops import exit_macs
+
+    return exit_macs(layers, trace.tokens, trace.num_layers, hidden, inter, trace.logits.shape[-1])
+
+
+def _print_point(split: str, point: dict, spec: TaskSpec) -> None:
+    m = spec.primary_metric
+    metric = f"{m} {point[m]:.2f}, " if m in point else ""
+    console.print(f"{split} @ {point['policy']} ({setting_label(point['setting'])}): {metric}"
+                  f"time% {point['time_pct']:.1f}, speed-up {point['speedup']:.2f}x")
+
+
+def _last_exit_metric(run: Run, trace: Trace) -> float:
+    rows = layerwise((run.spec.primary_metric,), trace.logits[:, -1:], trace.labels, trace.regression)
+    return float(rows[0][run.spec.primary_metric])

@@ -1,0 +1,84 @@
+"""The codebase stays walkable: no function in eebench/ over 60 lines, no import cycle between its
+modules (imports inside functions included), no private name imported across modules."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[1] / "eebench"
+MAX_LINES = 60
+
+
+def _modules() -> dict[str, Path]:
+    out = {}
+    for path in PACKAGE.rglob("*.py"):
+        parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+        name = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        out[name] = path
+    return out
+
+
+MODULES = _modules()
+
+
+def _imports(name: str, path: Path):
+    """(imported module, imported names) for every eebench import in the file, at any depth."""
+    package = name if path.name == "__init__.py" else name.rsplit(".", 1)[0]
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name.startswith("eebench"):
+                    yield alias.name, []
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                base = ".".join(package.split(".")[: len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            if base.startswith("eebench"):
+                for alias in node.names:
+                    sub = f"{base}.{alias.name}"
+                    yield (sub, []) if sub in MODULES else (base, [alias.name])
+
+
+def test_no_function_is_longer_than_sixty_lines():
+    long = []
+    for name, path in MODULES.items():
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > MAX_LINES:
+                    long.append(f"{name}.{node.name}: {lines} lines")
+    assert not long, long
+
+
+def test_no_private_name_is_imported_across_modules():
+    found = [f"{name} imports {target}.{n}" for name, path in MODULES.items()
+             for target, names in _imports(name, path) for n in names if n.startswith("_")]
+    assert not found, found
+
+
+def test_no_import_cycle_between_modules():
+    graph = {name: {t for t, _ in _imports(name, path) if t in MODULES and t != name} for name, path in MODULES.items()}
+    state: dict[str, int] = {}
+    cycles = []
+
+    def visit(node, stack):
+        state[node] = 1
+        stack.append(node)
+        for nxt in sorted(graph[node]):
+            if state.get(nxt) == 1:
+                cycles.append(stack[stack.index(nxt):] + [nxt])
+            elif nxt not in state:
+                visit(nxt, stack)
+        stack.pop()
+        state[node] = 2
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [])
+    assert not cycles, [" -> ".join(c) for c in cycles]
+
+
+@pytest.mark.parametrize("stage", ["trace", "evaluate", "calibrate", "speed", "finetune"])
+def test_every_command_body_is_one_pipeline_module(stage):
+    assert f"eebench.pipeline.{stage}" in MODULES
