@@ -97,7 +97,7 @@ def _eebench(args: list[str], env: dict, cwd: Path) -> subprocess.CompletedProce
 
 def test_local_pool_fills_the_table_from_outside_the_repository(outside):
     work, tmp, env = outside
-    tasks = ("sst2", "rte", "qqp")
+    tasks = ("sst2", "rte")
     write_recipes(tmp / "recipes", tasks)
     write_data(tmp / "data", tasks)
     done = _eebench(["reproduce", "--table", "romebert-glue-dev", "--cpu", "--jobs", "2",
@@ -108,7 +108,7 @@ def test_local_pool_fills_the_table_from_outside_the_repository(outside):
 
     frame = pd.read_csv(work / "results" / "tables" / "romebert-glue-dev_cells.csv")
     measured = frame[frame["run"].fillna("").str.contains("cmp_")]
-    assert set(measured["task"]) == {"SST-2", "QQP", "RTE"} and measured["ours"].notna().all()
+    assert set(measured["task"]) == {"SST-2", "RTE"} and measured["ours"].notna().all()
     for task in tasks:
         for method in METHODS:
             status = json.loads((work / "results" / f"cmp_{task}_{method}" / "status.json").read_text())

@@ -1,14 +1,17 @@
-"""A real run: pretrained MiniLM-L6 on real SST-2 data. Skips (with the reason) when the data folder
-or the model package is absent."""
+"""The CI regression run: pretrained MiniLM-L6 on real SST-2 (recipes/ci_minilm_sst2.toml) trained in a
+fresh process, exactly as a user runs it, then `eebench check` against the numbers recorded in
+results/reference/ci_minilm_sst2.json. Skips (with the reason) when the data folder or the model package
+is absent."""
 
 import importlib.util
 import json
+import os
+import subprocess
+import sys
 
 import pytest
-from typer.testing import CliRunner
 
 from conftest import ROOT, SHARED_DATA
-from eebench.cli import app
 
 SST2 = SHARED_DATA / "glue" / "SST-2"
 
@@ -20,26 +23,27 @@ pytestmark = [
 ]
 
 
-def test_minilm_sst2_two_stage_exits_learn(tmp_path):
-    args = ["finetune", str(ROOT / "recipes" / "deebert_sst2_minilm.toml"), "--data-dir", str(SST2)]
-    for s in [f'output.root="{tmp_path}"', 'output.run_name="real"', "task.train_subset=800",
-              "task.eval_subset=300", "train.max_length=40", "train.eval_each_epoch=false",
-              "train.lr=1e-4", "train.epochs=2"]:
-        args += ["--set", s]
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 0, result.output
-    run = tmp_path / "real"
-    rows = json.loads((run / "eval/dev/layerwise.json").read_text())
-    assert len(rows) == 6
-    import numpy as np
+def _eebench(*args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "eebench.cli", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=900)
+
+
+def test_the_ci_regression_run_reproduces_its_reference_numbers_and_its_exits_learn(tmp_path):
+    env = {**os.environ, "EEBENCH_DATA": str(SHARED_DATA)}
+    train = _eebench("finetune", "recipes/ci_minilm_sst2.toml", "--set", f'output.root="{tmp_path}"', "--overwrite",
+                     env=env)
+    assert train.returncode == 0, train.stdout + train.stderr
+    run = tmp_path / "ci_minilm_sst2"
+    check = _eebench("check", str(run), "--reference", "results/reference/ci_minilm_sst2.json", env=env)
+    assert check.returncode == 0 and "check passed" in check.stdout + check.stderr, check.stdout + check.stderr
 
     from eebench.metrics import majority_rate
     from eebench.trace import load_trace
 
+    rows = json.loads((run / "eval/dev/layerwise.json").read_text())
     majority = majority_rate(load_trace(run / "traces/dev.npz").labels)
+    assert len(rows) == 6
     # a pretrained encoder learns SST-2 well above the majority class, at the last exit and at exit 3
-    assert rows[-1]["acc"] > majority + 15, (rows, majority)
-    assert rows[2]["acc"] > majority + 10, (rows, majority)
+    assert rows[-1]["acc"] > majority + 15 and rows[2]["acc"] > majority + 10, (rows, majority)
     point = json.loads((run / "eval/dev/operating_entropy.json").read_text())
-    assert point["time_pct"] <= 50 + 1e-9
-    assert np.sum(point["histogram"]) == 300
+    assert point["time_pct"] <= 50 + 1e-9 and sum(point["histogram"]) == 872  # the full SST-2 dev set
