@@ -28,6 +28,8 @@ def main() -> None:
     ap.add_argument("--data-root", help="data root; default: the tiny files")
     ap.add_argument("--jobs", default="1,2")
     ap.add_argument("--tasks", default="sst2,rte,qqp", help="the tiny set's tasks (a smoke run: sst2)")
+    ap.add_argument("--methods", default="two_stage,self_distill,romebert",
+                    help="the tiny set's methods (rows of romebert-glue-dev; a smoke run: two_stage)")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="eebench-table-jobs-"))
     recipes, data = args.recipes, args.data_root
@@ -36,7 +38,8 @@ def main() -> None:
         from test_jobs import write_data, write_recipes
 
         tasks = tuple(args.tasks.split(","))
-        recipes, data = str(write_recipes(tmp / "recipes", tasks)), str(write_data(tmp / "data", tasks))
+        methods = tuple(args.methods.split(","))
+        recipes, data = str(write_recipes(tmp / "recipes", tasks, methods)), str(write_data(tmp / "data", tasks))
     env = {**os.environ, "EEBENCH_RECIPES": recipes, "EEBENCH_CACHE": str(tmp / "cache")}
     times = {}
     for jobs in [int(j) for j in args.jobs.split(",")]:

@@ -83,4 +83,4 @@ def test_trace_overhead():
 
 
 def test_table_jobs():
-    assert "--jobs 1:" in _bench("table_jobs.py", "--jobs", "1", "--tasks", "sst2", timeout=600)
+    assert "--jobs 1:" in _bench("table_jobs.py", "--jobs", "1", "--tasks", "sst2", "--methods", "two_stage", timeout=600)
