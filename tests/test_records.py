@@ -47,3 +47,9 @@ def test_a_newer_schema_is_refused_and_an_older_record_upgraded(tmp_path):
     cal = Calibration.load(_write(tmp_path / "cal.json", {"policy": "entropy", "threshold": 0.4, "split": "dev"}))
     assert cal.setting == {"threshold": 0.4}
     assert json.loads(json.dumps(cal.dump()))["schema_version"] == SCHEMA_VERSION
+
+
+def test_a_version_1_record_keeps_its_varying_fields_and_drops_the_undeclared_rest(tmp_path):
+    old = {"policy": "entropy", "threshold": 0.3, "time_pct": 50.0, "speedup": 2.0, "acc": 81.0, "note": "x"}
+    point = OperatingPoint.load(_write(tmp_path / "operating_entropy.json", old))
+    assert point.model_extra == {"acc": 81.0} and point.setting == {"threshold": 0.3}

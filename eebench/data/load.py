@@ -111,8 +111,8 @@ def load_from_hub(spec: TaskSpec, split: str, revision: str | None = None) -> Ex
         order = np.random.default_rng(HUB_DEV_SEED).permutation(len(train))
         held = np.sort(order[: spec.hub_dev_from_train] if split == "dev" else order[spec.hub_dev_from_train:])
         examples = train.subset(held)
-        examples.source = f"{train.source} ({'held-out' if split == 'dev' else 'rest after'} "  \
-                          f"{spec.hub_dev_from_train} dev examples, seed {HUB_DEV_SEED})"
+        part = "held-out" if split == "dev" else "rest after"
+        examples.source = f"{train.source} ({part} {spec.hub_dev_from_train} dev examples, seed {HUB_DEV_SEED})"
         return examples
     return _load_hub(spec, split, revision)
 

@@ -39,8 +39,8 @@ class Record(BaseModel):
     @classmethod
     def upgrade_any(cls, data: Any) -> Any:
         """Version 1 → 2: ``upgrade``, then the fields version 1 wrote without declaring them are dropped
-        (a record that names its fields by pattern, Speed's ``batch_<B>``, keeps them); a version newer
-        than this eebench's is refused."""
+        (those ``varying_field`` accepts are kept, Speed's ``batch_<B>``); a version newer than this
+        eebench's is refused."""
         if not isinstance(data, dict):
             return cls.upgrade(data)
         version = data.get("schema_version", 1)
@@ -48,9 +48,22 @@ class Record(BaseModel):
             raise ValueError(f"schema_version {version!r} is newer than this eebench reads ({SCHEMA_VERSION}); "
                              f"upgrade eebench")
         data = cls.upgrade(data)
-        if version < 2 and cls.model_config.get("extra") == "forbid":
-            data = {k: v for k, v in data.items() if k in cls.model_fields}
+        if version < 2:
+            data = {k: v for k, v in data.items() if k in cls.model_fields or cls.varying_field(k)}
         return {**data, "schema_version": SCHEMA_VERSION}
+
+    @classmethod
+    def varying_field(cls, key: str) -> bool:
+        """Whether ``key`` is one of the record's fields whose names vary (declared by a rule, not one
+        by one); such records set ``extra="allow"`` and every other undeclared field is refused."""
+        return False
+
+    @model_validator(mode="after")
+    def _only_declared_fields(self) -> "Record":
+        for key in self.model_extra or {}:
+            if not self.varying_field(key):
+                raise ValueError(f"{key}: a field this eebench does not know")
+        return self
 
     @classmethod
     def load(cls, path: Path, run: str | Path | None = None, split: str | None = None):
@@ -76,7 +89,7 @@ def _load_record(cls, path: Path, run, split):
     except OSError as err:
         raise UserError(f"{path} cannot be read ({err.strerror}); {fix}") from None
     try:
-        return cls.model_validate(cls.upgrade_any(data) if issubclass(cls, Record) else cls.upgrade(data))
+        return cls.model_validate(cls.upgrade_any(data))
     except ValidationError as err:
         first = err.errors()[0]
         key = ".".join(str(p) for p in first["loc"]) or "(top level)"
@@ -196,15 +209,12 @@ class OperatingPoint(Record):
     flops: float | None = None
     model_config = ConfigDict(extra="allow")
 
-    @model_validator(mode="after")
-    def _only_metric_fields(self) -> "OperatingPoint":
+    @classmethod
+    def varying_field(cls, key: str) -> bool:
         """The task's metrics (eebench.metrics.METRICS names, in percent) are the fields whose names vary."""
         from eebench.metrics import METRICS
 
-        for key in self.model_extra or {}:
-            if key not in METRICS:
-                raise ValueError(f"{key}: a field this eebench does not know")
-        return self
+        return key in METRICS
 
     @classmethod
     def upgrade(cls, data: Any) -> Any:
@@ -237,12 +247,9 @@ class Speed(Record):
     warmed_shapes: int | list | None = None
     precision: str | None = None
 
-    @model_validator(mode="after")
-    def _only_batch_fields(self) -> "Speed":
-        for key in self.model_extra or {}:
-            if not re.fullmatch(r"batch_\d+", key):
-                raise ValueError(f"{key}: a field this eebench does not know")
-        return self
+    @classmethod
+    def varying_field(cls, key: str) -> bool:
+        return re.fullmatch(r"batch_\d+", key) is not None
 
 
 class Layerwise(RootModel[list[dict[str, int | float | None]]]):
@@ -252,7 +259,8 @@ class Layerwise(RootModel[list[dict[str, int | float | None]]]):
     fix: ClassVar[str] = "re-run eebench evaluate {run} --split {split}"
 
     @classmethod
-    def upgrade(cls, data: Any) -> Any:
+    def upgrade_any(cls, data: Any) -> Any:
+        """The rows as stored (no schema: a list of rows per exit, unchanged since version 1)."""
         return data
 
     @model_validator(mode="after")
