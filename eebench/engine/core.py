@@ -3,8 +3,10 @@ examples that exit (batch size 1, or batched with row compaction: exited rows le
 
 Its exit decisions use the same per-layer signal functions as the offline policies (eebench.policies),
 so for every policy that depends only on layers up to the exit, the engine's exits must equal the
-trace simulation; tests/test_engine.py checks it for every registered policy. Works with BERT-family
-encoders (BERT, RoBERTa, ELECTRA: `embeddings`, `encoder.layer`)."""
+trace simulation; tests/test_engine.py checks it for every registered policy. It steps the encoder
+through its family (eebench.model.families: BERT, RoBERTa, XLM-R, ELECTRA, ALBERT, DistilBERT,
+DeBERTa-v2/v3, ModernBERT, MPNet, and Llama / Qwen2 / GPT-2-style decoders), the same code that
+computes the trace, so both run each layer identically; tests/test_families.py checks every family."""
 
 from __future__ import annotations
 
@@ -14,6 +16,8 @@ import torch.nn.functional as F
 
 from eebench.device import autocast
 from eebench.errors import UserError
+from eebench.model.families import known_families
+from eebench.model.multiexit import last_real
 from eebench.policies import LayerView, get_policy
 
 
@@ -28,9 +32,11 @@ class EarlyExitEngine:
         self.policy = get_policy(policy)  # every policy depends only on layers up to the exit
         self.policy.check_task(regression)
         backbone = model.backbone
-        if not (hasattr(backbone, "embeddings") and hasattr(getattr(backbone, "encoder", None), "layer")):
-            raise UserError(f"the early-exit engine supports BERT-family encoders; "
-                            f"{type(backbone).__name__} has no embeddings/encoder.layer")
+        self.family = model.family
+        if self.family is None:
+            raise UserError(f"the early-exit engine steps the encoder families it knows ({known_families()}); "
+                            f"model_type {getattr(backbone.config, 'model_type', None)!r} is not one: measure "
+                            f"this model from its trace (eebench evaluate / calibrate) instead")
         if getattr(model, "pair_cosine", False):
             raise UserError("the early-exit engine runs classifier heads; this model's pair task uses cosine "
                             "heads (task.pair_loss = \"cosine\"): measure it from its trace instead")
@@ -39,7 +45,8 @@ class EarlyExitEngine:
         self.model, self.setting = model.eval(), self.policy.complete(setting)
         self.regression = regression
         self.dtype = dtype  # autocast dtype of the layers (None: the weights' own); exit signals stay fp32
-        self.layers = list(backbone.encoder.layer)
+        self.layers = self.family.layers(backbone)
+        self.norm = self.family.final_norm(backbone)  # pre-norm families: before every exit head
         self.n_layers = len(self.layers)
         self.first_head = self.policy.first_layer(self.setting, self.n_layers)
         # The exit heads' weights, read once: at batch size 1 a head is ~4 % of a MiniLM layer, and
@@ -52,25 +59,17 @@ class EarlyExitEngine:
         return next(self.model.parameters()).device
 
     def _embed(self, batch):
-        b = self.model.backbone
-        kwargs = {"input_ids": batch["input_ids"]}
-        for key in ("token_type_ids", "position_ids"):
-            if key in batch:
-                kwargs[key] = batch[key]
-        hidden = b.embeddings(**kwargs)
-        mask4 = b._create_attention_masks(batch["attention_mask"], None, hidden, None, None)[0]
-        return hidden, mask4
-
-    @staticmethod
-    def _layer(layer, hidden, mask4):
-        out = layer(hidden, mask4)
-        return out[0] if isinstance(out, tuple) else out
+        kwargs = {key: batch[key] for key in ("token_type_ids", "position_ids") if key in batch}
+        return self.family.embed(self.model.backbone, input_ids=batch["input_ids"],
+                                 attention_mask=batch["attention_mask"], **kwargs)
 
     def _head(self, i: int, hidden: torch.Tensor, mask: torch.Tensor, padded: bool):
         """Exit head i (1-based) in eval mode, as ExitHead.forward computes it: logits and pooled."""
         pooling, w, b, wc, bc = self.heads[i - 1]
         if pooling == "first":
             token = hidden[:, 0]
+        elif pooling == "last":
+            token = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_real(mask)] if padded else hidden[:, -1]
         elif padded:
             m = mask.unsqueeze(-1).to(hidden.dtype)
             token = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
@@ -94,7 +93,7 @@ class EarlyExitEngine:
             return self._run(batch)
 
     def _run(self, batch: dict) -> tuple[np.ndarray, torch.Tensor]:
-        hidden, mask4 = self._embed(batch)
+        hidden, ctx = self._embed(batch)
         mask = batch["attention_mask"]
         b, device = hidden.shape[0], hidden.device
         exits = np.zeros(b, dtype=np.int64)
@@ -102,12 +101,14 @@ class EarlyExitEngine:
         active = np.arange(b)
         state: dict = {}
         padded = bool((mask == 0).any())
+        step, norm = self.family.step, self.norm
         for i, layer in enumerate(self.layers, start=1):
-            hidden = self._layer(layer, hidden, mask4)
+            hidden = step(layer, i - 1, hidden, ctx)
             if i < self.first_head:  # a static exit needs no head before its layer
                 continue
-            logits, pooled = self._head(i, hidden, mask, padded)
-            done = self._decide(i, logits, pooled, hidden, mask, state)
+            seen = norm(hidden) if norm is not None else hidden
+            logits, pooled = self._head(i, seen, mask, padded)
+            done = self._decide(i, logits, pooled, seen, mask, state)
             if done.all():
                 exits[active] = i
                 if len(active) == b:
@@ -122,7 +123,7 @@ class EarlyExitEngine:
                 rows = torch.from_numpy(np.flatnonzero(keep)).to(device, non_blocking=True)
                 hidden, mask, active = hidden[rows], mask[rows], active[keep]
                 padded = bool((mask == 0).any())
-                mask4 = mask4[rows] if mask4 is not None else None
+                ctx = self.family.take(ctx, rows)
                 state = keep_rows(state, keep, rows)  # tensors in the state live on the device too
         return exits, out_logits
 
@@ -130,8 +131,10 @@ class EarlyExitEngine:
     def run_full(self, batch: dict) -> torch.Tensor:
         """The baseline: every layer, and only the final exit's head (an ordinary fine-tuned model)."""
         with autocast(self.device, self.dtype):
-            hidden, mask4 = self._embed(batch)
-            for layer in self.layers:
-                hidden = self._layer(layer, hidden, mask4)
+            hidden, ctx = self._embed(batch)
+            for i, layer in enumerate(self.layers):
+                hidden = self.family.step(layer, i, hidden, ctx)
+            if self.norm is not None:
+                hidden = self.norm(hidden)
             mask = batch["attention_mask"]
             return self._head(self.n_layers, hidden, mask, bool((mask == 0).any()))[0]

@@ -12,19 +12,27 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from eebench.model.families import Family, family_of
 from eebench.model.signals import centered_gram, cosine_logits, linear_cka
+
+
+def last_real(mask: torch.Tensor) -> torch.Tensor:
+    """Index of each row's last real token, Shape: [B] (right or left padding alike)."""
+    positions = torch.arange(mask.shape[1], device=mask.device)
+    return (mask.to(torch.long) * (positions + 1)).argmax(-1)
 
 
 class ExitHead(nn.Module):
     """DeeBERT's off-ramp: pooler (dense + tanh) → dropout → linear.
 
     ``pooling="first"`` pools the first token as BERT's pooler does (DeeBERT); ``"mean"`` averages
-    the real (unmasked) tokens, which suits encoders trained with mean pooling (e.g. MiniLM)."""
+    the real (unmasked) tokens, which suits encoders trained with mean pooling (e.g. MiniLM); ``"last"``
+    pools the last real token, the one a decoder's classifier reads (it alone has seen the whole input)."""
 
     def __init__(self, hidden_size: int, num_labels: int, dropout: float, pooling: str = "first"):
         super().__init__()
-        if pooling not in ("first", "mean"):
-            raise ValueError(f"pooling must be 'first' or 'mean', not {pooling!r}")
+        if pooling not in ("first", "mean", "last"):
+            raise ValueError(f"pooling must be 'first', 'mean' or 'last', not {pooling!r}")
         self.pooling = pooling
         self.dense = nn.Linear(hidden_size, hidden_size)
         self.activation = nn.Tanh()
@@ -35,6 +43,8 @@ class ExitHead(nn.Module):
         # hidden Shape: [B, T, H]; mask Shape: [B, T] → [B, H]
         if self.pooling == "first":
             token = hidden[:, 0]
+        elif self.pooling == "last":
+            token = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_real(mask)]
         else:
             m = mask.unsqueeze(-1).to(hidden.dtype)
             token = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
@@ -72,15 +82,24 @@ def _config_int(config, *names: str) -> int:
     raise ValueError(f"{type(config).__name__} has none of {names}")
 
 
+def head_pooling(backbone: nn.Module, pooling: str) -> str:
+    """A decoder's classifier token is its last real one: "first" there means "last"."""
+    family = family_of(backbone.config)
+    return "last" if family is not None and family.decoder and pooling == "first" else pooling
+
+
 def exit_heads(backbone: nn.Module, num_labels: int, pooling: str, dropout: float | None) -> nn.ModuleList:
-    """One ExitHead per layer of ``backbone``, their poolers initialised from its pretrained pooler."""
+    """One ExitHead per layer of ``backbone``, their poolers initialised from the family's pretrained
+    pooler where the checkpoint has one (eebench.model.families)."""
     config = backbone.config
-    hidden = _config_int(config, "hidden_size", "dim", "d_model")
+    hidden = _config_int(config, "hidden_size", "dim", "d_model", "n_embd")
     if dropout is None:
         dropout = float(getattr(config, "hidden_dropout_prob", getattr(config, "dropout", 0.1)))
     n_layers = _config_int(config, "num_hidden_layers", "n_layers", "num_layers")
+    pooling = head_pooling(backbone, pooling)
     heads = nn.ModuleList(ExitHead(hidden, num_labels, dropout, pooling) for _ in range(n_layers))
-    dense = getattr(getattr(backbone, "pooler", None), "dense", None)
+    family = family_of(config)
+    dense = family.pooler(backbone) if family is not None else getattr(getattr(backbone, "pooler", None), "dense", None)
     if isinstance(dense, nn.Linear):
         for head in heads:
             if head.dense.weight.shape == dense.weight.shape:
@@ -90,13 +109,38 @@ def exit_heads(backbone: nn.Module, num_labels: int, pooling: str, dropout: floa
 
 def lte_head(backbone: nn.Module) -> nn.Linear:
     """BERxiT/BERTer learned-to-exit: one linear (+ sigmoid) shared by all exits, on the pooled output."""
-    return nn.Linear(_config_int(backbone.config, "hidden_size", "dim", "d_model"), 1)
+    return nn.Linear(_config_int(backbone.config, "hidden_size", "dim", "d_model", "n_embd"), 1)
 
 
 def drop_pooler(backbone: nn.Module) -> None:
     """The final exit's head plays the pretrained pooler's role (as in DeeBERT): drop the pooler."""
     if getattr(backbone, "pooler", None) is not None:
         backbone.pooler = None
+
+
+def layer_states(backbone: nn.Module, family: Family | None, input_ids, attention_mask, token_type_ids,
+                 position_ids, inputs_embeds) -> list[torch.Tensor]:
+    """Every layer's output as the exit heads read it (after the family's final norm, if it has one),
+    L tensors of Shape [B, T, H]. A known family is stepped one layer at a time, exactly as the
+    engine steps it; another backbone runs its own forward."""
+    kwargs = {"input_ids": input_ids, "attention_mask": attention_mask, "inputs_embeds": inputs_embeds}
+    if token_type_ids is not None:
+        kwargs["token_type_ids"] = token_type_ids
+    if position_ids is not None:
+        kwargs["position_ids"] = position_ids
+    if family is None:
+        if inputs_embeds is not None:
+            kwargs.pop("input_ids")
+        else:
+            kwargs.pop("inputs_embeds")
+        out = backbone(**kwargs, output_hidden_states=True, return_dict=True)
+        return list(out.hidden_states[1:])  # [0] is the embeddings
+    hidden, ctx = family.embed(backbone, **kwargs)
+    norm, states = family.final_norm(backbone), []
+    for i, layer in enumerate(family.layers(backbone)):
+        hidden = family.step(layer, i, hidden, ctx)
+        states.append(norm(hidden) if norm is not None else hidden)
+    return states
 
 
 class MultiExitModel(nn.Module):
@@ -106,6 +150,7 @@ class MultiExitModel(nn.Module):
         self.backbone = backbone
         self.num_layers = _config_int(backbone.config, "num_hidden_layers", "n_layers", "num_layers")
         self.num_labels = num_labels
+        self.family = family_of(backbone.config)
         self.heads = exit_heads(backbone, num_labels, pooling, dropout)
         self.lte = lte_head(backbone) if lte else None
         self.pair_cosine = pair_cosine
@@ -121,6 +166,7 @@ class MultiExitModel(nn.Module):
         nn.Module.__init__(model)
         model.backbone, model.heads, model.lte = backbone, heads, lte
         model.num_layers, model.num_labels, model.pair_cosine = len(heads), num_labels, pair_cosine
+        model.family = family_of(backbone.config)
         return model
 
     def embed_tokens(self, input_ids: torch.Tensor) -> torch.Tensor:
@@ -135,19 +181,10 @@ class MultiExitModel(nn.Module):
         ``with_cka`` adds the CKA similarity of consecutive layers (CsdBERT's exit signal).
         ``position_ids`` restart per sentence for BERTer's embed-then-concatenate pairs;
         ``segment_ids`` (0/1 per token) are what cosine pair heads pool by."""
-        kwargs = {"attention_mask": attention_mask}
-        if inputs_embeds is not None:
-            kwargs["inputs_embeds"] = inputs_embeds
-        else:
-            kwargs["input_ids"] = input_ids
-        if token_type_ids is not None:
-            kwargs["token_type_ids"] = token_type_ids
-        if position_ids is not None:
-            kwargs["position_ids"] = position_ids
         ctx = contextlib.nullcontext() if backbone_grad else torch.no_grad()
         with ctx:
-            out = self.backbone(**kwargs, output_hidden_states=True, return_dict=True)
-        hidden_states = out.hidden_states[1:]  # L tensors, Shape: [B, T, H]; [0] is the embeddings
+            hidden_states = layer_states(self.backbone, self.family, input_ids, attention_mask, token_type_ids,
+                                         position_ids, inputs_embeds if inputs_embeds is not None else None)
         assert len(hidden_states) == self.num_layers, (len(hidden_states), self.num_layers)
         logits, pooled = zip(*(head(h, attention_mask) for head, h in zip(self.heads, hidden_states)))
         pooled = torch.stack(pooled, 1)
