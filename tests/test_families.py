@@ -180,3 +180,21 @@ def test_layer_macs_match_the_flop_counter_on_the_real_modules(model_type):
         counted = counter.get_total_flops() / 2
         formula = float(family.layer_macs(backbone.config, np.array([t]))[0])
         assert formula == pytest.approx(counted, rel=0.02), (model_type, t, formula, counted)
+
+
+# ----------------------------------------------------------------------------- model against tokenizer
+@pytest.mark.parametrize("override, message", [
+    ("model.config.vocab_size=20", "tokens but the model embeds only 20 (model.config.vocab_size)"),
+    ("train.max_length=256", "train.max_length = 256 but the model's position table admits 64 tokens"),
+])
+def test_a_model_that_cannot_take_the_tokenizers_input_is_refused_before_training(tmp_path, override, message):
+    """A tokenizer larger than the vocabulary, or max_length beyond the position table: one line, exit 2,
+    before training, and no run folder left."""
+    from conftest import ROOT, quickstart_overrides
+
+    sets = [x for o in quickstart_overrides(tmp_path) + [override] for x in ("--set", o)]
+    result = CliRunner().invoke(app, ["finetune", str(ROOT / "recipes" / "quickstart.toml"), *sets])
+    assert result.exit_code == 2, result.output
+    assert message in result.output and "Traceback" not in result.output
+    assert len(result.output.strip().splitlines()) == 1, result.output
+    assert not (tmp_path / "qs").exists() and not list(tmp_path.glob("qs*"))

@@ -216,3 +216,30 @@ def prepare_run_dir(run: Run, recipe_path: Path) -> None:
     run.dir.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(recipe_path, run.dir / "recipe.toml")
     write_json(run.dir / "recipe.json", run.recipe.model_dump(mode="json", exclude={"task"} if run.recipe.is_multitask else None))
+
+
+def check_model_fits(recipe_path, recipe: Recipe, tokenizer, model, specs: list[TaskSpec]) -> None:
+    """The model and the tokenizer checked against each other before any training: every token id
+    has an embedding row, every position a position-table row, and a pair task's tokenizer joins pairs."""
+    from eebench.model.families import family_of
+
+    backbone = model.backbone
+    config = backbone.config
+    rows = backbone.get_input_embeddings().num_embeddings
+    where = "model.tokenizer" if recipe.model.tokenizer else "the model's tokenizer"
+    if len(tokenizer) > rows:
+        raise UserError(f"{recipe_path}: {where} has {len(tokenizer)} tokens but the model embeds only {rows} "
+                        f"(model.config.vocab_size): use the model's own tokenizer, or for a random model set "
+                        f"model.config.vocab_size >= {len(tokenizer)}")
+    family = family_of(config)
+    limit = family.max_positions(config) if family is not None else getattr(config, "max_position_embeddings", None)
+    if limit is not None and recipe.train.max_length > limit:
+        raise UserError(f"{recipe_path}: train.max_length = {recipe.train.max_length} but the model's position table "
+                        f"admits {limit} tokens (model.config.max_position_embeddings = "
+                        f"{getattr(config, 'max_position_embeddings', getattr(config, 'n_positions', '?'))}): set "
+                        f"train.max_length <= {limit}")
+    pair_task = any(not _single_sentence(spec) for spec in specs)
+    if pair_task and recipe.model.pair_input == "concat" and tokenizer.sep_token is None:
+        raise UserError(f"{recipe_path}: this task has sentence pairs but {where} has no separator token to join "
+                        f"them (sep_token is None): use a tokenizer with one, or model.pair_input = "
+                        f"\"embed_then_concat\"")
