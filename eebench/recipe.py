@@ -72,6 +72,50 @@ class TaskConfig(StrictModel):
     pair_loss: Literal["cross_entropy", "cosine"] = "cross_entropy"
     """Binary sentence-pair tasks: cross-entropy on the exit heads' logits, or BERTer's cosine
     embedding loss on the cosine of the two sentences' representations (prediction: cos > 0.5)."""
+    # A data set of one's own (docs/recipes.md, "Your own data"): set `format` and the fields below;
+    # `name` is then the task's own name (and its folder under the data root), not a built-in task.
+    format: Literal["csv", "tsv", "jsonl", "hub"] | None = None
+    """Your own data: csv / tsv / jsonl files (task.files per split, under task.data_dir or the data
+    root's <name>/ folder), or a hub data set (task.hub, task.hub_config, task.hub_splits); None: a built-in task."""
+    text: str | list[str] | None = None
+    """Your own data: the text field, or the two fields of a sentence pair."""
+    label: str = "label"
+    """Your own data: the label field (class names or ids 0..n-1; numbers for regression)."""
+    labels: list[str] | None = None
+    """Your own data: the class names in id order (or set regression = true)."""
+    regression: bool = False
+    metrics: list[str] | None = None
+    """Your own data: metrics, the first primary (default: acc; regression: pearson, spearman)."""
+    hub: str | None = None
+    """format = "hub": the data set's hub path (e.g. "stanfordnlp/imdb")."""
+    hub_config: str | None = None
+    hub_splits: dict[str, str] = Field(default_factory=dict)
+    """format = "hub": eebench split → the data set's split name (default: dev → validation)."""
+
+    @model_validator(mode="after")
+    def _check_own_data(self) -> "TaskConfig":
+        if self.format is None:
+            own = [k for k in ("text", "labels", "metrics", "hub", "hub_config") if getattr(self, k) is not None]
+            if own or self.regression or self.hub_splits:
+                raise ValueError(f"task.{(own or ['regression'])[0]} describes your own data: set task.format "
+                                 f"(csv, tsv, jsonl or hub) too")
+            return self
+        fields = [self.text] if isinstance(self.text, str) else self.text
+        if not fields or len(fields) > 2:
+            raise ValueError("task.text: name the text field, or the two fields of a pair (text = [\"a\", \"b\"])")
+        if (self.labels is None) != self.regression:
+            raise ValueError("task.labels: list the class names in id order (labels = [\"neg\", \"pos\"]), "
+                             "or set task.regression = true; not both")
+        if self.labels is not None and (len(self.labels) < 2 or len(set(self.labels)) != len(self.labels)):
+            raise ValueError("task.labels: at least two distinct class names")
+        from eebench.metrics import METRICS
+
+        unknown = [m for m in self.metrics or [] if m not in METRICS]
+        if unknown:
+            raise ValueError(f"task.metrics: unknown metric {unknown[0]!r}; choose from {', '.join(METRICS)}")
+        if self.format == "hub" and not self.hub:
+            raise ValueError("task.format = \"hub\" needs task.hub, the data set's hub path")
+        return self
 
 
 class SmartConfig(StrictModel):

@@ -58,7 +58,7 @@ def _fail(source: str, overrides: list[str] | None, key: str, message: str) -> N
 def check_registries(recipe: Recipe, source: str = "<recipe>", overrides: list[str] | None = None) -> None:
     """What the schema cannot know: names and arguments against the registries. Also fills the
     default exit policy of a single-task recipe (entropy; patience on a regression task)."""
-    from eebench.data.tasks import ALIASES, TASKS, get_task
+    from eebench.data.tasks import ALIASES, TASKS, get_task, task_spec
     from eebench.policies import POLICIES, default_policy
     from eebench.train.strategies import build_stages, validate_strategy
 
@@ -75,8 +75,8 @@ def check_registries(recipe: Recipe, source: str = "<recipe>", overrides: list[s
         _fail(source, overrides, "exit.policy",
               f"unknown exit policy {recipe.exit.policy!r}; choose one of {sorted(POLICIES)}")
     known = lambda name: ALIASES.get(name.lower(), name.lower()) in TASKS  # noqa: E731  (the loader names others)
-    if not recipe.tasks and known(recipe.task.name):
-        regression = get_task(recipe.task.name).is_regression
+    if not recipe.tasks and (known(recipe.task.name) or recipe.task.format is not None):
+        regression = task_spec(recipe.task).is_regression
         if recipe.exit.policy is None:
             recipe.exit.policy = default_policy(regression)
         try:

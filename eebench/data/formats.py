@@ -275,3 +275,59 @@ def _check_cs224n_row(path: Path, row: dict, start: int, end: int, n_columns: in
 
 
 Format = GlueTsv | ElueTsv | Cs224n
+
+
+@dataclass(frozen=True)
+class OwnFiles:
+    """A data set of one's own, declared in the recipe's [task] (format, text, label, labels, files):
+    CSV, TSV or JSON Lines read by `datasets`' own builders (which cache each file as Arrow)."""
+
+    kind: str  # csv, tsv, jsonl
+    text_a: str
+    text_b: str | None
+    label: str
+    family = "own"
+
+    def file_name(self, split: str) -> str:
+        return f"{split}.{self.kind}"
+
+    def folders(self, root: Path, folder: str) -> list[Path]:
+        return [root / folder]
+
+    def _load(self, path: Path):
+        from datasets import load_dataset
+        from datasets.utils.logging import disable_progress_bar
+
+        disable_progress_bar()
+        builder, kwargs = {"csv": ("csv", {}), "tsv": ("csv", {"delimiter": "\t"}), "jsonl": ("json", {})}[self.kind]
+        try:
+            return load_dataset(builder, data_files=str(path), split="train", **kwargs)
+        except Exception as err:  # the builders' parse errors: one line naming the file
+            if "corresponds to no data" in str(err):  # a header and no rows
+                return None
+            reason = str(err).strip().splitlines()[-1][:200] if str(err).strip() else type(err).__name__
+            raise UserError(f"{path}: not a readable {self.kind.upper()} file ({reason}); check its format "
+                            f"against task.format = \"{self.kind}\"") from None
+
+    def read(self, spec, path: Path, split: str) -> Examples:
+        if Path(path).stat().st_size == 0:
+            raise UserError(f"{path}: empty file; split {split!r} of task {spec.name} needs at least one row")
+        ds = self._load(path)
+        if ds is None:
+            return Examples(ids=[], text_a=[], text_b=None, labels=None)
+        columns = list(ds.column_names)
+        for name, key in ((self.text_a, "text"), (self.text_b, "text")):
+            if name is not None and name not in columns:
+                raise UserError(f"{path}: no {name!r} field (found {', '.join(columns) or 'none'}); set task.{key} "
+                                f"to the field that holds the text")
+        first = 2 if self.kind in ("csv", "tsv") else 1  # the first data row's line (after a header)
+        labels = None
+        if self.label in columns:
+            labels = label_array(spec, [parse_label(spec.labels, "" if v is None else str(v), path, first + i)
+                                        for i, v in enumerate(ds[self.label])])
+        elif split in LABELLED:
+            raise UserError(f"{path}: no {self.label!r} field (found {', '.join(columns) or 'none'}); set task.label "
+                            f"to the field that holds the label (split {split!r} must be labelled)")
+        text = lambda col: ["" if v is None else str(v) for v in ds[col]]  # noqa: E731
+        return Examples(ids=[str(i) for i in range(len(ds))], text_a=text(self.text_a),
+                        text_b=text(self.text_b) if self.text_b else None, labels=labels)

@@ -37,6 +37,8 @@ def _check_split(spec: TaskSpec, cfg: TaskConfig, split: str) -> None:
 
 
 def _load_raw(spec: TaskSpec, cfg: TaskConfig, split: str) -> Examples:
+    if spec.own_hub:
+        return load_from_hub(spec, split, cfg.revision)
     if spec.format is None:
         from eebench.data.synthetic import generate
 
@@ -136,9 +138,24 @@ def _load_hub(spec: TaskSpec, split: str, revision: str | None) -> Examples:
         missing.reason = reason
         raise missing from None
     a, b = spec.hub_fields
-    labels = np.asarray(ds["label"])
+    where = f"hub data set {spec.hub[0]} split {hub_split!r}"
+    for field in (a, b) if spec.own_hub else ():
+        if field is not None and field not in ds.column_names:
+            raise UserError(f"{where}: no {field!r} field (found {', '.join(ds.column_names)}); set task.text")
+    if spec.hub_label not in ds.column_names:
+        if split in ("train", "dev") or not spec.own_hub:
+            raise UserError(f"{where}: no {spec.hub_label!r} field (found {', '.join(ds.column_names)}); set task.label")
+        labels = np.full(len(ds), -1)
+    else:
+        labels = np.asarray(ds[spec.hub_label])
     if labels.dtype.kind in "US" and spec.labels is not None:  # class names (SciTail: "entails")
         labels = np.asarray([spec.labels.index(x) if x in spec.labels else -1 for x in labels])
+        if spec.own_hub and (labels < 0).any():
+            bad = str(np.asarray(ds[spec.hub_label])[np.flatnonzero(labels < 0)[0]])
+            raise UserError(f"{where}: label {bad!r} is not in task.labels ({', '.join(spec.labels)}); list it there")
+    elif spec.own_hub and spec.labels is not None and labels.size and labels.max() >= len(spec.labels):
+        raise UserError(f"{where}: label id {int(labels.max())} but task.labels names {len(spec.labels)} classes; "
+                        f"list them all")
     has_labels = not (labels.size and (labels < 0).all())  # GLUE test splits carry label -1
     keep = np.flatnonzero(labels >= 0) if has_labels and not spec.is_regression else np.arange(len(labels))
     text_a, text_b = list(ds[a]), list(ds[b]) if b else None  # SNLI: pairs without a gold label (−1) dropped

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from eebench.data.formats import Cs224n, ElueTsv, Format, GlueTsv
+from eebench.data.formats import Cs224n, ElueTsv, Format, GlueTsv, OwnFiles
 from eebench.errors import UserError
 
 
@@ -33,6 +33,10 @@ class TaskSpec:
     """eebench split → the benchmark's submission file stem (GLUE: ``{"test": "CoLA"}`` → CoLA.tsv)."""
     submission_words: bool = False
     """Submission predictions as label words (GLUE's NLI tasks), not class ids."""
+    hub_label: str = "label"
+    """The hub data set's label field."""
+    own_hub: bool = False
+    """The recipe's own hub data set (task.format = "hub"): read from the hub, never generated."""
 
     def hub_split(self, split: str) -> str:
         return self.hub_split_names.get(split, HUB_SPLITS.get(split, split))
@@ -137,6 +141,23 @@ and calibrations recorded against the split would no longer match it)."""
 # Hub split names for eebench's split names.
 HUB_SPLITS = {"dev": "validation", "dev_matched": "validation_matched",
               "dev_mismatched": "validation_mismatched"}
+
+
+def task_spec(cfg) -> TaskSpec:
+    """The spec of a recipe's [task]: a built-in task by name, or the recipe's own data set (task.format)."""
+    if getattr(cfg, "format", None) is None:
+        return get_task(cfg.name)
+    fields = [cfg.text] if isinstance(cfg.text, str) else list(cfg.text)
+    text_a, text_b = fields[0], fields[1] if len(fields) > 1 else None
+    labels = tuple(cfg.labels) if cfg.labels is not None else None
+    metrics = tuple(cfg.metrics or (("pearson", "spearman") if labels is None else ("acc",)))
+    if cfg.format == "hub":
+        splits = tuple(dict.fromkeys(["train", "dev", "test", *cfg.hub_splits]))
+        return TaskSpec(cfg.name, labels, metrics, (cfg.hub, cfg.hub_config), (text_a, text_b), None, cfg.name,
+                        splits, hub_label=cfg.label, hub_split_names=dict(cfg.hub_splits), own_hub=True)
+    splits = tuple(cfg.files) if cfg.files else ("train", "dev", "test")
+    return TaskSpec(cfg.name, labels, metrics, None, (text_a, text_b), OwnFiles(cfg.format, text_a, text_b, cfg.label),
+                    cfg.name, splits)
 
 
 def get_task(name: str) -> TaskSpec:

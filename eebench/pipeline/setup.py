@@ -185,7 +185,9 @@ def check_task_setup(recipe_path, run: Run, dev) -> None:
 
 
 def _single_sentence(spec: TaskSpec) -> bool:
-    return spec.format is None or spec.format.text_b is None
+    if spec.format is None:
+        return spec.hub_fields[1] is None if spec.own_hub else True
+    return spec.format.text_b is None
 
 
 

@@ -22,7 +22,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from eebench.data.tasks import TaskSpec, get_task
+from eebench.data.tasks import TaskSpec, task_spec
 from eebench.errors import UserError
 from eebench.io import read_json
 from eebench.run.ownership import describe_owner, owner
@@ -61,7 +61,7 @@ class Run:
 
     @property
     def spec(self) -> TaskSpec:
-        return get_task(self.recipe.task.name)
+        return task_spec(self.recipe.task)
 
     @property
     def model_dir(self) -> Path:
