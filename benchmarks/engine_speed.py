@@ -3,6 +3,12 @@
     python benchmarks/engine_speed.py results/deebert_sst2_minilm [--split dev] [--policy entropy]
                                       [--target-time-pct 50] [--limit N] [--batch 32] [--rounds 3]
                                       [--block 100] [--device cuda]
+    python benchmarks/engine_speed.py --family all  (or --family albert,deberta-v2,...)
+
+``--family``: no run folder; each family as a random model of MiniLM-L6's shape (6 layers, hidden 384,
+12 heads, feed-forward 1536, vocabulary 30522) with its exit heads' confidence spread so that entropy
+exits happen, on 200 random token sequences of 6-64 tokens (mean ~26, SST-2's). The entropy setting is
+the largest time% <= --target-time-pct on these; batch 1, stream, as below, per family side by side.
 
 Runs on the GPU when there is one (``--device`` chooses); every time is synchronised (CUDA events
 on a GPU) and every input length is warmed up first.
@@ -51,7 +57,8 @@ def pick_setting(trace, policy, n: int, target_time_pct: float) -> tuple[dict, n
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("run")
+    ap.add_argument("run", nargs="?")
+    ap.add_argument("--family", default=None, help="all, or model types separated by commas (no run folder)")
     ap.add_argument("--split", default="dev")
     ap.add_argument("--policy", default="entropy")
     ap.add_argument("--target-time-pct", type=float, default=50.0)
@@ -62,6 +69,10 @@ def main(argv=None) -> None:
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: the GPU when there is one)")
     a = ap.parse_args(argv)
     device = resolve_device(a.device)
+    if a.family:
+        return families(a, device)
+    if a.run is None:
+        raise SystemExit("give a run folder, or --family")
     run = open_run(a.run)
     trace = ensure_trace(run, a.split, device=a.device)
     n = min(a.limit or len(trace.logits), len(trace.logits))
@@ -122,13 +133,67 @@ def main(argv=None) -> None:
           f"{sync_cost_us(engine, singles[0]):.1f} us)")
 
 
+FAMILY_TYPES = ["bert", "roberta", "xlm-roberta", "electra", "albert", "distilbert", "deberta-v2", "modernbert",
+                "mpnet", "llama", "gpt2"]
+
+
+def random_family_setup(model_type: str, device, n: int = 200, target_time_pct: float = 50.0, seed: int = 0):
+    """A random model of MiniLM-L6's shape in this family, batch-1 inputs, and the entropy setting with the
+    largest time% <= target on them (from the model's own trace)."""
+    from transformers import AutoConfig, AutoModel
+
+    from eebench.model import MultiExitModel
+    from eebench.model.families import shape_config
+    from eebench.trace import Trace
+
+    torch.manual_seed(seed)
+    config = AutoConfig.for_model(model_type, **shape_config(model_type, hidden=384, layers=6, heads=12,
+                                                             intermediate=1536, vocab=30522, positions=512))
+    model = MultiExitModel(AutoModel.from_config(config), 2).eval().to(device)
+    with torch.no_grad():
+        for i, head in enumerate(model.heads):  # later exits more confident, as trained ones are
+            head.classifier.weight.mul_(4.0 * (i + 1))
+    rng = np.random.default_rng(seed)
+    lengths = np.clip(np.round(rng.normal(26, 10, n)), 6, 64).astype(int)
+    singles = []
+    for t in lengths:
+        ids = torch.as_tensor(rng.integers(5, 30000, (1, t)), device=device)
+        singles.append({"input_ids": ids, "attention_mask": torch.ones_like(ids),
+                        "token_type_ids": torch.zeros_like(ids)})
+    with torch.inference_mode():
+        logits = np.stack([model(**b).logits[0].float().cpu().numpy() for b in singles])
+    trace = Trace("bench", "random", np.arange(n).astype(str), logits, np.zeros(n, dtype=np.int64), False)
+    setting, expected = pick_setting(trace, get_policy("entropy"), n, target_time_pct)
+    return model, singles, setting, expected
+
+
+def families(a, device) -> None:
+    """Every family at MiniLM-L6's shape: measured / ideal speed-up at batch 1, with where time goes."""
+    types = FAMILY_TYPES if a.family == "all" else a.family.split(",")
+    print(f"batch 1, stream ({a.rounds} rounds, blocks of {a.block}), threads {torch.get_num_threads()}, device "
+          f"{' '.join(describe(device).values())}; random models of MiniLM-L6's shape, 200 random sequences")
+    print(f"{'family':12s} {'time%':>6s} {'ideal':>6s} {'measured':>8s} {'of ideal':>8s} {'agree':>6s} | "
+          f"{'full ms':>7s} {'engine ms':>9s} | per layer passed: layer us, head us, decision us")
+    for model_type in types:
+        model, singles, setting, expected = random_family_setup(model_type, device, target_time_pct=a.target_time_pct)
+        engine = EarlyExitEngine(model, "entropy", setting)
+        warm_up(engine, singles, [])
+        t_engine, t_full, got = stream_times(engine, singles, a.rounds, a.block)
+        ideal = 6 / expected.mean()
+        measured = t_full.sum() / t_engine.sum()
+        layer_us, head_us, decide_us, _ = component_costs(engine, singles)
+        print(f"{model_type:12s} {100 * expected.mean() / 6:6.1f} {ideal:6.2f} {measured:8.2f} {measured / ideal:8.2f} "
+              f"{100 * (got == expected).mean():5.1f}% | {1000 * t_full.mean():7.2f} {1000 * t_engine.mean():9.2f} | "
+              f"{layer_us:.0f}, {head_us:.0f}, {decide_us:.0f}")
+
+
 def component_costs(engine, singles, repeat: int = 200) -> tuple[float, float, float, int]:
     """Median microseconds of one encoder layer, one exit head and one exit decision at batch 1."""
 
     lengths = sorted((b["attention_mask"].shape[1], i) for i, b in enumerate(singles[:200]))
     b = singles[lengths[len(lengths) // 2][1]]
     with torch.inference_mode():
-        hidden, mask4 = engine._embed(b)
+        hidden, ctx = engine._embed(b)
         mask = b["attention_mask"]
         logits, pooled = engine._head(1, hidden, mask, False)
 
@@ -137,7 +202,7 @@ def component_costs(engine, singles, repeat: int = 200) -> tuple[float, float, f
         def median_us(fn):
             return 1e6 * float(np.median([clock.seconds(fn) for _ in range(repeat)]))
 
-        return (median_us(lambda: engine._layer(engine.layers[0], hidden, mask4)),
+        return (median_us(lambda: engine.family.step(engine.layers[0], 0, hidden, ctx)),
                 median_us(lambda: engine._head(1, hidden, mask, False)),
                 median_us(lambda: engine._decide(1, logits, pooled, hidden, mask, {})),
                 int(mask.shape[1]))

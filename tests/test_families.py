@@ -198,3 +198,21 @@ def test_a_model_that_cannot_take_the_tokenizers_input_is_refused_before_trainin
     assert message in result.output and "Traceback" not in result.output
     assert len(result.output.strip().splitlines()) == 1, result.output
     assert not (tmp_path / "qs").exists() and not list(tmp_path.glob("qs*"))
+
+
+@pytest.mark.parametrize("model_type, where", [("bert", "pooler.dense"), ("roberta", "pooler.dense"),
+                                               ("albert", "pooler"), ("mpnet", "pooler.dense")])
+def test_exit_heads_start_from_the_checkpoints_pooler(model_type, where):
+    torch.manual_seed(0)
+    backbone = AutoModel.from_config(tiny(model_type))
+    pooler = backbone.get_submodule(where)
+    weight = pooler.weight.detach().clone()
+    model = MultiExitModel(backbone, 2)
+    assert all(torch.equal(head.dense.weight, weight) for head in model.heads)
+    assert model.backbone.pooler is None  # the final exit plays the pooler's role
+
+
+@pytest.mark.parametrize("model_type", ["llama", "gpt2"])
+def test_decoder_heads_pool_the_last_real_token(model_type):
+    model = MultiExitModel(AutoModel.from_config(tiny(model_type)), 2, pooling="first")
+    assert {head.pooling for head in model.heads} == {"last"}
