@@ -3,7 +3,7 @@
     python benchmarks/policy_sweep_speed.py [--examples 10000] [--layers 12] [--repeat 5]
 
 Sweeps 100 settings of each of entropy, max_prob, LTE and CKA and every patience value (1..L-1):
-exit layers, time%, speed-up, histogram and accuracy per setting (eebench.maths.sweep.sweep), and
+exit layers, time%, speed-up, histogram and accuracy per setting (eebench.calibration.sweep), and
 prints the total against the 50 ms target (best of --repeat runs).
 """
 
@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from eebench.maths.sweep import sweep
+from eebench.calibration import sweep
 from eebench.data.tasks import get_task
 from eebench.maths.fastsweep import sweep_arrays
 from eebench.policies import POLICIES, argmax

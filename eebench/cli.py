@@ -9,10 +9,12 @@ from typing import Annotated, Optional
 import typer
 from rich.markup import escape
 
+from eebench.cli_group import OneLineErrors
 from eebench.console import console
 from eebench.errors import UserError
 
 app = typer.Typer(
+    cls=OneLineErrors,
     help="Train, calibrate, evaluate and report early-exit BERT models (DeeBERT, PABEE, RomeBERT, ...).",
     no_args_is_help=True,
     pretty_exceptions_enable=False,

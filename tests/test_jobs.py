@@ -230,4 +230,4 @@ def test_ray_path_on_a_local_ray(outside):
         import ray
 
         ray.shutdown()
-    assert [c.state for c in outcome.cells] == ["finished"] * 3, [(c.state, c.detail) for c in outcome.cells]
+    assert [c.state for c in outcome.cells] == ["finished"] * 2, [(c.state, c.detail) for c in outcome.cells]

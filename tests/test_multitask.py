@@ -239,6 +239,20 @@ def test_collapsed_paraphrase_predictions_are_reported(tmp_path, tokenizer_dir):
     assert "predictions collapsed" in result.output
 
 
+def test_a_per_task_learning_rate_is_refused_before_training(tmp_path, tokenizer_dir):
+    """One optimizer per stage serves every task: a task's own stage2_lr would be ignored, so it is refused."""
+    recipe = _recipe(tmp_path, tokenizer_dir, 'strategy = "two_stage"', 'args = { stage2_lr = 5e-3 }')
+    result = runner.invoke(app, ["finetune", recipe])
+    assert result.exit_code == 2, result.output
+    assert "stage stage2 of task quora has lr 0.005, of task sst5 0.001" in result.output
+    assert len(result.output.strip().splitlines()) == 1 and not (tmp_path / "mt").exists()
+    same = _recipe(tmp_path, tokenizer_dir, 'strategy = "two_stage"\nargs = { stage2_lr = 5e-3 }',
+                   'args = { stage2_lr = 5e-3 }')
+    from eebench.recipe_io import load_recipe
+
+    assert load_recipe(same, []).tasks[1].args == {"stage2_lr": 5e-3}  # the same lr everywhere is fine
+
+
 def test_multitask_recipe_errors_are_one_line(tmp_path, tokenizer_dir):
     recipe = _recipe(tmp_path, tokenizer_dir, 'strategy = "joint"', 'strategy = "two_stage"')
     result = runner.invoke(app, ["finetune", recipe])

@@ -158,7 +158,7 @@ def test_candidate_thresholds_never_tie_with_observed_values():
     ("cka", [{"theta": th, "count": r} for th in (-0.02, 0.0, 0.05) for r in (1, 2, 3)]),
 ])
 def test_fast_sweep_equals_the_direct_computation(policy, settings):
-    from eebench.maths.sweep import exit_predictions, sweep
+    from eebench.calibration import exit_predictions, sweep
     from eebench.data.tasks import get_task
 
     rng = np.random.default_rng(3)

@@ -32,7 +32,7 @@ def test_fields_whose_names_vary_are_declared_by_pattern(tmp_path):
     assert OperatingPoint.load(_write(tmp_path / "operating_entropy.json", point)).model_extra == {"acc": 81.0, "f1": 80.0}
     with pytest.raises(UserError, match="accuracy: a field this eebench does not know"):
         OperatingPoint.load(_write(tmp_path / "operating_x.json", {**point, "accuracy": 81.0}))
-    speed = {"policy": "entropy", "setting": {}, "split": "dev", "time_pct": 50.0, "ideal_speedup": 2.0,
+    speed = {"policy": "entropy", "setting": {"threshold": 0.3}, "split": "dev", "time_pct": 50.0, "ideal_speedup": 2.0,
              "batch_1": {}, "batch_32": {"engine_s": 1.0}}
     assert Speed.load(_write(tmp_path / "speed_entropy.json", speed)).model_extra == {"batch_32": {"engine_s": 1.0}}
     with pytest.raises(UserError, match="batchsize: a field this eebench does not know"):

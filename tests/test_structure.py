@@ -30,6 +30,9 @@ def _imports(name: str, path: Path):
             for alias in node.names:
                 if alias.name.startswith("eebench"):
                     yield alias.name, []
+        elif (isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
+              and node.args and isinstance(node.args[0], ast.Constant) and str(node.args[0].value).startswith("eebench")):
+            yield node.args[0].value, []  # importlib.import_module("eebench.x"): an import like any other
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
             if node.level:
@@ -57,6 +60,41 @@ def test_no_private_name_is_imported_across_modules():
     assert not found, found
 
 
+def _module_aliases(name: str, path: Path) -> dict[str, str]:
+    """Local names bound to eebench modules in the file: `import eebench.x as m`, `from eebench import x`."""
+    aliases = {}
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            for alias in node.names:
+                if alias.name in MODULES and alias.asname:
+                    aliases[alias.asname] = alias.name
+        elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("eebench"):
+            for alias in node.names:
+                if f"{node.module}.{alias.name}" in MODULES:
+                    aliases[alias.asname or alias.name] = f"{node.module}.{alias.name}"
+    return aliases
+
+
+def test_no_private_name_is_used_across_modules_through_an_attribute():
+    """`module._name` on another eebench module is a private import by another route."""
+    found = []
+    for name, path in MODULES.items():
+        aliases = _module_aliases(name, path)
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if (isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id in aliases
+                    and node.attr.startswith("_") and not node.attr.startswith("__")
+                    and aliases[node.value.id] != name):
+                found.append(f"{name} uses {aliases[node.value.id]}.{node.attr}")
+    assert not found, found
+
+
+def test_maths_imports_nothing_of_eebench_above_it():
+    """eebench.maths is pure maths: it may import numpy and its own modules, nothing of eebench above."""
+    found = [f"{name} imports {target}" for name, path in MODULES.items() if name.startswith("eebench.maths")
+             for target, _ in _imports(name, path) if not target.startswith("eebench.maths")]
+    assert not found, found
+
+
 def test_no_import_cycle_between_modules():
     graph = {name: {t for t, _ in _imports(name, path) if t in MODULES and t != name} for name, path in MODULES.items()}
     state: dict[str, int] = {}
@@ -81,4 +119,12 @@ def test_no_import_cycle_between_modules():
 
 @pytest.mark.parametrize("stage", ["trace", "evaluate", "calibrate", "speed", "finetune"])
 def test_every_command_body_is_one_pipeline_module(stage):
-    assert f"eebench.pipeline.{stage}" in MODULES
+    """The stage's body is a public function of its own pipeline module, and the CLI calls it there."""
+    module = f"eebench.pipeline.{stage}"
+    assert module in MODULES
+    tree = ast.parse(MODULES[module].read_text(encoding="utf-8"))
+    public = {n.name for n in tree.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")}
+    assert stage in public or f"ensure_{stage}" in public, (module, sorted(public))
+    users = [name for name, path in MODULES.items() if name != module
+             and any(t == module or t.startswith(module + ".") for t, _ in _imports(name, path))]
+    assert users, f"nothing imports {module}"

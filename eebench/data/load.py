@@ -142,10 +142,10 @@ def _load_hub(spec: TaskSpec, split: str, revision: str | None) -> Examples:
     for field in (a, b) if spec.own_hub else ():
         if field is not None and field not in ds.column_names:
             raise UserError(f"{where}: no {field!r} field (found {', '.join(ds.column_names)}); set task.text")
-    if spec.hub_label not in ds.column_names:
-        if split in ("train", "dev") or not spec.own_hub:
+    if spec.own_hub and spec.hub_label not in ds.column_names:
+        if split in ("train", "dev"):
             raise UserError(f"{where}: no {spec.hub_label!r} field (found {', '.join(ds.column_names)}); set task.label")
-        labels = np.full(len(ds), -1)
+        labels = np.full(len(ds), -1)  # an unlabelled test split
     else:
         labels = np.asarray(ds[spec.hub_label])
     if labels.dtype.kind in "US" and spec.labels is not None:  # class names (SciTail: "entails")

@@ -22,10 +22,12 @@ def head_macs(hidden: int, num_labels: int) -> int:
 
 
 def exit_macs(exit_layers: np.ndarray, tokens: np.ndarray, n_layers: int, hidden: int, intermediate: int,
-            num_labels: int) -> dict[str, float]:
+              num_labels: int, per_layer: np.ndarray | None = None) -> dict[str, float]:
     """Mean MACs and FLOPs per example at the given exits, and for the full model (all L layers,
-    the final head only); exit_layers and tokens Shape: [N]."""
-    per_layer = layer_macs(tokens, hidden, intermediate)  # Shape: [N]
+    the final head only); exit_layers and tokens Shape: [N]. ``per_layer`` (Shape [N]): one layer's
+    MACs per example from the encoder family's own formula (eebench.model.families), else BERT's."""
+    if per_layer is None:
+        per_layer = layer_macs(tokens, hidden, intermediate)  # Shape: [N]
     backbone = float((per_layer * exit_layers).mean())
     heads = float(head_macs(hidden, num_labels) * np.mean(exit_layers))
     full = float(per_layer.mean() * n_layers + head_macs(hidden, num_labels))

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from eebench.errors import UserError
-from eebench.io import read_json, write_json
+from eebench.io import read_json, recover_swap, swap_folder, write_json
 from eebench.model.multiexit import MultiExitModel, MultiTaskModel
 from eebench.recipe import ModelConfig
 
@@ -116,11 +116,7 @@ def save_model(model: MultiExitModel | MultiTaskModel, tokenizer, folder: Path, 
         info = {"num_labels": model.num_labels, "lte": model.lte is not None, "pair_cosine": model.pair_cosine}
     write_json(new / HEADS, {**info, "pooling": head.pooling, "dropout": head.dropout.p,
                              **({"trust_remote_code": True} if remote else {}), **meta})
-    if folder.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        folder.rename(old)
-    new.rename(folder)
-    shutil.rmtree(old, ignore_errors=True)
+    swap_folder(new, folder, old)
 
 
 def load_model(folder: Path, task: str | None = None) -> tuple[MultiExitModel, Any, dict[str, Any]]:
@@ -130,6 +126,7 @@ def load_model(folder: Path, task: str | None = None) -> tuple[MultiExitModel, A
     from transformers import AutoConfig, AutoModel, AutoTokenizer
 
     folder = Path(folder)
+    recover_swap(folder, folder.with_name(folder.name + ".old"))  # a save killed between its renames
     if not (folder / WEIGHTS).is_file():
         raise UserError(f"{folder} holds no trained model ({WEIGHTS} missing); run eebench finetune first")
     meta = read_json(folder / HEADS)

@@ -1,5 +1,5 @@
 """`eebench calibrate`: fit an exit policy's setting on one split to a target (the sweep maths is
-eebench.maths.sweep), save it as calibration/<policy>.json, and apply a calibration to a split
+eebench.calibration), save it as calibration/<policy>.json, and apply a calibration to a split
 (its operating point, per-example exits, MACs and, on a GLUE test split, the submission file)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from eebench.console import console
 from eebench.data.tasks import TaskSpec
 from eebench.errors import UserError
 from eebench.io import read_json, write_csv
-from eebench.maths.sweep import choose, per_example, row_setting, sweep, to_settings
+from eebench.calibration import choose, per_example, row_setting, sweep, to_settings
 from eebench.metrics import layerwise
 from eebench.pipeline.trace import ensure_trace
 from eebench.policies import exit_summary, get_policy, setting_label
@@ -87,17 +87,25 @@ def sweep_grid(run: Run, policy, trace: Trace, grid=None) -> list[dict]:
 
 
 def _macs(run: Run, trace: Trace, layers: np.ndarray) -> dict:
-    """Analytic MACs/FLOPs per example at these exits (eebench.maths.flops), from the backbone's config."""
+    """Analytic MACs/FLOPs per example at these exits (eebench.maths.flops), from the backbone's config
+    and its family's layer formula (eebench.model.families)."""
     config_path = run.model_dir / "config.json"
     if trace.tokens is None or not config_path.is_file():
         return {}
+    from eebench.maths.flops import exit_macs
+    from eebench.model.families import family_of
+
+    config = _config_object(run.model_dir)
+    family = family_of(config)
+    if family is not None:
+        hidden = family.hidden_size(config)
+        return exit_macs(layers, trace.tokens, trace.num_layers, hidden, 0, trace.logits.shape[-1],
+                         per_layer=family.layer_macs(config, trace.tokens))
     config = read_json(config_path)
     hidden = config.get("hidden_size") or config.get("dim")
     inter = config.get("intermediate_size") or config.get("hidden_dim")
     if not (hidden and inter):
         return {}
-    from eebench.maths.flops import exit_macs
-
     return exit_macs(layers, trace.tokens, trace.num_layers, hidden, inter, trace.logits.shape[-1])
 
 
@@ -111,3 +119,13 @@ def _print_point(split: str, point: dict, spec: TaskSpec) -> None:
 def _last_exit_metric(run: Run, trace: Trace) -> float:
     rows = layerwise((run.spec.primary_metric,), trace.logits[:, -1:], trace.labels, trace.regression)
     return float(rows[0][run.spec.primary_metric])
+
+
+def _config_object(folder):
+    """The backbone's transformers config from a run's model folder (None for a remote-code config)."""
+    from transformers import AutoConfig
+
+    try:
+        return AutoConfig.from_pretrained(str(folder))
+    except (OSError, ValueError):
+        return None

@@ -11,7 +11,7 @@ from eebench.console import console
 from eebench.data.tasks import TaskSpec
 from eebench.errors import UserError
 from eebench.io import write_csv, write_json
-from eebench.maths.sweep import sweep
+from eebench.calibration import sweep
 from eebench.metrics import collapse, layerwise
 from eebench.pipeline.calibrate import apply_calibration, fit, sweep_grid
 from eebench.pipeline.trace import ensure_trace

@@ -24,7 +24,7 @@ def _layerwise(run, split: str, metric: str) -> list[float]:
 
 def policy_sweep(run, split: str, policy_name: str) -> pd.DataFrame:
     """The policy's dense sweep over the run's stored trace of ``split`` (metric, time% per setting)."""
-    from eebench.maths.sweep import sweep
+    from eebench.calibration import sweep
     from eebench.policies import get_policy
     from eebench.trace import load_trace
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from eebench.maths.sweep import sweep
+from eebench.calibration import sweep
 from eebench.policies import POLICIES, setting_label
 
 

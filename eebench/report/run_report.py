@@ -12,7 +12,7 @@ import pandas as pd
 from eebench.console import console
 from eebench.errors import UserError
 from eebench.io import write_text
-from eebench.maths.sweep import row_setting
+from eebench.calibration import row_setting
 from eebench.policies import get_policy, setting_label
 from eebench.report.pareto import area_under_curves, pareto_front, policy_curves
 from eebench.metrics import layerwise

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from eebench.maths.sweep import exit_predictions
+from eebench.calibration import exit_predictions
 from eebench.io import write_text
 
 def submission_text(spec, trace, exit_layers: np.ndarray) -> str:

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import socket
 import sys
 import time
 from pathlib import Path
 
 from eebench.errors import Busy, UserError
-from eebench.io import read_json, write_json
+from eebench.io import read_json, recover_swap, swap_folder, write_json
 
 def lock_path(folder: Path) -> Path:
     folder = Path(folder)
@@ -71,7 +70,7 @@ def owned(folder: Path, par=None, what: str = "write"):
 
                 console.print(f"[yellow]note:[/] the previous writer of {folder} ({describe_owner(stale)}) ended "
                               f"without releasing it (killed?); taking it over")
-            _recover_swap(folder)
+            recover_swap(folder)
             remove_orphans(folder)
     except BaseException:
         lock_path(folder).unlink(missing_ok=True)
@@ -149,18 +148,4 @@ def remove_orphans(folder: Path) -> int:
 def swap_in(staging: Path, folder: Path) -> None:
     """Replace ``folder`` by ``staging``: two renames, the old run removed only afterwards. A kill
     between the renames leaves ``.<run>.replaced``, which the next owner moves back or removes."""
-    old = folder.parent / f".{folder.name}.replaced"
-    shutil.rmtree(old, ignore_errors=True)
-    if folder.exists():
-        os.replace(folder, old)
-    os.replace(staging, folder)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _recover_swap(folder: Path) -> None:
-    old = folder.parent / f".{folder.name}.replaced"
-    if old.exists():
-        if folder.exists():
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(old, folder)
+    swap_folder(staging, folder)

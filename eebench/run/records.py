@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, RootModel, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, RootModel, ValidationError, field_validator, model_validator
 
 from eebench.errors import UserError
 from eebench.io import write_json
@@ -93,7 +93,8 @@ def _load_record(cls, path: Path, run, split):
     except ValidationError as err:
         first = err.errors()[0]
         key = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        what = "a field this eebench does not know" if first["type"] == "extra_forbidden" else first["msg"]
+        what = ("a field this eebench does not know" if first["type"] == "extra_forbidden"
+                else first["msg"].removeprefix("Value error, "))
         raise UserError(f"{path}: {key}: {what}; {fix}") from None
     except ValueError as err:  # upgrade_any: a newer schema
         raise UserError(f"{path}: {err}") from None
@@ -106,6 +107,23 @@ def unreadable_reason(err: Exception) -> str:
     if isinstance(err, UnicodeDecodeError):
         return f"not UTF-8 text at byte {err.start}"
     return str(err)
+
+
+def check_setting(policy: str, setting: dict[str, Any]) -> dict[str, Any]:
+    """A stored setting against its policy's parameters: a key the policy does not take, or a parameter it
+    needs and has no default for, is an error naming the key (not a KeyError later)."""
+    from eebench.policies import POLICIES
+
+    if policy not in POLICIES:
+        raise ValueError(f"unknown policy {policy!r} (known: {', '.join(sorted(POLICIES))})")
+    spec = POLICIES[policy]
+    for key in setting:
+        if key not in spec.params:
+            raise ValueError(f"policy {policy!r} has no parameter {key!r} (its parameters: {', '.join(spec.params)})")
+    for key in spec.params:
+        if key not in setting and key not in spec.defaults:
+            raise ValueError(f"{key!r} missing: policy {policy!r} needs it")
+    return setting
 
 
 def _with_setting(data: Any) -> Any:
@@ -181,6 +199,11 @@ class Calibration(Record):
     def upgrade(cls, data: Any) -> Any:
         return _with_setting(data)
 
+    @field_validator("setting")
+    @classmethod
+    def _setting_fits_policy(cls, setting, info):
+        return check_setting(info.data["policy"], setting) if "policy" in info.data else setting
+
 
 class OperatingPoint(Record):
     fix: ClassVar[str] = "re-run eebench evaluate {run} --split {split}"
@@ -220,6 +243,11 @@ class OperatingPoint(Record):
     def upgrade(cls, data: Any) -> Any:
         return _with_setting(data)
 
+    @field_validator("setting")
+    @classmethod
+    def _setting_fits_policy(cls, setting, info):
+        return check_setting(info.data["policy"], setting) if "policy" in info.data else setting
+
 
 class Speed(Record):
     """What `eebench speed` measured (eebench.engine.clock.summary): the ideal and measured speed-ups, at batch
@@ -250,6 +278,11 @@ class Speed(Record):
     @classmethod
     def varying_field(cls, key: str) -> bool:
         return re.fullmatch(r"batch_\d+", key) is not None
+
+    @field_validator("setting")
+    @classmethod
+    def _setting_fits_policy(cls, setting, info):
+        return check_setting(info.data["policy"], setting) if "policy" in info.data else setting
 
 
 class Layerwise(RootModel[list[dict[str, int | float | None]]]):

@@ -11,6 +11,7 @@ import signal
 from dataclasses import asdict
 from pathlib import Path
 
+from eebench.io import swap_folder
 from eebench.train.parallel import Parallel
 from eebench.train.state import Position, TrainState
 
@@ -51,11 +52,7 @@ def save_checkpoint(accelerator, par: Parallel, state: TrainState, run_dir: Path
     par.barrier()
     if par.is_main:
         (new / "position.json").write_text(json.dumps(asdict(state.position)))
-        if folder.exists():
-            shutil.rmtree(old, ignore_errors=True)
-            folder.rename(old)
-        new.rename(folder)
-        shutil.rmtree(old, ignore_errors=True)
+        swap_folder(new, folder, old)
     par.barrier()
 
 

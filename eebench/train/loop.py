@@ -65,6 +65,12 @@ def check_lockstep(jobs: list[TaskJob]) -> None:
             raise UserError(f"multitask training runs the tasks' stages in lockstep: task {job.name} has stages "
                             f"{[s.name for s in job.stages]}, task {jobs[0].name} has "
                             f"{[s.name for s in jobs[0].stages]}; give the tasks compatible strategies")
+        for mine, first in zip(job.stages, jobs[0].stages):
+            if mine.lr != first.lr:  # one optimizer per stage serves every task: a per-task lr would be ignored
+                raise UserError(f"multitask training builds one optimizer per stage for all tasks, so their "
+                                f"learning rates must agree: stage {mine.name} of task {job.name} has lr {mine.lr:g}, "
+                                f"of task {jobs[0].name} {first.lr:g}; set the same lr for every task (the "
+                                f"[[tasks]] args of {job.name}, e.g. stage2_lr, or train.lr)")
 
 
 def global_batch_size(cfg: TrainConfig, processes: int) -> int:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from eebench.maths.sweep import choose, exit_predictions, row_setting, sweep
+from eebench.calibration import choose, exit_predictions, row_setting, sweep
 from eebench.errors import UserError
 from eebench.metrics import METRICS, collapsed
 from eebench.policies import get_policy, setting_label

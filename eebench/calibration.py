@@ -1,4 +1,6 @@
-"""Sweeps and operating points: array operations over a trace, no model runs."""
+"""Sweeps and operating points: every setting of a policy applied to a stored trace, and the one a
+calibration chooses (array operations over a trace, no model runs; the pure maths underneath is in
+eebench.maths)."""
 
 from __future__ import annotations
 
