@@ -48,6 +48,10 @@ DataRootOpt = Annotated[Optional[Path], typer.Option(
     help="Data root searched before the hub for recipes that name only their task: DIR/<TASK>/ "
          "(e.g. DIR/SST-2/dev.tsv; also DIR/glue/<TASK>/, ELUE tasks in DIR/elue/<TASK>/, CS224N files in "
          "DIR/cs224n/).")]
+BootstrapOpt = Annotated[Optional[int], typer.Option(
+    "--bootstrap", min=0, metavar="N",
+    help="Resamples of the bootstrap intervals on every metric and time% (default: the recipe's "
+         "output.bootstrap, 1000); 0: no intervals.")]
 
 
 def user_errors(fn):
@@ -209,6 +213,7 @@ def evaluate(
                                           "(e.g. a damaged traces/<split>.npz).")] = False,
     data_root: DataRootOpt = None,
     device: DeviceOpt = None,
+    bootstrap: BootstrapOpt = None,
 ) -> None:
     """Run the model once over a split with all exits (or reuse its stored trace when nothing changed);
     write layer-wise metrics, the threshold sweep, and every saved calibration applied to the split."""
@@ -225,7 +230,7 @@ def evaluate(
 
     resolve_device(device)  # a device this machine lacks is an error even when nothing needs tracing
     with owned(r.owner_dir, what="evaluate"):
-        run_evaluate(r, split, retrace=retrace, device=device)
+        run_evaluate(r, split, retrace=retrace, device=device, bootstrap=bootstrap)
 
 
 @app.command()
@@ -244,6 +249,7 @@ def calibrate(
     data_dir: DataDirOpt = None,
     data_root: DataRootOpt = None,
     device: DeviceOpt = None,
+    bootstrap: BootstrapOpt = None,
 ) -> None:
     """Choose an exit policy's setting on one split to meet a time% target or a maximum metric drop, save it
     to calibration/<policy>.json; `evaluate` then applies it to any other split."""
@@ -269,7 +275,8 @@ def calibrate(
                           + (f"target_time_pct = {target_time_pct:g}" if target_time_pct is not None
                              else f"max_drop = {max_drop:g}"))
     with owned(r.owner_dir, what="calibrate"):
-        run_calibrate(r, policy, split, target_time_pct, max_drop, _parse_grid(grid), device=device)
+        run_calibrate(r, policy, split, target_time_pct, max_drop, _parse_grid(grid), device=device,
+                      bootstrap=bootstrap)
 
 
 @app.command()
@@ -488,18 +495,27 @@ def compare(
     time_pct: Annotated[list[float], typer.Option(help="With --policy: the best metric at time% ≤ this (repeatable).")] = [],
     at_metric: Annotated[list[float], typer.Option(help="With --policy: the least time% reaching this metric "
                                                    "(repeatable).")] = [],
+    bootstrap: BootstrapOpt = None,
 ) -> None:
     """Put runs side by side: the layer-wise metric of every exit, one column per setting (stored results
-    only). Runs of one recipe with different seeds (finetune --seeds) pool into mean ± std."""
-    from eebench.report.compare import compare_runs
+    only). Runs of one recipe with different seeds (finetune --seeds) pool into mean ± std. Two runs on the
+    same examples are also compared pairwise: the bootstrap difference B − A of the metric at a matched
+    time% (--time-pct, default A's calibrated operating point) and of time% at a matched metric, with its
+    interval and p-value."""
+    from eebench.report.compare import compare_runs, paired_section
     from eebench.report.render import markdown
     from eebench.run.folder import open_run
 
-    if (time_pct or at_metric) and not policy:
+    if (time_pct or at_metric) and not policy and len(runs) != 2:
         raise UserError("--time-pct / --at-metric need an exit policy to sweep: add --policy entropy (or another)")
     frame, paths = compare_runs([open_run(f) for f in runs], out, split, tuple(policy), tuple(time_pct),
                                 tuple(at_metric))
     print(markdown(frame, 1))
+    if len(runs) == 2:
+        pair, written = paired_section([open_run(f) for f in runs], out, split, policy, time_pct, at_metric,
+                                       1000 if bootstrap is None else bootstrap)
+        print(markdown(pair, 2))
+        paths += written
     from eebench.provenance import differences
     from eebench.run.folder import run_status
 

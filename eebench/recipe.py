@@ -216,6 +216,9 @@ class OutputConfig(StrictModel):
     """After training, calibrate on exit.calibrate_split when a target or max_drop is set."""
     report: bool = True
     """After training, write the run report."""
+    bootstrap: int = Field(1000, ge=0)
+    """Resamples of the percentile bootstrap behind every interval (operating points, layer-wise
+    metrics; eebench.intervals); 0: no intervals. `--bootstrap N` overrides it per command."""
     trackers: list[str] = Field(default_factory=list)
     """Experiment trackers accelerate knows (e.g. ["tensorboard"], ["wandb"]): step losses and every
     exit's per-epoch dev metric, written under <run>/tracking/. Off by default."""

@@ -390,3 +390,52 @@ def test_a_usage_mistake_is_one_line(args, needle):
     result = runner.invoke(app, args, prog_name="eebench")
     out = result.output.strip()
     assert result.exit_code == 2 and out.startswith(needle) and len(out.splitlines()) == 1, out
+
+
+def test_operating_points_and_layerwise_metrics_carry_bootstrap_intervals(run_dir):
+    import json
+
+    from eebench.intervals import caption
+
+    point = json.loads((run_dir / "eval/dev/operating_entropy.json").read_text())
+    low, high = point["intervals"]["acc"]
+    assert low <= point["acc"] <= high and point["bootstrap"]["resamples"] == 1000
+    assert point["intervals"]["time_pct"][0] <= point["time_pct"] <= point["intervals"]["time_pct"][1]
+    rows = json.loads((run_dir / "eval/dev/layerwise.json").read_text())
+    assert all(r["acc_lo"] <= r["acc"] <= r["acc_hi"] for r in rows)
+    assert _invoke("report", "--run", run_dir).exit_code == 0
+    md = (run_dir / "report/operating_points.md").read_text()
+    assert caption(1000) in md and f"{point['acc']:.1f} [{low:.1f}, {high:.1f}]" in md
+    assert "acc_lo" in (run_dir / "report/operating_points.csv").read_text().splitlines()[0]
+    assert "[" in (run_dir / "report/layerwise.tex").read_text()
+    result = _invoke("calibrate", run_dir, "--target-time-pct", "60", "--bootstrap", "0")
+    assert result.exit_code == 0, result.output
+    again = json.loads((run_dir / "eval/dev/operating_entropy.json").read_text())
+    assert again["intervals"] == {} and again["bootstrap"] is None
+
+
+def test_compare_two_runs_pairwise(run_dir, finished_run, tmp_path):
+    """Paired bootstrap on the same examples: a run against itself differs by 0 (not separable); against a
+    copy whose every exit is confidently wrong on a third of the examples, the drop is separable."""
+    import dataclasses
+    import shutil
+
+    from eebench.trace import load_trace, save_trace
+
+    same = _invoke("compare", run_dir, finished_run, "--out", tmp_path / "same")
+    assert same.exit_code == 0, same.output
+    frame = pd.read_csv(tmp_path / "same" / "paired_synthetic_dev.csv")
+    first = frame.iloc[0]
+    assert first["B - A"] == 0 and first["low"] == 0 and first["high"] == 0 and first["verdict"] == "not separable"
+    worse = tmp_path / "worse"
+    shutil.copytree(finished_run, worse)
+    trace = load_trace(worse / "traces/dev.npz")
+    logits = trace.logits.copy()
+    hurt = np.flatnonzero(np.arange(len(logits)) % 3 == 0)
+    logits[hurt] = 10.0
+    logits[hurt, :, trace.labels[hurt]] = -10.0  # every exit confidently wrong on a third of the examples
+    save_trace(worse / "traces/dev.npz", dataclasses.replace(trace, logits=logits))
+    result = _invoke("compare", run_dir, worse, "--out", tmp_path / "worse_out", "--time-pct", "100")
+    assert result.exit_code == 0, result.output
+    row = pd.read_csv(tmp_path / "worse_out" / "paired_synthetic_dev.csv").iloc[0]
+    assert row["B - A"] < 0 and row["high"] < 0 and row["verdict"] == "separable" and row["p"] < 0.05

@@ -16,16 +16,18 @@ from eebench.pipeline.trace import ensure_trace
 from eebench.policies import exit_summary, get_policy, setting_label
 from eebench.run.folder import Run
 from eebench.trace import Trace
+from eebench.intervals import described, point_intervals
 from eebench.run.records import Calibration, OperatingPoint
 
 
 def calibrate(run: Run, policy_name: str, split: str, target_time_pct: float | None = None,
-              max_drop: float | None = None, grid: list | None = None, model=None, device: str | None = None) -> dict:
+              max_drop: float | None = None, grid: list | None = None, model=None, device: str | None = None,
+              bootstrap: int | None = None) -> dict:
     """Fit the policy's setting on ``split`` to the target, save it, apply it to the split (tracing it
     first on ``device`` when no stored trace matches)."""
     trace = ensure_trace(run, split, model, device=device)
     cal = fit(run, policy_name, trace, target_time_pct, max_drop, grid)
-    return apply_calibration(run, trace, cal).dump()
+    return apply_calibration(run, trace, cal, bootstrap=bootstrap).dump()
 
 
 def fit(run: Run, policy_name: str, trace: Trace, target_time_pct: float | None, max_drop: float | None,
@@ -54,8 +56,12 @@ def fit(run: Run, policy_name: str, trace: Trace, target_time_pct: float | None,
     return cal
 
 
-def apply_calibration(run: Run, trace: Trace, cal: Calibration, stale: str | None = None) -> OperatingPoint:
+def apply_calibration(run: Run, trace: Trace, cal: Calibration, stale: str | None = None,
+                      bootstrap: int | None = None) -> OperatingPoint:
+    """The calibration's setting applied to ``trace``: the operating point (metrics, time%, their
+    bootstrap intervals, MACs) saved as eval/<split>/operating_<policy>.json."""
     policy = get_policy(cal.policy)
+    resamples = run.recipe.output.bootstrap if bootstrap is None else bootstrap
     layers = policy.exits(trace, [cal.setting])[0]
     frame = per_example(trace, layers)
     out = run.eval_dir(trace.split)
@@ -66,6 +72,9 @@ def apply_calibration(run: Run, trace: Trace, cal: Calibration, stale: str | Non
     if trace.labels is not None:
         row = sweep(trace, run.spec, policy, [cal.setting]).iloc[0]
         point.update({m: float(row[m]) for m in run.spec.metrics})
+    if resamples:
+        point.update(intervals=point_intervals(trace, layers, run.spec.metrics, resamples),
+                     bootstrap=described(resamples))
     from eebench.report.submission import write_submission
 
     written = write_submission(out / f"glue_{policy.name}", run.spec, trace, layers)

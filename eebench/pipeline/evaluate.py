@@ -18,10 +18,12 @@ from eebench.pipeline.trace import ensure_trace
 from eebench.policies import get_policy
 from eebench.run.folder import Run
 from eebench.trace import Trace, stored_key
+from eebench.intervals import layerwise_intervals
 from eebench.run.records import Calibration, Layerwise
 
 
-def evaluate(run: Run, split: str, model=None, retrace: bool = False, device: str | None = None) -> dict:
+def evaluate(run: Run, split: str, model=None, retrace: bool = False, device: str | None = None,
+             bootstrap: int | None = None) -> dict:
     """Trace ``split`` (or reuse its trace), write layer-wise metrics, the recipe policy's sweep and
     every saved calibration applied to this split (refitted first when the model or data changed
     since it was fitted and its split is at hand)."""
@@ -31,6 +33,9 @@ def evaluate(run: Run, split: str, model=None, retrace: bool = False, device: st
     result: dict = {"split": run.split_name(split), "n": len(trace.ids), "traced_on": trace.device}
     if trace.labels is not None:
         rows = layerwise(spec.metrics, trace.logits, trace.labels, trace.regression)
+        resamples = run.recipe.output.bootstrap if bootstrap is None else bootstrap
+        for row, extra in zip(rows, layerwise_intervals(trace, spec.metrics, resamples)):
+            row.update(extra)  # each exit's metrics with their bootstrap intervals (<metric>_lo / _hi)
         Layerwise(rows).save(out / "layerwise.json")
         write_csv(out / "layerwise.csv", pd.DataFrame(rows))
         result["layerwise"] = rows
@@ -45,7 +50,7 @@ def evaluate(run: Run, split: str, model=None, retrace: bool = False, device: st
         write_csv(out / f"sweep_{policy.name}.csv", table)
     for cal in calibrations:
         cal, stale = _fresh(run, cal, split, trace, model, device)
-        result[cal.policy] = apply_calibration(run, trace, cal, stale).dump()
+        result[cal.policy] = apply_calibration(run, trace, cal, stale, bootstrap).dump()
     return result
 
 

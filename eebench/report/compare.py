@@ -112,3 +112,25 @@ def _figure(values: dict, stem: Path, task: str, split: str, metric: str) -> lis
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
     return save_figure(fig, stem)
+
+
+def paired_section(runs, out_dir: Path, split: str, policies, time_pct, at_metric,
+                   resamples: int) -> tuple[pd.DataFrame, list[Path]]:
+    """Runs A and B compared pairwise on ``split`` (eebench.report.paired): the first --policy (default A's
+    recipe policy), the first --time-pct (default A's calibrated operating point on the split, else 50)."""
+    from eebench.report.paired import paired_comparison
+
+    a, b = runs
+    policy = policies[0] if policies else a.recipe.exit.policy
+    if time_pct:
+        budget = time_pct[0]
+    else:
+        points = [p for p in a.operating_points(split) if p.policy == policy]
+        budget = round(points[0].time_pct, 2) if points else 50.0
+    frame = paired_comparison(a, b, split, policy, budget, at_metric[0] if at_metric else None, resamples)
+    frame.insert(1, "policy", policy)
+    stem = Path(out_dir) / f"paired_{a.spec.name}_{split}"
+    caption = (f"{a.spec.name} {split}: B = {b.dir.name} against A = {a.dir.name} on the same examples; "
+               f"paired bootstrap over examples ({resamples:,} resamples, seed 0), [low, high] the 95% interval "
+               f"of B − A, p two-sided; not separable when it covers 0")
+    return frame, write_table(frame, stem, caption, digits=2)

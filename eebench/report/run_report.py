@@ -15,6 +15,7 @@ from eebench.io import write_text
 from eebench.calibration import row_setting
 from eebench.policies import get_policy, setting_label
 from eebench.report.pareto import area_under_curves, pareto_front, policy_curves
+from eebench.intervals import caption, shown
 from eebench.metrics import layerwise
 from eebench.report.render import line_style, markdown, save_figure, write_table
 from eebench.run.records import Calibration, OperatingPoint
@@ -70,11 +71,15 @@ def _layer_section(run, layer_frames: dict, out: Path) -> Section:
     if not layer_frames:
         return [], []
     spec = run.spec
-    wide = None
+    wide, numbers, with_ci = None, None, False
     for s, f in layer_frames.items():
-        f = f.rename(columns={m: f"{s} {m}" for m in spec.metrics})
-        wide = f if wide is None else wide.merge(f, on="layer")
-    written = write_table(wide, out / "layerwise", f"Layer-wise {run.recipe.task.name} metrics of every exit")
+        with_ci |= any(f"{m}_lo" in f for m in spec.metrics)
+        shown_f = with_intervals(f, spec.metrics).rename(columns={m: f"{s} {m}" for m in spec.metrics})
+        raw = f.rename(columns={c: f"{s} {c}" for c in f.columns if c != "layer"})
+        wide = shown_f if wide is None else wide.merge(shown_f, on="layer")
+        numbers = raw if numbers is None else numbers.merge(raw, on="layer")
+    title = f"Layer-wise {run.recipe.task.name} metrics of every exit" + (f"; {caption(run.recipe.output.bootstrap)}" if with_ci else "")
+    written = write_table(wide, out / "layerwise", title, csv_frame=numbers)
     written += _layer_figure(layer_frames, spec.primary_metric, out / "layerwise")
     return ["## Layer-wise metrics\n", markdown(wide), "\n", "![layer-wise](layerwise.png)\n"], written
 
@@ -149,7 +154,18 @@ def _points_section(run, points: list[dict], out: Path) -> Section:
         frame[f"{unit} / example"] = frame["flops"] / scale
         frame["MACs saved %"] = 100 * frame["macs_saved_fraction"]
         cols += [f"{unit} / example", "MACs saved %"]
-    written = write_table(frame[cols], out / "operating_points", "Calibrated operating points")
+    numbers = frame[cols].copy()
+    if "intervals" in frame and frame["intervals"].map(bool).any():
+        for name in [m for m in spec.metrics if m in frame] + ["time_pct"]:
+            low = [(iv or {}).get(name, [None, None])[0] for iv in frame["intervals"]]
+            high = [(iv or {}).get(name, [None, None])[1] for iv in frame["intervals"]]
+            numbers[f"{name}_lo"], numbers[f"{name}_hi"] = low, high
+            frame[name] = [shown(v, lo, hi) for v, lo, hi in zip(frame[name], low, high)]
+        resamples = next((b["resamples"] for b in frame.get("bootstrap", []) if isinstance(b, dict)), 1000)
+        title = f"Calibrated operating points; {caption(resamples)}"
+    else:
+        title = "Calibrated operating points"
+    written = write_table(frame[cols], out / "operating_points", title, csv_frame=numbers)
     sections = ["## Calibrated operating points\n", markdown(frame[cols]), "\n"]
     files = [p for p in points if p.get("submission")]
     if files:  # report/ sits beside eval/: links relative to the report
@@ -157,6 +173,15 @@ def _points_section(run, points: list[dict], out: Path) -> Section:
                      "format):\n", *[f"- {p['split']} / {p['policy']}: [{p['submission']}](../{p['submission']})"
                                     for p in files], "\n"]
     return sections, written
+
+
+def with_intervals(frame: pd.DataFrame, metrics) -> pd.DataFrame:
+    """Each metric column as ``84.9 [83.7, 86.1]`` where its ``_lo`` / ``_hi`` columns exist (those dropped)."""
+    out = frame.copy()
+    for m in metrics:
+        if f"{m}_lo" in out and m in out:
+            out[m] = [shown(v, lo, hi) for v, lo, hi in zip(out[m], out[f"{m}_lo"], out[f"{m}_hi"])]
+    return out.drop(columns=[c for c in out.columns if c.endswith(("_lo", "_hi"))])
 
 
 def _speed_section(speeds: list[dict], out: Path) -> Section:

@@ -230,6 +230,11 @@ class OperatingPoint(Record):
     macs_full_model: float | None = None
     macs_saved_fraction: float | None = None
     flops: float | None = None
+    intervals: dict[str, list[float | None]] = {}
+    """name (a metric, ``time_pct``) → [low, high]: its 95% bootstrap interval over the split's examples
+    (eebench.intervals); empty when not computed (older records, or --bootstrap 0)."""
+    bootstrap: dict[str, Any] | None = None
+    """How the intervals were computed (resamples, seed, level)."""
     model_config = ConfigDict(extra="allow")
 
     @classmethod
