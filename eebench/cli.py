@@ -246,6 +246,10 @@ def calibrate(
         help="Pick the least time% whose metric is at most this many points below the last exit's.")] = None,
     grid: Annotated[Optional[str], typer.Option(
         help="Comma-separated values of the policy's parameter to sweep (default: the recipe's or the policy's grid).")] = None,
+    guarantee: Annotated[Optional[float], typer.Option(
+        metavar="EPS", help="Instead of a target: the most aggressive setting whose disagreement with the full model "
+                            "is <= EPS with probability >= 1 - delta (Learn-then-Test; docs/policies.md).")] = None,
+    delta: Annotated[float, typer.Option(help="With --guarantee: the probability the guarantee may fail.")] = 0.1,
     data_dir: DataDirOpt = None,
     data_root: DataRootOpt = None,
     device: DeviceOpt = None,
@@ -256,8 +260,8 @@ def calibrate(
     from eebench.pipeline.calibrate import calibrate as run_calibrate
     from eebench.run.folder import open_run
 
-    if target_time_pct is not None and max_drop is not None:
-        raise UserError("give only one of --target-time-pct and --max-drop")
+    if sum(x is not None for x in (target_time_pct, max_drop, guarantee)) > 1:
+        raise UserError("give only one of --target-time-pct, --max-drop and --guarantee")
     if target_time_pct is not None and not 0 < target_time_pct <= 100:
         raise UserError(f"--target-time-pct {target_time_pct:g}: must be in (0, 100]")
     from eebench.run.ownership import owned
@@ -268,7 +272,7 @@ def calibrate(
     from eebench.device import resolve_device
 
     resolve_device(device)  # a device this machine lacks is an error even when nothing needs tracing
-    if target_time_pct is None and max_drop is None:
+    if target_time_pct is None and max_drop is None and guarantee is None:
         target_time_pct, max_drop = r.recipe.exit.target_time_pct, r.recipe.exit.max_drop
         if target_time_pct is not None or max_drop is not None:
             console.print("no target given: the recipe's exit."
@@ -276,7 +280,7 @@ def calibrate(
                              else f"max_drop = {max_drop:g}"))
     with owned(r.owner_dir, what="calibrate"):
         run_calibrate(r, policy, split, target_time_pct, max_drop, _parse_grid(grid), device=device,
-                      bootstrap=bootstrap)
+                      bootstrap=bootstrap, guarantee=None if guarantee is None else (guarantee, delta))
 
 
 @app.command()

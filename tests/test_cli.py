@@ -439,3 +439,25 @@ def test_compare_two_runs_pairwise(run_dir, finished_run, tmp_path):
     assert result.exit_code == 0, result.output
     row = pd.read_csv(tmp_path / "worse_out" / "paired_synthetic_dev.csv").iloc[0]
     assert row["B - A"] < 0 and row["high"] < 0 and row["verdict"] == "separable" and row["p"] < 0.05
+
+
+def test_calibrate_with_a_guarantee_and_its_transfer_to_test(run_dir):
+    import json
+
+    result = _invoke("calibrate", run_dir, "--guarantee", "0.2", "--delta", "0.2")
+    assert result.exit_code == 0, result.output
+    assert "with probability >= 0.8" in result.output and "time%" in result.output
+    cal = json.loads((run_dir / "calibration/entropy.json").read_text())
+    g = cal["guarantee"]
+    assert g["eps"] == 0.2 and g["delta"] == 0.2 and g["p_value"] <= 0.2 and g["empirical_risk"] <= 0.2
+    assert g["n"] == 120 and "Learn-then-Test" in g["method"]
+    assert g["point_estimate_time_pct"] is None or g["point_estimate_time_pct"] <= g["time_pct"]
+    result = _invoke("evaluate", run_dir, "--split", "test")
+    assert result.exit_code == 0, result.output
+    point = json.loads((run_dir / "eval/test/operating_entropy.json").read_text())
+    assert point["transfer"]["calibrated_on"] == "dev" and "realised_risk" in point["transfer"]["guarantee"]
+    assert point["transfer"]["time_pct"]["interval"][0] <= point["transfer"]["time_pct"]["calibration"]
+    _one_line_error(_invoke("calibrate", run_dir, "--guarantee", "0.0001", "--delta", "0.01"),
+                    "no entropy setting keeps the disagreement")
+    _one_line_error(_invoke("calibrate", run_dir, "--guarantee", "0.1", "--target-time-pct", "50"),
+                    "give only one of")

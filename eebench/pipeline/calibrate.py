@@ -16,17 +16,19 @@ from eebench.pipeline.trace import ensure_trace
 from eebench.policies import exit_summary, get_policy, setting_label
 from eebench.run.folder import Run
 from eebench.trace import Trace
+from eebench.guarantee import lt_test, per_example_losses
 from eebench.intervals import described, point_intervals
 from eebench.run.records import Calibration, OperatingPoint
 
 
 def calibrate(run: Run, policy_name: str, split: str, target_time_pct: float | None = None,
               max_drop: float | None = None, grid: list | None = None, model=None, device: str | None = None,
-              bootstrap: int | None = None) -> dict:
-    """Fit the policy's setting on ``split`` to the target, save it, apply it to the split (tracing it
-    first on ``device`` when no stored trace matches)."""
+              bootstrap: int | None = None, guarantee: tuple[float, float] | None = None) -> dict:
+    """Fit the policy's setting on ``split`` to the target (or with a guarantee: (eps, delta)), save it,
+    apply it to the split (tracing it first on ``device`` when no stored trace matches)."""
     trace = ensure_trace(run, split, model, device=device)
-    cal = fit(run, policy_name, trace, target_time_pct, max_drop, grid)
+    cal = (fit_guarantee(run, policy_name, trace, *guarantee) if guarantee is not None
+           else fit(run, policy_name, trace, target_time_pct, max_drop, grid))
     return apply_calibration(run, trace, cal, bootstrap=bootstrap).dump()
 
 
@@ -56,6 +58,39 @@ def fit(run: Run, policy_name: str, trace: Trace, target_time_pct: float | None,
     return cal
 
 
+def fit_guarantee(run: Run, policy_name: str, trace: Trace, eps: float, delta: float) -> Calibration:
+    """Learn-then-Test on ``trace`` (eebench.guarantee): the most aggressive setting whose disagreement with
+    the full model is ≤ eps with probability ≥ 1 − delta; saved with the guarantee it carries."""
+    policy = get_policy(policy_name)
+    policy.check(trace)
+    found = lt_test(trace, policy, eps, delta)
+    risk = "prediction differs from the last exit's" if not trace.regression else \
+        "|prediction − the last exit's| / label span, capped at 1"
+    if found["chosen"] is None:
+        raise UserError(f"no {policy_name} setting keeps the disagreement with the full model ≤ {eps:g} with "
+                        f"probability ≥ {1 - delta:g} on {trace.split} ({found['n']} examples; the most "
+                        f"conservative has empirical risk {found['risk'][0]:.4f}, p = {found['p'][0]:.3g}): raise "
+                        f"--guarantee or --delta, or calibrate on a larger split")
+    k, point = found["chosen"], found["point_estimate"]
+    record = {"eps": eps, "delta": delta, "risk": risk, "n": found["n"], "empirical_risk": float(found["risk"][k]),
+              "p_value": float(found["p"][k]), "time_pct": float(found["time_pct"][k]),
+              "method": "Learn-then-Test, fixed-sequence over the policy's ordered settings, "
+                        + ("exact binomial" if not trace.regression else "Hoeffding-Bentkus") + " p-values",
+              "point_estimate_setting": found["settings"][point] if point is not None else None,
+              "point_estimate_time_pct": float(found["time_pct"][point]) if point is not None else None}
+    cal = Calibration(policy=policy_name, setting=found["settings"][k], split=trace.split, trace_key=trace.key,
+                      guarantee=record)
+    cal.save(run.calibration_path(policy_name))
+    gives_up = "" if point is None else (f"; the point estimate ({setting_label(record['point_estimate_setting'])}) "
+                                         f"runs {record['point_estimate_time_pct']:.1f} time% with no guarantee: "
+                                         f"{record['time_pct'] - record['point_estimate_time_pct']:.1f} points given up")
+    console.print(f"guaranteed {policy_name} on {run.split_name(trace.split)}: {setting_label(cal.setting)}: "
+                  f"disagreement with the full model <= {eps:g} with probability >= {1 - delta:g} "
+                  f"(n = {found['n']}, empirical {record['empirical_risk']:.4f}, p = {record['p_value']:.3g}); "
+                  f"time% {record['time_pct']:.1f}{gives_up}")
+    return cal
+
+
 def apply_calibration(run: Run, trace: Trace, cal: Calibration, stale: str | None = None,
                       bootstrap: int | None = None) -> OperatingPoint:
     """The calibration's setting applied to ``trace``: the operating point (metrics, time%, their
@@ -75,6 +110,8 @@ def apply_calibration(run: Run, trace: Trace, cal: Calibration, stale: str | Non
     if resamples:
         point.update(intervals=point_intervals(trace, layers, run.spec.metrics, resamples),
                      bootstrap=described(resamples))
+    if trace.split != cal.split:
+        point["transfer"] = transfer(run, cal, point, trace, layers)
     from eebench.report.submission import write_submission
 
     written = write_submission(out / f"glue_{policy.name}", run.spec, trace, layers)
@@ -116,6 +153,34 @@ def _macs(run: Run, trace: Trace, layers: np.ndarray) -> dict:
     if not (hidden and inter):
         return {}
     return exit_macs(layers, trace.tokens, trace.num_layers, hidden, inter, trace.logits.shape[-1])
+
+
+def transfer(run: Run, cal: Calibration, point: dict, trace: Trace, layers: np.ndarray) -> dict | None:
+    """How a setting calibrated on ``cal.split`` did on this split: each number against the calibration
+    split's value and interval (its stored operating point), flagged when it falls outside; with a
+    guarantee, the disagreement realised here against eps."""
+    path = run.eval_dir(cal.split) / f"operating_{cal.policy}.json"
+    fitted = OperatingPoint.load(path, run.dir, cal.split).dump() if path.is_file() else None
+    out: dict = {"calibrated_on": cal.split, "target_time_pct": cal.target_time_pct, "max_drop": cal.max_drop}
+    flagged = []
+    for name in ["time_pct", *[m for m in run.spec.metrics if m in point]]:
+        interval = (fitted or {}).get("intervals", {}).get(name)
+        if fitted is None or name not in fitted or not interval or None in interval:
+            continue
+        outside = not interval[0] <= point[name] <= interval[1]
+        out[name] = {"calibration": fitted[name], "interval": interval, "realised": point[name], "outside": outside}
+        if outside:
+            flagged.append(f"{name} {point[name]:.1f} outside [{interval[0]:.1f}, {interval[1]:.1f}]")
+    if cal.guarantee is not None:
+        realised = float(per_example_losses(trace, layers[None, :]).mean())
+        out["guarantee"] = {"eps": cal.guarantee["eps"], "realised_risk": realised,
+                            "outside": realised > cal.guarantee["eps"]}
+        if realised > cal.guarantee["eps"]:
+            flagged.append(f"disagreement {realised:.4f} > eps {cal.guarantee['eps']:g}")
+    if flagged:
+        console.print(f"[yellow]transfer:[/] {cal.policy} calibrated on {cal.split}, on {trace.split}: "
+                      + "; ".join(flagged), highlight=False, soft_wrap=True)
+    return out
 
 
 def _print_point(split: str, point: dict, spec: TaskSpec) -> None:

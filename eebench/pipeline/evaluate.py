@@ -13,7 +13,7 @@ from eebench.errors import UserError
 from eebench.io import write_csv, write_json
 from eebench.calibration import sweep
 from eebench.metrics import collapse, layerwise
-from eebench.pipeline.calibrate import apply_calibration, fit, sweep_grid
+from eebench.pipeline.calibrate import apply_calibration, fit, fit_guarantee, sweep_grid
 from eebench.pipeline.trace import ensure_trace
 from eebench.policies import get_policy
 from eebench.run.folder import Run
@@ -77,6 +77,8 @@ def _fresh(run: Run, cal: Calibration, split: str, trace: Trace, model,
         return cal, None
     console.print(f"[yellow]calibration {run.calibration_path(cal.policy)} was fitted on an older trace[/] of "
                   f"{cal.split} (model or data changed); refitting it to the same target")
+    if cal.guarantee is not None:
+        return fit_guarantee(run, cal.policy, fitted_on, cal.guarantee["eps"], cal.guarantee["delta"]), None
     return fit(run, cal.policy, fitted_on, cal.target_time_pct, cal.max_drop, None), None
 
 

@@ -75,6 +75,10 @@ class Policy:
     indices)], or None when a setting has no such form (e.g. per-layer thresholds)."""
     first_layer: Callable[[dict, int], int] = lambda setting, n_layers: 1
     """(setting, n_layers) → the first layer whose head the decision reads (static: its layer)."""
+    ordered: Callable[..., list[dict]] | None = None
+    """(n_layers, n_classes, regression) → settings from the most conservative (latest exits) to the most
+    aggressive, fixed before any data is seen: the sequence Learn-then-Test walks (eebench.guarantee).
+    None: the policy has no one ordered parameter."""
 
     def serves(self, regression: bool) -> bool:
         return (REGRESSION if regression else CLASSIFICATION) in self.tasks

@@ -60,4 +60,7 @@ POLICY = Policy(
     lambda n_layers, regression=False: [{"theta": 0.06, "count": r} for r in range(1, max(n_layers - 1, 2))],
     lambda trace, n=200: [{"theta": th, "count": r} for th in np.linspace(-0.05, 0.2, 26).round(3).tolist()
                           for r in range(1, max(trace.num_layers - 1, 2))],
-    _exits, step, needs="cka")
+    _exits, step, needs="cka",
+    # CsdBERT's R at its theta 0.06: a long count exits late
+    ordered=lambda n_layers, n_classes=2, regression=False: [
+        {"theta": 0.06, "count": r} for r in range(max(n_layers - 2, 1), 0, -1)])

@@ -27,4 +27,7 @@ def step(setting, view, state):
 POLICY = Policy(
     "entropy", "exit at the first layer whose prediction entropy (nats) is below the threshold", ("threshold",),
     threshold_grid(DEEBERT_ENTROPY_GRID), signal_candidates(_signal), signal_threshold_exits(_signal, below=True),
-    step, tasks=(CLASSIFICATION,), fast_keys=fast_threshold(_signal, below=True))
+    step, tasks=(CLASSIFICATION,), fast_keys=fast_threshold(_signal, below=True),
+    # a low threshold exits late: 0 first, then up to the largest entropy log(C), 400 steps
+    ordered=lambda n_layers, n_classes=2, regression=False: [
+        {"threshold": round(float(t), 6)} for t in np.linspace(0.0, np.log(max(n_classes, 2)), 401)])

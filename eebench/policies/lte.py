@@ -23,4 +23,6 @@ def step(setting, view, state):
 POLICY = Policy(
     "lte", "exit at the first layer whose learned certainty is at least the threshold", ("threshold",),
     threshold_grid([1.01, 0.99, 0.95, 0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3]), signal_candidates(_signal),
-    signal_threshold_exits(_signal, below=False), step, needs="lte", fast_keys=fast_threshold(_signal, below=False))
+    signal_threshold_exits(_signal, below=False), step, needs="lte", fast_keys=fast_threshold(_signal, below=False),
+    ordered=lambda n_layers, n_classes=2, regression=False: [  # certainty >= threshold: 1.0 first, down to 0
+        {"threshold": round(float(t), 6)} for t in np.linspace(1.0, 0.0, 401)])

@@ -25,4 +25,7 @@ POLICY = Policy(
     "max_prob", "exit at the first layer whose largest class probability is at least the threshold", ("threshold",),
     threshold_grid([1.01, 0.99, 0.98, 0.95, 0.9, 0.85, 0.8, 0.75, 0.7, 0.65, 0.6, 0.55, 0.5]),
     signal_candidates(_signal), signal_threshold_exits(_signal, below=False), step, tasks=(CLASSIFICATION,),
-    fast_keys=fast_threshold(_signal, below=False))
+    fast_keys=fast_threshold(_signal, below=False),
+    # a high threshold exits late: 1.0 first, down to 1/C, 400 steps
+    ordered=lambda n_layers, n_classes=2, regression=False: [
+        {"threshold": round(float(t), 6)} for t in np.linspace(1.0, 1.0 / max(n_classes, 2), 401)])

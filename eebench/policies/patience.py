@@ -77,4 +77,6 @@ def _candidates(trace, n=200):
 POLICY = Policy(
     "patience", "exit once the prediction has stayed the same for `patience` consecutive layers (PABEE; "
     "regression: within `delta`)", ("patience", "delta"), _grid, _candidates, _exits, step,
-    defaults={"delta": 0.0}, fast_keys=_fast_keys)
+    defaults={"delta": 0.0}, fast_keys=_fast_keys,
+    ordered=lambda n_layers, n_classes=2, regression=False: [  # long patience exits late (regression: within 0.25)
+        {"patience": p, "delta": 0.25 if regression else 0.0} for p in range(n_layers - 1, 0, -1)])

@@ -32,4 +32,7 @@ POLICY = Policy(
     lambda trace, n=200: [{"patience": p, "threshold": t} for p in range(1, min(4, trace.num_layers))
                           for t in np.linspace(0.5, 1.0, 51).round(3).tolist()],
     _exits, step, tasks=(CLASSIFICATION,),
+    # at PCEE's patience 2: a high threshold exits late, 1.0 first, down to 1/C
+    ordered=lambda n_layers, n_classes=2, regression=False: [
+        {"patience": 2, "threshold": round(float(t), 6)} for t in np.linspace(1.0, 1.0 / max(n_classes, 2), 401)],
     fast_keys=fast_grouped(lambda t, th: run_lengths(max_prob(t.logits) >= th), "threshold", "patience"))

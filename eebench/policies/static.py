@@ -20,4 +20,5 @@ POLICY = Policy(
     "static", "every example exits at `layer`", ("layer",),
     lambda n_layers, regression=False: [{"layer": k} for k in range(1, n_layers + 1)],
     lambda trace, n=200: [{"layer": k} for k in range(1, trace.num_layers + 1)], _exits, step,
-    first_layer=lambda setting, n_layers: min(int(setting["layer"]), n_layers))
+    first_layer=lambda setting, n_layers: min(int(setting["layer"]), n_layers),
+    ordered=lambda n_layers, n_classes=2, regression=False: [{"layer": k} for k in range(n_layers, 0, -1)])

@@ -40,7 +40,9 @@ def report_run(run) -> Path:
         raise UserError(f"{run.dir} has no evaluation results; run eebench evaluate {run.dir} --split dev")
     # every record is read (and checked) before anything is written
     layer_frames = {s: pd.DataFrame(rows) for s in splits if (rows := run.layerwise(s)) is not None}
-    points = [dict(split=s, **p.dump(), note=_staleness(run, s, p)) for s in splits for p in run.operating_points(s)]
+    points = [dict(split=s, **p.dump(), note=_staleness(run, s, p) or _transfer_note(p))
+              for s in splits for p in run.operating_points(s)]
+    guaranteed = [c for c in run.calibrations() if c.guarantee is not None]
     speeds = [r.dump() for s in splits for r in run.speeds(s)]
     for s in splits:
         if run.trace_path(s).is_file():
@@ -51,7 +53,7 @@ def report_run(run) -> Path:
     written: list[Path] = []
     for text, paths in (_layer_section(run, layer_frames, out), _sweep_sections(run, splits, points, out),
                         _policy_sections(run, splits, out), _points_section(run, points, out),
-                        _speed_section(speeds, out)):
+                        _guarantee_section(guaranteed, out), _speed_section(speeds, out)):
         sections += text
         written += paths
     lines = provenance_lines(run)
@@ -173,6 +175,35 @@ def _points_section(run, points: list[dict], out: Path) -> Section:
                      "format):\n", *[f"- {p['split']} / {p['policy']}: [{p['submission']}](../{p['submission']})"
                                     for p in files], "\n"]
     return sections, written
+
+
+def _transfer_note(point: OperatingPoint) -> str:
+    """A setting calibrated on another split whose numbers here fall outside that split's interval."""
+    t = point.transfer or {}
+    out = [f"{name} outside {t['calibrated_on']}'s [{v['interval'][0]:.1f}, {v['interval'][1]:.1f}]"
+           for name, v in t.items() if isinstance(v, dict) and v.get("outside") and "interval" in v]
+    if (t.get("guarantee") or {}).get("outside"):
+        out.append(f"disagreement {t['guarantee']['realised_risk']:.3f} > eps {t['guarantee']['eps']:g}")
+    return "; ".join(out)
+
+
+def _guarantee_section(calibrations: list, out: Path) -> Section:
+    """Settings fitted with --guarantee: what they guarantee, and the time% given up for it."""
+    if not calibrations:
+        return [], []
+    rows = [{"policy": c.policy, "setting": setting_label(c.setting), "split": c.split, "n": g["n"],
+             "eps": g["eps"], "1 - delta": 1 - g["delta"], "empirical risk": g["empirical_risk"],
+             "p-value": g["p_value"], "time_pct": g["time_pct"],
+             "point-estimate time_pct": g["point_estimate_time_pct"],
+             "time% given up": (g["time_pct"] - g["point_estimate_time_pct"]
+                                if g["point_estimate_time_pct"] is not None else None)}
+            for c in calibrations for g in [c.guarantee]]
+    frame = pd.DataFrame(rows)
+    caption = ("Operating points with a guarantee: disagreement with the full model <= eps with probability >= "
+               "1 - delta over the calibration draw (Learn-then-Test, fixed sequence); the point estimate is the "
+               "most aggressive setting whose empirical disagreement is <= eps, with no guarantee")
+    written = write_table(frame, out / "guaranteed_points", caption, digits=3)
+    return ["## Operating points with a guarantee\n", caption + ".\n", markdown(frame, 3), "\n"], written
 
 
 def with_intervals(frame: pd.DataFrame, metrics) -> pd.DataFrame:

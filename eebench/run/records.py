@@ -194,6 +194,9 @@ class Calibration(Record):
     last_exit_metric: float | None = None
     trace_key: str | None = None
     """The key of the trace it was fitted on; another key means the model or data changed since."""
+    guarantee: dict[str, Any] | None = None
+    """When fitted with --guarantee: eps, delta, what the risk is, the calibration size, the setting's
+    empirical risk and p-value, and the point-estimate setting's time% it gives up (eebench.guarantee)."""
 
     @classmethod
     def upgrade(cls, data: Any) -> Any:
@@ -235,6 +238,10 @@ class OperatingPoint(Record):
     (eebench.intervals); empty when not computed (older records, or --bootstrap 0)."""
     bootstrap: dict[str, Any] | None = None
     """How the intervals were computed (resamples, seed, level)."""
+    transfer: dict[str, Any] | None = None
+    """A setting calibrated on another split, applied here: per number (time%, metrics) its value on the
+    calibration split with that split's interval, the value realised here and whether it fell outside;
+    the target it was calibrated to (eebench.pipeline.calibrate.transfer)."""
     model_config = ConfigDict(extra="allow")
 
     @classmethod
