@@ -227,9 +227,25 @@ def test_run_local_pins_each_worker_to_a_parent_device(tmp_path, monkeypatch):
 
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5")
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
-    seen = []
-    monkeypatch.setattr(subprocess, "call", lambda cmd, stdout=None, stderr=None, env=None:
-                        seen.append((env["CUDA_VISIBLE_DEVICES"], cmd)) or 0)
+    import threading
+    import time
+
+    seen, running, lock = [], set(), threading.Lock()
+
+    def fake_call(cmd, stdout=None, stderr=None, env=None):
+        """A cell that takes a moment, so both workers hold one at once (a cell ending at once lets
+        one worker take them all, which is right but shows nothing); no two running cells share a GPU."""
+        mask = env["CUDA_VISIBLE_DEVICES"]
+        with lock:
+            assert mask not in running, f"two running cells on GPU {mask}"
+            running.add(mask)
+            seen.append((mask, cmd))
+        time.sleep(0.3)
+        with lock:
+            running.discard(mask)
+        return 0
+
+    monkeypatch.setattr(subprocess, "call", fake_call)
     cells = [jobs.Cell(tmp_path / f"r{i}.toml", [f"c{i}"]) for i in range(4)]
     jobs.run_local(cells, None, tmp_path / "logs")
     assert sorted({mask for mask, _ in seen}) == ["4", "5"] and len(seen) == 4

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from eebench.data.tasks import get_task
+from eebench.data.tasks import get_task, task_spec
 from eebench.errors import UserError
 from eebench.recipe_io import load_recipe, task_recipe
 from eebench.recipe_text import apply_overrides, parse_override
@@ -27,7 +27,7 @@ def test_every_shipped_recipe_validates(path):
     for one in [task_recipe(recipe, t.name) for t in recipe.tasks] or [recipe]:
         assert one.train.strategy in STRATEGIES
         assert one.exit.policy in POLICIES
-        assert POLICIES[one.exit.policy].serves(get_task(one.task.name).is_regression)
+        assert POLICIES[one.exit.policy].serves(task_spec(one.task).is_regression)
 
 
 def test_regression_task_refuses_entropy_and_defaults_to_patience(tmp_path):

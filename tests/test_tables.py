@@ -378,3 +378,35 @@ def test_berter_dev_score_reproduces_five_of_twelve_printed_rows_and_the_plain_a
     plain = sum(abs(round((r["SST-5"] + r["Quora"] + r["STS"]) / 3, 3) - r["Dev Score"]) < 0.0011
                 for _, r in rows.iterrows())
     assert (len(rows), formula, plain) == (12, 5, 0)
+
+
+def test_measured_cells_carry_an_interval_and_marks(runs, monkeypatch):
+    """Each measured cell: the bootstrap interval of its metric; † when the paper's number lies outside it;
+    the caption names the model and the recipe set; a cell whose interval covers the majority-class rate
+    is marked ‡ (checked on a model that always predicts one class)."""
+    from eebench.report.tables import measure_module
+
+    monkeypatch.setattr(measure_module, "reference_numbers", lambda: _ref())
+    spec = _spec(runs, **{"1": tables.Rule(policy="entropy", max_drop=2.0, relative_to="base")})
+    frame = tables.measure(spec, sets=("cpu",))
+    measured = frame[frame["ours"].notna() & (frame["task"] != "Average")]
+    assert len(measured) and (measured["ours_lo"] <= measured["ours"]).all() and (measured["ours"] <= measured["ours_hi"]).all()
+    for _, r in measured.iterrows():
+        outside = not r["ours_lo"] <= r["paper"] <= r["ours_hi"]
+        assert ("paper_outside_interval" in r["flags"]) == outside, (r["method"], r["task"])
+    shown = tables.display(spec, frame)
+    cell = measured.iloc[0]
+    text = shown[(shown["group"] == cell["row_group"]) & (shown["method"] == cell["method"])].iloc[0][f"{cell['task']} acc"]
+    assert f"[{cell['ours_lo']:.1f}, {cell['ours_hi']:.1f}]" in text
+    from eebench.report.tables.display import caption as table_caption
+
+    assert "model bert" in table_caption(spec, frame) and "† the paper's number lies outside it" in table_caption(spec, frame)
+    # a constant predictor: its accuracy is the majority rate, and its interval covers it
+    from eebench.report.tables.measure import _point  # noqa: PLC2701  (the cell maker under test)
+    from eebench.trace import Trace
+
+    labels = np.r_[np.ones(60), np.zeros(40)].astype(int)
+    logits = np.zeros((100, 2, 2), dtype=np.float32)
+    logits[:, :, 1] = 1.0
+    point = _point(Trace("dev", "k", np.arange(100).astype(str), logits, labels, False), np.full(100, 2), "acc", {})
+    assert point["ours"] == 60.0 and "at_majority_rate" in point["flags"]

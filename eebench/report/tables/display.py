@@ -23,7 +23,11 @@ def display(spec: TableSpec, frame: pd.DataFrame) -> pd.DataFrame:
             if pd.notna(r["ours"]):
                 spread = (f" ± {r['ours_std']:.{d}f}" if "n_seeds" in r and pd.notna(r.get("n_seeds"))
                           and r["n_seeds"] > 1 else "")
-                line[label] = f"{r['ours']:.{d}f}{spread} ({r['paper']:.{d}f}, {r['diff']:+.{d}f})"
+                low, high = r.get("ours_lo"), r.get("ours_hi")
+                interval = f" [{low:.{d}f}, {high:.{d}f}]" if pd.notna(low) and pd.notna(high) else ""
+                marks = ("†" if "paper_outside_interval" in str(r["flags"]) else "") + \
+                        ("‡" if "at_majority_rate" in str(r["flags"]) else "")
+                line[label] = f"{r['ours']:.{d}f}{spread}{interval}{marks} ({r['paper']:.{d}f}, {r['diff']:+.{d}f})"
                 if not has_time and r["policy"] not in ("", "static") and pd.notna(r["ours_time_pct"]):
                     line[label] += f" @ {r['ours_time_pct']:.0f}% time"
             else:
@@ -48,7 +52,13 @@ def caption(spec: TableSpec, frame: pd.DataFrame) -> str:
     sets = sorted({s for s in frame["set"] if s})
     text = (f"{spec.title}. Cells: ours (paper, ours − paper); * = paper's number, not run here "
             f"({measured} of {len(frame)} cells measured")
-    return text + (f", recipe set {'/'.join(sets)})." if sets else ").")
+    if not measured:
+        return text + ")."
+    models = sorted({m for m in frame.get("model", pd.Series(dtype=str)).dropna() if m})
+    return (text + f", recipe set {'/'.join(sets)}" + (f", model {', '.join(models)}" if models else "") + "). "
+            "[low, high]: 95% interval (one seed: bootstrap over the split's examples; several seeds: of their "
+            "mean, Student t); † the paper's number lies outside it; ‡ it covers the majority-class rate. The "
+            "rows name the paper's models; the measured cells come from the model named here.")
 
 
 def how_cells_fill(spec: TableSpec, frame: pd.DataFrame, sets: tuple[str, ...]) -> str:

@@ -9,10 +9,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from scipy.stats import t as student_t
 
 from eebench.calibration import choose, exit_predictions, row_setting, sweep
 from eebench.errors import UserError
-from eebench.metrics import METRICS, collapsed
+from eebench.intervals import point_intervals
+from eebench.maths.bootstrap import RESAMPLES
+from eebench.metrics import METRICS, collapsed, majority_rate
 from eebench.policies import get_policy, setting_label
 from eebench.report.paper import reference_numbers
 from eebench.report.tables.spec import SETS, Column, Rule, TableSpec, finished, run_folder, seed_folders
@@ -29,6 +32,8 @@ FLAGS = {
     "target_not_reached": "the rule's target was not reached: best point shown",
     "base_not_measured": "base row not measured: drop taken from the run's own last exit",
     "paper_inconsistent": "the paper's derived value does not follow from its components",
+    "paper_outside_interval": "the paper's number lies outside our 95% interval",
+    "at_majority_rate": "our 95% interval covers the majority-class rate: not separable from always predicting it",
 }
 
 
@@ -175,6 +180,10 @@ def _point(trace, layers: np.ndarray, metric: str, fields: dict) -> dict:
     out = {"ours_time_pct": timing["time_pct"], "ours_speedup": timing["speedup"], **fields}
     if trace.labels is not None:
         out["ours"] = metric_at(trace, layers, metric)
+        low, high = point_intervals(trace, layers, (metric,), RESAMPLES)[metric]
+        out.update(ours_lo=low, ours_hi=high)
+        if metric == "acc" and not trace.regression and low is not None and low <= majority_rate(trace.labels) <= high:
+            _flag(out, "at_majority_rate", f"{FLAGS['at_majority_rate']} ({majority_rate(trace.labels):.1f})")
         if not trace.regression and collapsed(exit_predictions(trace, layers), trace.labels):
             _flag(out, "collapsed")
     else:
@@ -231,10 +240,15 @@ def measure(spec: TableSpec, sets: tuple[str, ...] = SETS, scores: pd.DataFrame 
                     cells.append(_cell_at_point(cache, run, spec, key, chosen, r["metric"], rule, paper,
                                                 None if base is None else base / scale))
                 cell = _pool_seeds(cells)
+                if cell.get("ours_lo") is not None and not cell["ours_lo"] <= paper["value"] <= cell["ours_hi"]:
+                    _flag(cell, "paper_outside_interval")
                 cell["flags"] = ",".join(cell.get("flags", []))
-                row.update(cell, set=found, run=str(runs[0].dir), train_seconds=_train_seconds(runs[0].dir))
+                row.update(cell, set=found, run=str(runs[0].dir), train_seconds=_train_seconds(runs[0].dir),
+                           model=runs[0].recipe.model.name)
                 if "ours" in cell:
                     row["ours"] = cell["ours"] * scale
+                    if cell.get("ours_lo") is not None:
+                        row["ours_lo"], row["ours_hi"] = cell["ours_lo"] * scale, cell["ours_hi"] * scale
                     if "ours_std" in cell:
                         row["ours_std"] = cell["ours_std"] * scale
                     if row["row_group"] == spec.base_group:
@@ -283,7 +297,11 @@ def _pool_seeds(cells: list[dict]) -> dict:
         if values:
             out[key] = float(np.mean(values))
     out["ours_std"] = mean_std([c["ours"] for c in measured])[1]
-    out["n_seeds"] = len(measured)
+    out["n_seeds"] = n = len(measured)
+    # the interval of the mean over seeds (Student t, n - 1 degrees of freedom), not of one seed's split
+    half = float(student_t.ppf(0.975, n - 1)) * out["ours_std"] / np.sqrt(n)
+    out["ours_lo"], out["ours_hi"] = out["ours"] - half, out["ours"] + half
+    out["flags"] = [f for f in out["flags"] if f not in ("paper_outside_interval", "at_majority_rate")]
     return out
 
 
