@@ -59,6 +59,7 @@ def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("run", nargs="?")
     ap.add_argument("--family", default=None, help="all, or model types separated by commas (no run folder)")
+    ap.add_argument("--examples", type=int, default=200, help="with --family: random sequences per family")
     ap.add_argument("--split", default="dev")
     ap.add_argument("--policy", default="entropy")
     ap.add_argument("--target-time-pct", type=float, default=50.0)
@@ -171,11 +172,12 @@ def families(a, device) -> None:
     """Every family at MiniLM-L6's shape: measured / ideal speed-up at batch 1, with where time goes."""
     types = FAMILY_TYPES if a.family == "all" else a.family.split(",")
     print(f"batch 1, stream ({a.rounds} rounds, blocks of {a.block}), threads {torch.get_num_threads()}, device "
-          f"{' '.join(describe(device).values())}; random models of MiniLM-L6's shape, 200 random sequences")
+          f"{' '.join(describe(device).values())}; random models of MiniLM-L6's shape, {a.examples} random sequences")
     print(f"{'family':12s} {'time%':>6s} {'ideal':>6s} {'measured':>8s} {'of ideal':>8s} {'agree':>6s} | "
           f"{'full ms':>7s} {'engine ms':>9s} | per layer passed: layer us, head us, decision us")
     for model_type in types:
-        model, singles, setting, expected = random_family_setup(model_type, device, target_time_pct=a.target_time_pct)
+        model, singles, setting, expected = random_family_setup(model_type, device, n=a.examples,
+                                                                target_time_pct=a.target_time_pct)
         engine = EarlyExitEngine(model, "entropy", setting)
         warm_up(engine, singles, [])
         t_engine, t_full, got = stream_times(engine, singles, a.rounds, a.block)

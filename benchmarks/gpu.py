@@ -1,6 +1,12 @@
 """eebench's own GPU check: one line per check (PASS / FAIL / SKIP / INFO), exit 1 when any FAILs.
 
     python benchmarks/gpu.py [--data-root DIR] [--small] [--only quickstart,precision,...] [--device cuda]
+                             [--dry-run]
+
+Runs from a bare checkout (no `pip install`: the eebench beside this file is used; a GPU machine may have
+no package index). It prints first the versions it found (torch, CUDA, transformers, accelerate, datasets,
+pydantic) and, when a package eebench needs is missing, one line naming it and the wheel to carry,
+instead of a FAIL per check. `--dry-run` walks every check and prints what it would run.
 
 Checks (what a reproduction on NVIDIA GPUs relies on):
   quickstart   `eebench finetune recipes/quickstart.toml` on the device; status.json names it
@@ -29,12 +35,53 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))  # a bare checkout: the eebench package beside this file, no install needed
+
+NEEDED = {"torch": "torch", "transformers": "transformers", "accelerate": "accelerate", "datasets": "datasets",
+          "pydantic": "pydantic", "typer": "typer", "rich": "rich", "numpy": "numpy", "pandas": "pandas",
+          "scipy": "scipy", "sklearn": "scikit-learn", "matplotlib": "matplotlib", "tabulate": "tabulate",
+          "safetensors": "safetensors", "filelock": "filelock"}
+"""Import name → the distribution (wheel) to carry when it is missing."""
+
+WHAT = {"quickstart": "eebench finetune recipes/quickstart.toml --device DEVICE; status.json must name the device",
+        "precision": "romebert, metabert, joint + SMART: a few training steps each in bf16 and fp16; finite losses",
+        "launch": "accelerate launch --num_processes 1 --mixed_precision bf16 -m eebench.cli finetune (quickstart)",
+        "memory": "peak memory of one training step per strategy, BERT-base from a config, fp32 and bf16 (GPU only)",
+        "epoch": "one epoch of MiniLM-L6 (or its shape, random weights) on SST-2: examples/s",
+        "engine": "early-exit engine at a static exit L/2 against the full model, batch 1 and 32, synchronised"}
+
+
+def preflight() -> bool:
+    """The versions found, and one line naming any package eebench needs that is missing."""
+    import importlib.metadata
+    import importlib.util
+
+    missing = [dist for module, dist in NEEDED.items() if importlib.util.find_spec(module) is None]
+
+    def version(dist: str) -> str:
+        try:
+            return importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            return "missing"
+
+    cuda = "?"
+    if "torch" not in missing:
+        import torch as _torch
+
+        cuda = _torch.version.cuda or "none"
+    print(f"INFO versions: torch {version('torch')} (CUDA {cuda}), " + ", ".join(
+        f"{d} {version(d)}" for d in ("transformers", "accelerate", "datasets", "pydantic"))
+        + f"; eebench from {ROOT / 'eebench'}", flush=True)
+    if missing:
+        print(f"MISSING packages eebench needs: {', '.join(missing)}; carry their wheels with the checkout "
+              f"(pip download {' '.join(missing)} -d wheels/ where there is an index, then pip install --no-index "
+              f"--find-links wheels/ {' '.join(missing)} here)", flush=True)
+    return not missing
 QUICKSTART = str(ROOT / "recipes" / "quickstart.toml")
 FAILED = []
+np = torch = None  # imported in main(), after the preflight has said what is missing
 
 
 def line(status: str, check: str, what: str) -> None:
@@ -46,8 +93,10 @@ def line(status: str, check: str, what: str) -> None:
 def eebench(args: list[str], env: dict | None = None, launcher: list[str] | None = None,
             timeout: int = 600) -> subprocess.CompletedProcess:
     cmd = [*(launcher or [sys.executable]), "-m", "eebench.cli", *args]
+    path = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])  # a bare checkout too
     return subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, cwd=ROOT,
-                          env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", **(env or {})})
+                          env={**os.environ, "HF_HUB_OFFLINE": "1", "COLUMNS": "200", "PYTHONPATH": path,
+                               **(env or {})})
 
 
 def sets(overrides: list[str]) -> list[str]:
@@ -245,7 +294,15 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default=None, help="default: cuda when there is one, else cpu")
     parser.add_argument("--examples", type=int, default=None, help="epoch check: SST-2 train subset (default all)")
     parser.add_argument("--work", default=None, help="folder for runs (default: a temporary one)")
+    parser.add_argument("--dry-run", action="store_true", help="walk every check and print what it would run")
     args = parser.parse_args(argv)
+    started_all = time.perf_counter()
+    if not preflight():
+        return 2
+    global np, torch
+    import numpy as np
+    import torch
+
     from eebench.device import describe, resolve_device
 
     device = resolve_device(args.device)
@@ -257,6 +314,10 @@ def main(argv=None) -> int:
     if unknown:
         print(f"error: --only {','.join(unknown)}: choose from {', '.join(CHECKS)}")
         return 2
+    if args.dry_run:
+        for name in args.only.split(","):
+            print(f"DRY  {name}: would run {WHAT[name]} (on {args.device}{', --small' if args.small else ''})")
+        return 0
     with tempfile.TemporaryDirectory() as tmp:
         work = Path(args.work or tmp)
         work.mkdir(parents=True, exist_ok=True)
@@ -267,6 +328,7 @@ def main(argv=None) -> int:
             except Exception as err:  # one line per check, whatever happened
                 line("FAIL", name, f"{type(err).__name__}: {str(err).splitlines()[0][:200] if str(err) else ''}")
             print(f"     ({name}: {time.perf_counter() - started:.0f} s)", flush=True)
+    print(f"     (all checks: {time.perf_counter() - started_all:.0f} s)", flush=True)
     print(f"{'FAILED: ' + ', '.join(FAILED) if FAILED else 'all checks passed'}")
     return 1 if FAILED else 0
 

@@ -44,14 +44,49 @@ def test_engine_speed(run_folder):
     assert "exits equal to the trace simulation" in out and "host round trip" in out
 
 
+def test_engine_speed_per_family():
+    out = _bench("engine_speed.py", "--family", "albert,llama", "--examples", "30", "--rounds", "1", "--block", "10",
+                 "--device", "cpu")
+    rows = [line for line in out.splitlines() if line.startswith(("albert", "llama"))]
+    assert len(rows) == 2 and all("100.0%" in r for r in rows), out  # exits equal to the trace
+
+
+def test_bootstrap_speed():
+    out = _bench("bootstrap_speed.py", "--n", "2000", "--layers", "6", "--resamples", "200", "--repeat", "1")
+    assert "layer-wise intervals" in out and "direct loop" in out
+
+
 def test_gpu_check_runs_its_cpu_parts(tmp_path):
     out = _bench("gpu.py", "--small", "--only", "precision,memory,engine", "--work", tmp_path)
     lines = out.splitlines()
-    assert lines[0].startswith("INFO device: cpu")
+    assert lines[0].startswith("INFO versions: torch") and lines[1].startswith("INFO device: cpu")
     assert sum(x.startswith("PASS precision:") for x in lines) == 3  # romebert, metabert, joint + SMART in bf16
     assert any(x.startswith("SKIP memory:") for x in lines)
     assert sum(x.startswith("INFO engine: batch") for x in lines) == 2
     assert lines[-1] == "all checks passed"
+
+
+def test_gpu_check_runs_from_a_bare_checkout_and_names_missing_packages(tmp_path, capsys):
+    """No install needed: a copy of the checkout uses its own eebench; --dry-run walks every check; a
+    missing package is one line naming the wheel to carry, and nothing runs."""
+    import importlib.util
+    import shutil
+
+    copy = tmp_path / "checkout"
+    shutil.copytree(ROOT / "eebench", copy / "eebench", ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copytree(BENCH, copy / "benchmarks", ignore=shutil.ignore_patterns("__pycache__"))
+    out = _bench("gpu.py", "--dry-run", cwd=tmp_path)  # the repository's script, from another folder
+    assert sum(line.startswith("DRY ") for line in out.splitlines()) == 6
+    done = subprocess.run([sys.executable, str(copy / "benchmarks" / "gpu.py"), "--dry-run", "--only", "engine"],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)
+    assert done.returncode == 0 and f"eebench from {copy / 'eebench'}" in done.stdout, done.stdout + done.stderr
+    spec = importlib.util.spec_from_file_location("gpu_check", BENCH / "gpu.py")
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    gpu.NEEDED["no_such_module_here"] = "no-such-wheel"
+    assert gpu.main(["--dry-run"]) == 2
+    printed = capsys.readouterr().out
+    assert "MISSING packages eebench needs: no-such-wheel" in printed and "DRY" not in printed
 
 
 def test_train_throughput(tmp_path):
