@@ -80,9 +80,10 @@ def synchronize(device: torch.device) -> None:
 
 
 class Clock:
-    """Elapsed seconds of a block of device work. On CUDA: CUDA events recorded on the current stream
-    around the block (the GPU's own time, read after a synchronise); elsewhere: perf_counter after
-    synchronising."""
+    """Elapsed seconds of a block of device work. On CUDA: CUDA events recorded around the block on the
+    current stream *of the clock's device* (cuda:1's own stream for a model on cuda:1, whatever the current
+    device is: events on another device's stream would time only the kernel launches), read after a
+    synchronise; elsewhere: perf_counter after synchronising."""
 
     def __init__(self, device: torch.device):
         self.device = torch.device(device)
@@ -93,11 +94,12 @@ class Clock:
         """``with clock.time() as t: ...`` then ``t[0]`` is the block's seconds."""
         out = [0.0]
         if self.cuda:
+            stream = torch.cuda.current_stream(self.device)
             start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
             torch.cuda.synchronize(self.device)
-            start.record()
+            start.record(stream)
             yield out
-            end.record()
+            end.record(stream)
             end.synchronize()
             out[0] = start.elapsed_time(end) / 1000.0
             return

@@ -332,3 +332,35 @@ def test_speed_records_each_rounds_speedup_and_flags_a_noisy_machine():
     assert quiet["batch_1"]["round_spread"] < NOISY_SPREAD < busy["batch_1"]["round_spread"]
     assert busy["batch_1"]["round_spread"] == pytest.approx(0.5 / 1.7)
     assert round_spread([2.0]) is None
+
+
+def test_the_clock_records_its_events_on_the_selected_devices_stream(monkeypatch):
+    """--device cuda:1 while the current device is cuda:0: the CUDA events must be recorded on cuda:1's
+    stream (where the model's kernels run), not on the current device's (launch time only)."""
+    from eebench.device import Clock
+
+    recorded, synced = [], []
+
+    class Stream:
+        def __init__(self, device):
+            self.device = torch.device(device)
+
+    class Event:
+        def __init__(self, enable_timing=False):
+            self.stream = None
+
+        def record(self, stream=None):
+            recorded.append(stream.device if stream is not None else torch.device("cuda", 0))  # None: current
+
+        def synchronize(self):
+            pass
+
+        def elapsed_time(self, other):
+            return 2.0
+
+    monkeypatch.setattr(torch.cuda, "Event", Event)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device=None: Stream(device or "cuda:0"))
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: synced.append(device))
+    clock = Clock(torch.device("cuda:1"))
+    assert clock.seconds(lambda: None) == pytest.approx(0.002)
+    assert recorded == [torch.device("cuda:1")] * 2 and synced == [torch.device("cuda:1")]
