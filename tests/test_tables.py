@@ -410,3 +410,20 @@ def test_measured_cells_carry_an_interval_and_marks(runs, monkeypatch):
     logits[:, :, 1] = 1.0
     point = _point(Trace("dev", "k", np.arange(100).astype(str), logits, labels, False), np.full(100, 2), "acc", {})
     assert point["ours"] == 60.0 and "at_majority_rate" in point["flags"]
+
+
+def test_every_measured_row_gets_its_own_exit_histogram(runs, monkeypatch):
+    """The full-model row and the dynamic row read from one run each get a histogram, labelled by row."""
+    from eebench.report.tables.figures import exit_histograms, table_figures
+    from eebench.report.tables.measure import MeasuredCache
+
+    monkeypatch.setattr(tables.measure_module, "reference_numbers", lambda: _ref())
+    spec = _spec(runs, **{"1": tables.Rule(policy="entropy", max_drop=2.0, relative_to="base")})
+    frame = tables.measure(spec, sets=("cpu",))
+    rows = frame[(frame["task"] == "Syn") & frame["ours"].notna()]
+    assert rows[rows["method"].isin(["Base", "Two"])]["run"].nunique() == 1  # one run fills both rows
+    bars = dict(exit_histograms(rows, MeasuredCache(), "dev"))
+    assert set(bars) == {"Base (base)", "Two (1)", "Joint (1)"}
+    assert bars["Base (base)"][-1] == 1.0 and bars["Two (1)"][-1] < 1.0  # the full model, then the dynamic row
+    assert all(abs(h.sum() - 1.0) < 1e-9 for h in bars.values())
+    assert table_figures(spec, frame, runs / "figs")

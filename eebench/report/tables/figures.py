@@ -31,25 +31,18 @@ def table_figures(spec: TableSpec, frame: pd.DataFrame, out_dir: Path) -> list[P
     for task, rows in measured.groupby("task", sort=False):
         column = spec.columns[task]
         metric = rows["metric"].iloc[0]
-        runs = dict.fromkeys(rows["run"])
         fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))
-        width = 0.8 / max(1, len(runs))
-        for k, folder in enumerate(runs):
-            run = open_run(folder)
-            trace = cache.trace(run, column.split)
+        for k, folder in enumerate(dict.fromkeys(rows["run"])):  # every exit's metric: one line per run
+            trace = cache.trace(open_run(folder), column.split)
             if trace is None or trace.labels is None:
                 continue
             n = trace.num_layers
             per_layer = [metric_at(trace, np.full(len(trace.ids), i), metric) for i in range(1, n + 1)]
-            label = rows[rows["run"] == folder]["method"].iloc[-1]
-            ax1.plot(range(1, n + 1), per_layer, label=label, **line_style(k))
-            point = rows[(rows["run"] == folder) & (rows["policy"] != "")]
-            if not point.empty:
-                policy = get_policy(point["policy"].iloc[0])
-                layers = policy.exits(trace, [json.loads(point["setting_json"].iloc[0])])[0]
-                hist = np.bincount(layers, minlength=n + 1)[1:] / len(layers)
-                ax2.bar(np.arange(1, n + 1) + (k - len(runs) / 2 + 0.5) * width, hist, width,
-                        label=f"{label} ({point['row_group'].iloc[0]})")
+            ax1.plot(range(1, n + 1), per_layer, label=rows[rows["run"] == folder]["method"].iloc[-1], **line_style(k))
+        bars = exit_histograms(rows, cache, column.split)
+        width = 0.8 / max(1, len(bars))
+        for k, (label, hist) in enumerate(bars):  # the exit layers: one set of bars per measured row
+            ax2.bar(np.arange(1, len(hist) + 1) + (k - len(bars) / 2 + 0.5) * width, hist, width, label=label)
         ax1.set(xlabel="exit layer", ylabel=f"{metric} (%)", title=f"{task}: every exit")
         ax2.set(xlabel="exit layer", ylabel="fraction of examples", title=f"{task}: exit layers")
         for ax in (ax1, ax2):
@@ -57,3 +50,19 @@ def table_figures(spec: TableSpec, frame: pd.DataFrame, out_dir: Path) -> list[P
             ax.legend(fontsize=7)
         paths += save_figure(fig, Path(out_dir) / f"{spec.id}_{task}")
     return paths
+
+
+def exit_histograms(rows: pd.DataFrame, cache: MeasuredCache, split: str) -> list[tuple[str, np.ndarray]]:
+    """Every measured row's exit-layer histogram at its own operating point, labelled by the row (one
+    run can fill several rows: the full-model row and the dynamic row of the same run each get theirs)."""
+    from eebench.run.folder import open_run
+
+    out = []
+    for _, row in rows[rows["policy"] != ""].iterrows():
+        trace = cache.trace(open_run(row["run"]), split)
+        if trace is None:
+            continue
+        layers = get_policy(row["policy"]).exits(trace, [json.loads(row["setting_json"])])[0]
+        out.append((f"{row['method']} ({row['row_group']})",
+                    np.bincount(layers, minlength=trace.num_layers + 1)[1:] / len(layers)))
+    return out
