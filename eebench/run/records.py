@@ -16,9 +16,11 @@ from eebench.errors import UserError
 from eebench.io import write_json
 
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 """The version of the records below. 1: no ``schema_version`` field, undeclared fields allowed (every
-eebench before it); 2: every field declared, unknown fields refused. ``Record.upgrade`` reads version 1."""
+eebench before it); 2: every field declared, unknown fields refused; 3: operating points carry bootstrap
+``intervals`` and a ``transfer`` check, calibrations a ``guarantee``, layer-wise rows ``<metric>_lo`` /
+``_hi`` (all optional: a version 2 record reads as it is). ``Record.upgrade`` reads version 1."""
 
 
 class Record(BaseModel):
