@@ -90,10 +90,6 @@ class Family:
         dense = getattr(getattr(backbone, "pooler", None), "dense", None)
         return dense if isinstance(dense, nn.Linear) else None
 
-    def drop_pooler(self, backbone) -> None:
-        if getattr(backbone, "pooler", None) is not None:
-            backbone.pooler = None
-
     # ------------------------------------------------------------------------------------ shapes
     def n_layers(self, config) -> int:
         return config.num_hidden_layers

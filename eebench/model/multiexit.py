@@ -184,7 +184,7 @@ class MultiExitModel(nn.Module):
         ctx = contextlib.nullcontext() if backbone_grad else torch.no_grad()
         with ctx:
             hidden_states = layer_states(self.backbone, self.family, input_ids, attention_mask, token_type_ids,
-                                         position_ids, inputs_embeds if inputs_embeds is not None else None)
+                                         position_ids, inputs_embeds)
         assert len(hidden_states) == self.num_layers, (len(hidden_states), self.num_layers)
         logits, pooled = zip(*(head(h, attention_mask) for head, h in zip(self.heads, hidden_states)))
         pooled = torch.stack(pooled, 1)
@@ -212,6 +212,7 @@ class MultiTaskModel(nn.Module):
         """tasks: name → {"num_labels": int, "lte": bool, "pair_cosine": bool}."""
         super().__init__()
         self.backbone = backbone
+        self.family = family_of(backbone.config)
         self.task_info = {name: dict(info) for name, info in tasks.items()}
         self.heads = nn.ModuleDict({name: exit_heads(backbone, info["num_labels"], pooling, dropout)
                                     for name, info in tasks.items()})

@@ -197,6 +197,12 @@ def _open_run_dir(setup: _Setup) -> None:
                   f"{sum(p.numel() for p in setup.model.parameters()) / 1e6:.1f}M parameters) on {accelerator.device}, "
                   f"{par.world} process{'es' * (par.world > 1)}, global batch "
                   f"{global_batch_size(recipe.train, par.world)}, mixed precision {accelerator.mixed_precision}")
+    if getattr(setup.model, "family", None) is None and hasattr(setup.model, "backbone"):
+        from eebench.model.families import known_families
+
+        console.print(f"[yellow]note:[/] model_type {getattr(setup.model.backbone.config, 'model_type', None)!r} is not "
+                      f"one of the families eebench steps ({known_families()}): it trains, traces and calibrates "
+                      f"through its own forward, and `eebench speed` (the early-exit engine) will refuse it")
     if accelerator.mixed_precision == "fp16" and accelerator.device.type == "cpu":
         console.print("[yellow]note:[/] fp16 autocast needs a GPU; this CPU run computes in fp32 (bf16 works on CPU)")
 
