@@ -173,8 +173,10 @@ def families(a, device) -> None:
     types = FAMILY_TYPES if a.family == "all" else a.family.split(",")
     print(f"batch 1, stream ({a.rounds} rounds, blocks of {a.block}), threads {torch.get_num_threads()}, device "
           f"{' '.join(describe(device).values())}; random models of MiniLM-L6's shape, {a.examples} random sequences")
-    print(f"{'family':12s} {'time%':>6s} {'ideal':>6s} {'measured':>8s} {'of ideal':>8s} {'agree':>6s} | "
+    print(f"{'family':12s} {'time%':>6s} {'ideal':>6s} {'measured':>8s} {'of ideal':>8s} {'of cw':>6s} {'agree':>6s} | "
           f"{'full ms':>7s} {'engine ms':>9s} | per layer passed: layer us, head us, decision us")
+    print("(of cw: of the cost-weighted ideal sum(t_full) / sum(t_full * exit / L): long inputs cost more per "
+          "layer, so where they exit matters)")
     for model_type in types:
         model, singles, setting, expected = random_family_setup(model_type, device, n=a.examples,
                                                                 target_time_pct=a.target_time_pct)
@@ -184,7 +186,9 @@ def families(a, device) -> None:
         ideal = 6 / expected.mean()
         measured = t_full.sum() / t_engine.sum()
         layer_us, head_us, decide_us, _ = component_costs(engine, singles)
+        weighted = t_full.sum() / (t_full * got / 6).sum()
         print(f"{model_type:12s} {100 * expected.mean() / 6:6.1f} {ideal:6.2f} {measured:8.2f} {measured / ideal:8.2f} "
+              f"{measured / weighted:6.2f} "
               f"{100 * (got == expected).mean():5.1f}% | {1000 * t_full.mean():7.2f} {1000 * t_engine.mean():9.2f} | "
               f"{layer_us:.0f}, {head_us:.0f}, {decide_us:.0f}")
 

@@ -183,6 +183,9 @@ def finetune(
             left += 1
             continue
         console.print(f"[green]done:[/] {run.dir}")
+    from eebench.train.parallel import close_process_group
+
+    close_process_group()  # every recipe done: the distributed launcher's process group ends cleanly
     if left:
         from eebench.errors import BUSY_EXIT
 

@@ -99,7 +99,9 @@ def job_command(recipe: Path, overrides: list[str] = (), processes: int = 1) -> 
 def visible_devices(env: dict | None = None, count: int | None = None) -> list[str]:
     """The GPUs this process may use, as the ids a child's CUDA_VISIBLE_DEVICES must name: the
     parent's own mask entries (physical ids, GPU-… or MIG-… UUIDs) when it has one, else 0..count-1.
-    CUDA reads a mask up to its first invalid entry, so only the first ``count`` entries are visible."""
+    CUDA reads a mask up to its first invalid entry, so only the first ``count`` entries are visible.
+    MIG slices are the exception: one process enumerates only one MIG instance however many the mask
+    names, so every MIG entry of the parent's mask counts (each child is pinned to one of them)."""
     import torch
 
     env = os.environ if env is None else env
@@ -108,6 +110,8 @@ def visible_devices(env: dict | None = None, count: int | None = None) -> list[s
     if mask is None:
         return [str(i) for i in range(count)]
     ids = [x.strip() for x in mask.split(",") if x.strip()]
+    if ids and all(x.startswith("MIG-") for x in ids):
+        return ids
     return ids[:count]
 
 

@@ -364,3 +364,31 @@ def test_the_clock_records_its_events_on_the_selected_devices_stream(monkeypatch
     clock = Clock(torch.device("cuda:1"))
     assert clock.seconds(lambda: None) == pytest.approx(0.002)
     assert recorded == [torch.device("cuda:1")] * 2 and synced == [torch.device("cuda:1")]
+
+
+def test_nccl_barriers_name_their_gpu_and_the_group_is_closed(monkeypatch):
+    import torch.distributed as dist
+
+    from eebench.train.parallel import Parallel, close_process_group
+
+    calls = []
+    monkeypatch.setattr(dist, "barrier", lambda **kw: calls.append(kw))
+    Parallel(rank=1, world=2, device=torch.device("cuda:3")).barrier()
+    Parallel(rank=1, world=2, device=torch.device("cpu")).barrier()
+    Parallel(rank=0, world=1, device=torch.device("cuda:0")).barrier()  # one process: no collective at all
+    assert calls == [{"device_ids": [3]}, {}]
+    closed = []
+    monkeypatch.setattr(dist, "is_initialized", lambda: True)
+    monkeypatch.setattr(dist, "destroy_process_group", lambda: closed.append(True))
+    close_process_group()
+    assert closed == [True]
+
+
+def test_mig_slices_are_counted_from_the_parents_mask():
+    """A process sees one MIG instance whatever its mask names; the workers get every slice of the mask."""
+    from eebench.jobs import visible_devices, worker_masks
+
+    env = {"CUDA_VISIBLE_DEVICES": "MIG-aaaa,MIG-bbbb,MIG-cccc"}
+    assert visible_devices(env, count=1) == ["MIG-aaaa", "MIG-bbbb", "MIG-cccc"]
+    assert worker_masks(3, visible_devices(env, count=1)) == ["MIG-aaaa", "MIG-bbbb", "MIG-cccc"]
+    assert visible_devices({"CUDA_VISIBLE_DEVICES": "4,5,9"}, count=2) == ["4", "5"]  # plain GPUs: CUDA's rule

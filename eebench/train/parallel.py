@@ -49,8 +49,13 @@ class Parallel:
 
     # ---------------------------------------------------------------- collectives
     def barrier(self) -> None:
+        """Wait for every process. On NCCL the barrier names this process's GPU (without it NCCL guesses
+        the device from the rank, which is wrong when ranks and GPUs do not line up)."""
         if self.active:
-            dist.barrier()
+            if self.device.type == "cuda" and self.device.index is not None:
+                dist.barrier(device_ids=[self.device.index])
+            else:
+                dist.barrier()
 
     def sum_(self, tensors: list[torch.Tensor]) -> None:
         """Sum ``tensors`` over processes, in place, flattened into buckets of like dtype and device."""
@@ -172,3 +177,9 @@ class Parallel:
                 moved = t.data.to(self.device)
                 dist.broadcast(moved, src=0)
                 t.data.copy_(moved)
+
+
+def close_process_group() -> None:
+    """End the process group once the work is done (NCCL warns, and may hang at exit, without it)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
