@@ -17,6 +17,9 @@ UsageError, ClickException = _BASES["UsageError"], _BASES["ClickException"]
 
 class OneLineErrors(TyperGroup):
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        from eebench.paths import forget_data_root
+
+        forget_data_root()  # each command chooses its own data root (--data-root, the run's, EEBENCH_DATA)
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         try:

@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from eebench.console import console
 from eebench.errors import BUSY_EXIT, UserError
-from eebench.paths import DATA_ENV, display_recipe
+from eebench.paths import DATA_ENV, child_env, data_root, display_recipe
 
 LAUNCHERS = ("local", "slurm", "ray")
 
@@ -162,6 +162,7 @@ def run_local(cells: list[Cell], jobs: int | None, log_dir: Path, gpus_per_job: 
     masks = worker_masks(jobs, devices, per, share_gpus)
     threads = max(1, (os.cpu_count() or 1) // (jobs * (per if devices else 1)))
     free = list(range(jobs))
+    base_env = child_env()  # the data root this command uses goes to every cell's process
     log_dir.mkdir(parents=True, exist_ok=True)
     console.print(f"running {len(cells)} cell(s) on {jobs} local worker(s)"
                   + (f", GPU(s) {' | '.join(dict.fromkeys(masks))} (parent's visible: {','.join(devices)})"
@@ -170,7 +171,7 @@ def run_local(cells: list[Cell], jobs: int | None, log_dir: Path, gpus_per_job: 
 
     def work(cell: Cell) -> None:
         slot = free.pop()
-        env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
+        env = {**base_env, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
         if masks[slot] is not None:
             env["CUDA_VISIBLE_DEVICES"] = masks[slot]
         processes = per if devices else 1
@@ -212,7 +213,7 @@ class CellJob:
         return "\n".join([*self.setup, shlex.join(job_command(Path(self.recipe), self.overrides, self.processes))])
 
     def __call__(self) -> str:
-        env = {**os.environ, **({DATA_ENV: self.data_root} if self.data_root else {})}
+        env = {**os.environ, **({DATA_ENV: self.data_root} if self.data_root else {})}  # on the job's node
         errors = []
         with subprocess.Popen(["bash", "-c", self.command()], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
@@ -252,7 +253,7 @@ def run_slurm(cells: list[Cell], config: LauncherConfig, log_dir: Path, executor
                                    cpus_per_task=config.cpus, timeout_min=config.time_min, mem_gb=config.mem_gb,
                                    slurm_array_parallelism=config.array_parallelism,
                                    slurm_additional_parameters=extra, name="eebench")
-    root = os.environ.get(DATA_ENV)
+    root = str(data_root()) if data_root() is not None else None
     jobs_of = {}
     with executor.batch():
         for cell in cells:
@@ -296,7 +297,7 @@ def run_ray(cells: list[Cell], config: LauncherConfig, log_dir: Path) -> Outcome
     ray.init(ignore_reinit_error=True, log_to_driver=False)
     remote = ray.remote(num_gpus=config.gpus, num_cpus=config.cpus)(
         lambda recipe, root, setup, overrides: CellJob(recipe, root, setup, overrides, max(1, config.gpus))())
-    root = os.environ.get(DATA_ENV)
+    root = str(data_root()) if data_root() is not None else None
     refs = {id(c): remote.remote(str(Path(c.recipe).resolve()), root, config.setup, c.overrides) for c in cells}
     started = time.perf_counter()
     with _progress(cells) as refresh:

@@ -39,11 +39,35 @@ def display_recipe(path: Path) -> str:
         return str(path)
 
 
+_CHOSEN: dict[str, Path] = {}
+"""The data root this command was given (``--data-root``) or found in the run it works on; the process's
+environment is only read (``EEBENCH_DATA``), never written: child processes get the root in the
+environment their launcher builds for them (eebench.jobs)."""
+
+
 def data_root() -> Path | None:
+    """The data root: the command's own (``--data-root``, or the run's remembered one), else ``EEBENCH_DATA``."""
+    if "root" in _CHOSEN:
+        return _CHOSEN["root"]
     env = os.environ.get(DATA_ENV)
     return Path(env).expanduser() if env else None
 
 
+def forget_data_root() -> None:
+    """A new command starts from the environment's data root alone (eebench.cli_group, per invocation)."""
+    _CHOSEN.clear()
+
+
 def set_data_root(folder: str | Path | None) -> None:
+    """Use ``folder`` as the data root for the rest of this command (None: keep the current one)."""
     if folder is not None:
-        os.environ[DATA_ENV] = str(Path(folder).expanduser().resolve())
+        _CHOSEN["root"] = Path(folder).expanduser().resolve()
+
+
+def child_env(env: dict | None = None) -> dict:
+    """The environment for a child eebench process: this one's, with the data root in effect."""
+    out = dict(os.environ if env is None else env)
+    root = data_root()
+    if root is not None:
+        out[DATA_ENV] = str(root)
+    return out

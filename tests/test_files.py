@@ -186,3 +186,26 @@ def test_a_folder_swap_killed_between_its_renames_is_recovered(tmp_path):
     assert (folder / "weights").read_text() == "old" and not swapped_out(folder).exists()
     swap_folder(new, folder)
     assert (folder / "weights").read_text() == "new" and not new.exists()
+
+
+def test_no_command_writes_the_environment(tmp_path, monkeypatch):
+    """--data-root is this command's choice, passed on to child processes in the environment their
+    launcher builds; the process's own environment is never written, and the next command starts fresh."""
+    from eebench.cli import app
+    from eebench.paths import DATA_ENV, child_env, data_root
+
+    monkeypatch.delenv(DATA_ENV, raising=False)
+    before = {k: v for k, v in os.environ.items() if k.startswith("EEBENCH")}
+    result = CliRunner().invoke(app, ["evaluate", str(tmp_path / "no-run"), "--data-root", str(tmp_path)])
+    assert result.exit_code == 2, result.output  # the data root was taken, then the run folder refused
+    assert {k: v for k, v in os.environ.items() if k.startswith("EEBENCH")} == before
+    from eebench.paths import set_data_root
+
+    set_data_root(tmp_path)  # what a command does with --data-root
+    assert data_root() == tmp_path.resolve() and child_env()[DATA_ENV] == str(tmp_path.resolve())
+    assert DATA_ENV not in os.environ
+    CliRunner().invoke(app, ["recipes"])  # a new command forgets the last one's choice
+    assert data_root() is None
+    for path in (ROOT / "eebench").rglob("*.py"):
+        text = path.read_text()
+        assert "os.environ[DATA_ENV]" not in text and "environ.update" not in text, path

@@ -40,7 +40,7 @@ def test_fields_whose_names_vary_are_declared_by_pattern(tmp_path):
 
 
 def test_a_newer_schema_is_refused_and_an_older_record_upgraded(tmp_path):
-    with pytest.raises(UserError, match=r"schema_version 99 is newer than this eebench reads \(2\); upgrade eebench"):
+    with pytest.raises(UserError, match=rf"schema_version 99 is newer than this eebench reads \({SCHEMA_VERSION}\); upgrade"):
         Status.load(_write(tmp_path / "new.json", {"schema_version": 99, "state": "finished"}))
     old = Status.load(_write(tmp_path / "old.json", {"state": "done", "seed": 42}))  # version 1: no schema_version
     assert old.state == "finished" and old.schema_version == SCHEMA_VERSION and "seed" not in old.model_dump()
@@ -53,3 +53,14 @@ def test_a_version_1_record_keeps_its_varying_fields_and_drops_the_undeclared_re
     old = {"policy": "entropy", "threshold": 0.3, "time_pct": 50.0, "speedup": 2.0, "acc": 81.0, "note": "x"}
     point = OperatingPoint.load(_write(tmp_path / "operating_entropy.json", old))
     assert point.model_extra == {"acc": 81.0} and point.setting == {"threshold": 0.3}
+
+
+def test_a_version_2_record_reads_without_the_version_3_fields(tmp_path):
+    """Operating points and calibrations written before intervals, transfer checks and guarantees."""
+    point = OperatingPoint.load(_write(tmp_path / "operating_entropy.json", {
+        "schema_version": 2, "policy": "entropy", "setting": {"threshold": 0.3}, "time_pct": 50.0, "speedup": 2.0,
+        "acc": 81.0}))
+    assert point.intervals == {} and point.transfer is None and point.schema_version == SCHEMA_VERSION
+    cal = Calibration.load(_write(tmp_path / "entropy.json", {"schema_version": 2, "policy": "entropy",
+                                                            "setting": {"threshold": 0.3}, "split": "dev"}))
+    assert cal.guarantee is None
