@@ -151,16 +151,15 @@ def finetune(
     Several processes: `accelerate launch --multi_gpu --num_processes N $(which eebench) finetune ...` or
     `torchrun --nproc_per_node N $(which eebench) finetune ...` (train.batch_size stays the global batch)."""
     from eebench.paths import set_data_root
-    from eebench.pipeline.finetune import finetune as run_finetune
-
     from eebench.errors import Busy
+    from eebench.pipeline.finetune import finetune as run_finetune
+    from eebench.train.parallel import close_process_group
 
     set_data_root(data_root)
     if if_missing and (overwrite or resume):
         raise UserError("--if-missing decides by itself whether to resume or start over; drop --overwrite / --resume")
     from eebench.paths import resolve_recipe
     from eebench.recipe_io import load_recipe
-
     for recipe in recipes:  # every recipe checked before the first one trains for hours
         if str(recipe).lower() in ("true", "false", "yes", "no", "on", "off"):
             raise UserError(f"{recipe!s}: not a recipe file; switches such as --if-missing, --overwrite and "
@@ -183,8 +182,6 @@ def finetune(
             left += 1
             continue
         console.print(f"[green]done:[/] {run.dir}")
-    from eebench.train.parallel import close_process_group
-
     close_process_group()  # every recipe done: the distributed launcher's process group ends cleanly
     if left:
         from eebench.errors import BUSY_EXIT
