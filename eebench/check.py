@@ -60,3 +60,33 @@ def compare(run, path: Path) -> list[dict]:
         rows.append({"number": name, "reference": spec["value"], "measured": got, "diff": diff,
                      "tol": spec["tol"], "ok": diff is not None and abs(diff) <= spec["tol"]})
     return rows
+
+
+def check_command(folder: Path, reference: Path | None, record_to: Path | None) -> bool:
+    """`eebench check`: record a run's numbers, or compare them with a reference and print the table;
+    False when a number moved beyond its tolerance."""
+    from rich.table import Table
+
+    from eebench.console import console, print_table
+    from eebench.run.folder import open_run
+
+    run = open_run(folder)
+    if record_to is not None:
+        ref = record(run, record_to)
+        console.print(f"recorded {len(ref['numbers'])} numbers from {folder} to {record_to}")
+        return True
+    if reference is None:
+        raise UserError("give --reference FILE to compare, or --record FILE to write one")
+    rows = compare(run, reference)
+    table = Table("number", "reference", "measured", "diff", "tol", "ok", title=f"eebench check {folder}")
+    fmt = lambda v: "missing" if v is None else f"{v:.2f}"  # noqa: E731
+    for row in rows:
+        table.add_row(row["number"], fmt(row["reference"]), fmt(row["measured"]), fmt(row["diff"]),
+                      f"{row['tol']:.2f}", "ok" if row["ok"] else "[red]MOVED[/]")
+    print_table(table)
+    failed = [row for row in rows if not row["ok"]]
+    if failed:
+        console.print(f"[bold red]check failed:[/] {len(failed)} of {len(rows)} numbers moved beyond tolerance")
+        return False
+    console.print(f"[green]check passed:[/] {len(rows)} numbers within tolerance")
+    return True

@@ -1,15 +1,15 @@
-"""The `eebench` command line: one plain function per command; the library does the work."""
+"""The `eebench` command line: one plain function per command, which parses and dispatches; the
+library does the work (eebench.pipeline, eebench.reproduce, eebench.report, eebench.check)."""
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.markup import escape
 
-from eebench.cli_group import OneLineErrors
+from eebench.cli_group import (BootstrapOpt, DataDirOpt, DataRootOpt, DeviceOpt, OneLineErrors, ReadingOpt, RunArg,
+                               show_version, switches_show_no_type, user_errors)
 from eebench.console import console
 from eebench.errors import UserError
 
@@ -20,104 +20,12 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
     add_completion=False,
 )
-
-def _switches_show_no_type() -> None:
-    """typer prints a value type on every option, ``<bool>`` on switches that take no value too,
-    which reads as "--overwrite true"; switches show none."""
-    from typer.core import TyperOption
-
-    shown = getattr(TyperOption, "display_type_rich", None)
-    if shown is not None:
-        TyperOption.display_type_rich = lambda self, ctx: None if self.is_flag else shown(self, ctx)
-
-
-_switches_show_no_type()
-
-RunArg = Annotated[Path, typer.Argument(help="A run folder written by `eebench finetune`, e.g. results/quickstart.")]
-DataDirOpt = Annotated[Optional[str], typer.Option(
-    "--data-dir", help="Folder of the task's files (GLUE TSV / ELUE TSV / CS224N); overrides task.data_dir.")]
-DeviceOpt = Annotated[Optional[str], typer.Option(
-    "--device", help="Where the model runs: cpu, cuda, cuda:N, mps (default: the GPU when there is one, else "
-                     "the CPU); recorded in the run.")]
-ReadingOpt = Annotated[Optional[str], typer.Option(
-    "--reading", help="Read the table's cells under a named alternative to its default rules (a table's "
-    "readings are listed in docs/tables.md, e.g. romebert-glue-test: accuracy, fixed-drop); its files are "
-    "written as <id>-<reading>.*.")]
-DataRootOpt = Annotated[Optional[Path], typer.Option(
-    "--data-root", envvar="EEBENCH_DATA", show_envvar=True,
-    help="Data root searched before the hub for recipes that name only their task: DIR/<TASK>/ "
-         "(e.g. DIR/SST-2/dev.tsv; also DIR/glue/<TASK>/, ELUE tasks in DIR/elue/<TASK>/, CS224N files in "
-         "DIR/cs224n/).")]
-BootstrapOpt = Annotated[Optional[int], typer.Option(
-    "--bootstrap", min=0, metavar="N",
-    help="Resamples of the bootstrap intervals on every metric and time% (default: the recipe's "
-         "output.bootstrap, 1000); 0: no intervals.")]
-
-
-def user_errors(fn):
-    """Turn a UserError into one red line on stderr and exit code 2 (no traceback)."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except UserError as err:
-            from eebench.errors import BUSY_EXIT, Busy
-
-            console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
-            raise typer.Exit(BUSY_EXIT if isinstance(err, Busy) else 2) from None
-        except OSError as err:
-            line = os_error_line(err)
-            if line is None:
-                raise
-            console.print(f"[bold red]error:[/] {escape(line)}", highlight=False, soft_wrap=True)
-            raise typer.Exit(2) from None
-        except Exception as err:  # libraries that wrap a full disk in their own error (safetensors, torch)
-            if "No space left on device" not in str(err):
-                raise
-            console.print("[bold red]error:[/] no space left on the device while writing; free some space (or set "
-                          "output.root on another disk) and run the command again", highlight=False)
-            raise typer.Exit(2) from None
-        except KeyboardInterrupt:
-            console.print("[yellow]interrupted[/]; files already written are complete (written atomically)")
-            raise typer.Exit(130) from None
-
-    return wrapper
-
-
-def os_error_line(err: OSError) -> str | None:
-    """One line for the faults of the machine rather than of eebench: a full disk, a read-only or
-    unwritable folder, a file where a folder should be. None for anything else (a real bug)."""
-    import errno
-
-    where = err.filename or "a file eebench was writing"
-    fixes = {
-        errno.ENOSPC: "no space left on the device; free some space (or set output.root on another disk) and "
-                      "run the command again: files already written are complete",
-        errno.EDQUOT: "disk quota exceeded; free some space and run the command again",
-        errno.EROFS: "read-only file system; set output.root to a writable folder",
-        errno.EACCES: "permission denied; set output.root to a folder you can write",
-        errno.ENOTDIR: "a file is in the way where a folder should be; move it or set output.root elsewhere",
-        errno.EISDIR: "a folder is in the way where a file should be; move it",
-    }
-    fix = fixes.get(err.errno)
-    return None if fix is None else f"{where}: {fix}"
-
-
-def _version(value: bool) -> None:
-    if value:
-        from importlib.metadata import PackageNotFoundError, version
-
-        try:
-            print(f"eebench {version('eebench')}")
-        except PackageNotFoundError:
-            print("eebench (not installed: run `pip install -e .` in the repository)")
-        raise typer.Exit()
+switches_show_no_type()
 
 
 @app.callback()
 def _setup(
-    _show_version: Annotated[bool, typer.Option("--version", callback=_version, is_eager=True,
+    _show_version: Annotated[bool, typer.Option("--version", callback=show_version, is_eager=True,
                                                 help="Print eebench's version and exit.")] = False,
 ) -> None:
     from eebench.hub import settle_offline_mode
@@ -151,37 +59,11 @@ def finetune(
     Several processes: `accelerate launch --multi_gpu --num_processes N $(which eebench) finetune ...` or
     `torchrun --nproc_per_node N $(which eebench) finetune ...` (train.batch_size stays the global batch)."""
     from eebench.paths import set_data_root
-    from eebench.errors import Busy
-    from eebench.pipeline.finetune import finetune as run_finetune
+    from eebench.pipeline.finetune import finetune_all
     from eebench.train.parallel import close_process_group
 
     set_data_root(data_root)
-    if if_missing and (overwrite or resume):
-        raise UserError("--if-missing decides by itself whether to resume or start over; drop --overwrite / --resume")
-    from eebench.paths import resolve_recipe
-    from eebench.recipe_io import load_recipe
-    for recipe in recipes:  # every recipe checked before the first one trains for hours
-        if str(recipe).lower() in ("true", "false", "yes", "no", "on", "off"):
-            raise UserError(f"{recipe!s}: not a recipe file; switches such as --if-missing, --overwrite and "
-                            f"--resume take no value (write --if-missing alone)")
-        load_recipe(resolve_recipe(recipe), set_)
-    jobs = [(recipe, set_) for recipe in recipes]
-    if seeds is not None:
-        from eebench.seeds import seed_overrides
-
-        jobs = [(recipe, [*set_, *extra]) for recipe in recipes
-                for extra in seed_overrides(load_recipe(resolve_recipe(recipe), set_), Path(recipe).stem, seeds)]
-    left = 0
-    for recipe, overrides in jobs:
-        try:
-            run = run_finetune(recipe, overrides, data_dir, overwrite, resume, if_missing=if_missing, device=device)
-        except Busy as err:
-            if not if_missing:
-                raise
-            console.print(f"skipped: {escape(str(err).split(';')[0])}")
-            left += 1
-            continue
-        console.print(f"[green]done:[/] {run.dir}")
+    left = finetune_all(recipes, set_, data_dir, overwrite, resume, if_missing, seeds, device)
     close_process_group()  # every recipe done: the distributed launcher's process group ends cleanly
     if left:
         from eebench.errors import BUSY_EXIT
@@ -217,19 +99,12 @@ def evaluate(
 ) -> None:
     """Run the model once over a split with all exits (or reuse its stored trace when nothing changed);
     write layer-wise metrics, the threshold sweep, and every saved calibration applied to the split."""
-    from eebench.paths import set_data_root
     from eebench.pipeline.evaluate import evaluate as run_evaluate
-    from eebench.run.folder import open_run
-    from eebench.run.ownership import owned
+    from eebench.run.command import command_run
 
-    set_data_root(data_root)
     if as_ and not data_dir:
         raise UserError("--as names an evaluation on other data: give it with --data-dir")
-    r = open_run(run, data_dir, as_)
-    from eebench.device import resolve_device
-
-    resolve_device(device)  # a device this machine lacks is an error even when nothing needs tracing
-    with owned(r.owner_dir, what="evaluate"):
+    with command_run(run, "evaluate", data_dir, data_root, device, as_) as r:
         run_evaluate(r, split, retrace=retrace, device=device, bootstrap=bootstrap)
 
 
@@ -257,29 +132,13 @@ def calibrate(
 ) -> None:
     """Choose an exit policy's setting on one split to meet a time% target or a maximum metric drop, save it
     to calibration/<policy>.json; `evaluate` then applies it to any other split."""
-    from eebench.pipeline.calibrate import calibrate as run_calibrate
-    from eebench.run.folder import open_run
+    from eebench.pipeline.calibrate import calibrate as run_calibrate, check_target, parse_grid, recipe_target
+    from eebench.run.command import command_run
 
-    if sum(x is not None for x in (target_time_pct, max_drop, guarantee)) > 1:
-        raise UserError("give only one of --target-time-pct, --max-drop and --guarantee")
-    if target_time_pct is not None and not 0 < target_time_pct <= 100:
-        raise UserError(f"--target-time-pct {target_time_pct:g}: must be in (0, 100]")
-    from eebench.run.ownership import owned
-    from eebench.paths import set_data_root
-
-    set_data_root(data_root)
-    r = open_run(run, data_dir)
-    from eebench.device import resolve_device
-
-    resolve_device(device)  # a device this machine lacks is an error even when nothing needs tracing
-    if target_time_pct is None and max_drop is None and guarantee is None:
-        target_time_pct, max_drop = r.recipe.exit.target_time_pct, r.recipe.exit.max_drop
-        if target_time_pct is not None or max_drop is not None:
-            console.print("no target given: the recipe's exit."
-                          + (f"target_time_pct = {target_time_pct:g}" if target_time_pct is not None
-                             else f"max_drop = {max_drop:g}"))
-    with owned(r.owner_dir, what="calibrate"):
-        run_calibrate(r, policy, split, target_time_pct, max_drop, _parse_grid(grid), device=device,
+    check_target(target_time_pct, max_drop, guarantee)
+    with command_run(run, "calibrate", data_dir, data_root, device) as r:
+        target_time_pct, max_drop = recipe_target(r, target_time_pct, max_drop, guarantee)
+        run_calibrate(r, policy, split, target_time_pct, max_drop, parse_grid(grid), device=device,
                       bootstrap=bootstrap, guarantee=None if guarantee is None else (guarantee, delta))
 
 
@@ -300,36 +159,12 @@ def speed(
     against the full model: wall-clock per example at batch size 1 (p50/p95), per batch with row
     compaction, measured vs ideal speed-up, and its exits against the trace; writes
     eval/<split>/speed_<policy>.json, which `eebench report` shows."""
-    from eebench.pipeline.speed import speed as run_speed
-    from eebench.run.folder import open_run
+    from eebench.pipeline.speed import check_counts, speed as run_speed
+    from eebench.run.command import command_run
 
-    for name, value, least in (("--batch-size", batch_size, 2), ("--limit", limit, 1), ("--rounds", rounds, 1)):
-        if value is not None and value < least:
-            raise UserError(f"{name} {value}: must be at least {least}")
-    from eebench.run.ownership import owned
-    from eebench.paths import set_data_root
-
-    set_data_root(data_root)
-    r = open_run(run, data_dir)
-    from eebench.device import resolve_device
-
-    resolve_device(device)  # a device this machine lacks is an error even when nothing needs tracing
-    with owned(r.owner_dir, what="speed"):
+    check_counts(batch_size, limit, rounds)
+    with command_run(run, "speed", data_dir, data_root, device) as r:
         run_speed(r, policy, split, batch_size, limit, rounds, device=device)
-
-
-def _parse_grid(text: str | None) -> list[float] | None:
-    if text is None:
-        return None
-    try:
-        return [float(x) for x in text.split(",") if x.strip()]
-    except ValueError:
-        raise UserError(f"--grid {text!r}: expected comma-separated numbers, e.g. 0,0.05,0.1") from None
-
-
-LAUNCH_FLAGS = ("--run-missing", "--launcher", "--jobs", "--launcher-config", "--partition", "--gpus",
-                "--share-gpus", "--time-min", "--mem-gb", "--logs", "--seeds", "--data-root")
-"""Flags `report` had when it also ran jobs: now `reproduce`'s."""
 
 
 @app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
@@ -347,54 +182,20 @@ def report(
 ) -> None:
     """Write Markdown, LaTeX and CSV tables and PNG/PDF figures from stored results only (it runs
     nothing); paper tables show the paper's numbers beside ours. `eebench reproduce` runs missing cells."""
-    extra = [a for a in ctx.args if a.split("=", 1)[0] in LAUNCH_FLAGS]
-    flags = {a.split("=", 1)[0] for a in ctx.args if a.startswith("--")}
-    if flags == {"--data-root"}:
-        raise UserError("--data-root: `eebench report` reads no data, only stored results; drop it (`eebench "
-                        "reproduce`, which runs missing cells, takes it)")
-    if extra:
-        import shlex
-
-        rest = [a for a in ctx.args if a != "--run-missing"]
-        command = ["eebench", "reproduce", *[x for t in table for x in ("--table", t)], *(["--cpu"] if cpu else []),
-                   *rest]
-        raise UserError(f"{extra[0].split('=', 1)[0]}: `eebench report` only reads stored results; run the "
-                        f"missing cells with: {shlex.join(command)}")
-    if ctx.args:
-        raise UserError(f"report: unknown argument {ctx.args[0]!r}; see eebench report --help")
-    if not run and not table:
-        raise UserError("nothing to report: give --run RUN_FOLDER and/or --table ID (e.g. --table glue-test)")
     from eebench.report.run_report import report_run
     from eebench.report.tables import load_spec
-    from eebench.run.folder import open_run
+    from eebench.reproduce import refuse_report_args, show_table
+    from eebench.run.command import command_run
 
+    refuse_report_args(ctx.args, table, cpu)
+    if not run and not table:
+        raise UserError("nothing to report: give --run RUN_FOLDER and/or --table ID (e.g. --table glue-test)")
     specs = [load_spec(t, reading) for t in table]  # every id checked before anything is written
-    from eebench.run.ownership import owned
-
     for folder in run:
-        r = open_run(folder)
-        with owned(r.owner_dir, what="report"):
+        with command_run(folder, "report") as r:
             report_run(r)
     for spec in specs:
-        _show_table(spec, out, ("cpu",) if cpu else ("paper", "cpu"), scores)
-
-
-def _show_table(spec, out: Path, sets: tuple[str, ...], scores: Path | None) -> None:
-    from eebench.report.render import markdown
-    from eebench.report.tables import caption, mismatches, render
-    from eebench.report.tables.display import how_cells_fill
-
-    frame, shown, paths = render(spec, out, sets, scores)
-    print(markdown(shown, spec.digits))
-    console.print(caption(spec, frame), highlight=False)
-    if spec.notes:
-        console.print(" ".join(spec.notes.split()), highlight=False)
-    console.print(how_cells_fill(spec, frame, sets), highlight=False)
-    for line in mismatches(frame):
-        console.print(f"[yellow]paper inconsistency:[/] {line}")
-    names = sorted({p.name for p in paths})
-    console.print(f"wrote {len(paths)} files under {out}: " + ", ".join(names[:6])
-                  + (f" and {len(names) - 6} more" if len(names) > 6 else ""), highlight=False)
+        show_table(spec, out, ("cpu",) if cpu else ("paper", "cpu"), scores)
 
 
 @app.command()
@@ -430,7 +231,7 @@ def reproduce(
     from eebench.jobs import LAUNCHERS, load_launcher_config
     from eebench.paths import set_data_root
     from eebench.report.tables import load_spec
-    from eebench.reproduce import run_missing as fill
+    from eebench.reproduce import run_missing as fill, show_table
 
     if launcher not in LAUNCHERS:
         raise UserError(f"--launcher {launcher!r}: choose one of {', '.join(LAUNCHERS)}")
@@ -443,7 +244,7 @@ def reproduce(
     failed = 0
     for spec in specs:
         failed += len(fill(spec, set_name, launcher, jobs, config, logs, seeds=seeds, share_gpus=share_gpus).failed)
-        _show_table(spec, out, (set_name,), scores)
+        show_table(spec, out, (set_name,), scores)
     if failed:
         console.print(f"[bold red]{failed} cell(s) failed[/] (their logs are named above); run the same command "
                       f"again to retry them (finished cells are kept)")
@@ -460,32 +261,9 @@ def recipes(
 ) -> None:
     """List the shipped recipes (they travel with eebench; `recipes/...` works from any folder), or a
     paper table's cells with the recipe that fills each and whether its run is finished."""
-    from eebench.paths import display_recipe, recipes_root
+    from eebench.reproduce import list_recipes
 
-    if table is None:
-        for path in sorted(recipes_root().rglob("*.toml")):
-            print(path if paths_only else display_recipe(path))
-        return
-    from rich.table import Table
-
-    from eebench.report.tables import finished, load_spec, run_folder
-    from eebench.reproduce import table_recipes
-
-    spec = load_spec(table)
-    set_name = "cpu" if cpu else "paper"
-    found, no_recipe = table_recipes(spec, set_name)
-    if paths_only:
-        for path in found:
-            print(path)
-        return
-    view = Table("cells", "recipe", "run folder", "state", title=f"{spec.id}: {set_name} recipe set "
-                 f"({len(found)} recipes; {len(no_recipe)} cells keep the paper's number)", title_justify="left")
-    for path, cells in found.items():
-        folder = run_folder(path)
-        view.add_row(", ".join(cells), display_recipe(path), str(folder), "finished" if finished(folder) else "")
-    from eebench.console import print_table
-
-    print_table(view)
+    list_recipes(table, cpu, paths_only)
 
 
 @app.command()
@@ -506,27 +284,9 @@ def compare(
     same examples are also compared pairwise: the bootstrap difference B − A of the metric at a matched
     time% (--time-pct, default A's calibrated operating point) and of time% at a matched metric, with its
     interval and p-value."""
-    from eebench.report.compare import compare_runs, paired_section
-    from eebench.report.render import markdown
-    from eebench.run.folder import open_run
+    from eebench.report.compare import compare_command
 
-    if (time_pct or at_metric) and not policy and len(runs) != 2:
-        raise UserError("--time-pct / --at-metric need an exit policy to sweep: add --policy entropy (or another)")
-    frame, paths = compare_runs([open_run(f) for f in runs], out, split, tuple(policy), tuple(time_pct),
-                                tuple(at_metric))
-    print(markdown(frame, 1))
-    if len(runs) == 2:
-        pair, written = paired_section([open_run(f) for f in runs], out, split, policy, time_pct, at_metric,
-                                       1000 if bootstrap is None else bootstrap)
-        print(markdown(pair, 2))
-        paths += written
-    from eebench.provenance import differences
-    from eebench.run.folder import run_status
-
-    opened = [open_run(f) for f in runs]
-    for line in differences({r.name: run_status(r.owner_dir).provenance for r in opened}):
-        console.print(f"[yellow]warning:[/] compared runs differ: {line}", highlight=False, soft_wrap=True)
-    console.print(f"wrote {', '.join(str(p) for p in paths)}")
+    compare_command(runs, split, out, policy, time_pct, at_metric, bootstrap)
 
 
 @app.command()
@@ -538,32 +298,10 @@ def check(
 ) -> None:
     """Compare a run's stored results with reference numbers (per-number tolerances); exit code 1 when
     any number moved beyond its tolerance, with a table of what moved."""
-    from rich.table import Table
+    from eebench.check import check_command
 
-    from eebench.check import compare, record as record_numbers
-    from eebench.run.folder import open_run
-
-    r = open_run(run)
-    if record is not None:
-        ref = record_numbers(r, record)
-        console.print(f"recorded {len(ref['numbers'])} numbers from {run} to {record}")
-        return
-    if reference is None:
-        raise UserError("give --reference FILE to compare, or --record FILE to write one")
-    rows = compare(r, reference)
-    table = Table("number", "reference", "measured", "diff", "tol", "ok", title=f"eebench check {run}")
-    for row in rows:
-        fmt = lambda v: "missing" if v is None else f"{v:.2f}"  # noqa: E731
-        table.add_row(row["number"], fmt(row["reference"]), fmt(row["measured"]), fmt(row["diff"]),
-                      f"{row['tol']:.2f}", "ok" if row["ok"] else "[red]MOVED[/]")
-    from eebench.console import print_table
-
-    print_table(table)
-    failed = [row for row in rows if not row["ok"]]
-    if failed:
-        console.print(f"[bold red]check failed:[/] {len(failed)} of {len(rows)} numbers moved beyond tolerance")
+    if not check_command(run, reference, record):
         raise typer.Exit(1)
-    console.print(f"[green]check passed:[/] {len(rows)} numbers within tolerance")
 
 
 def main() -> None:

@@ -103,3 +103,75 @@ def run_missing(spec: TableSpec, set_name: str, launcher: str = "local", jobs: i
         console.print(f"[bold red]cell failed:[/] {', '.join(cell.cells)} ({cell.recipe}): "
                       f"{cell.detail or 'see its log'}" + (f"; log {cell.log}" if cell.log else ""), soft_wrap=True)
     return outcome
+
+
+LAUNCH_FLAGS = ("--run-missing", "--launcher", "--jobs", "--launcher-config", "--partition", "--gpus",
+                "--share-gpus", "--time-min", "--mem-gb", "--logs", "--seeds", "--data-root")
+"""Flags `report` had when it also ran jobs: now `reproduce`'s."""
+
+
+def refuse_report_args(args: list[str], tables: list[str], cpu: bool) -> None:
+    """`eebench report` with arguments it does not take: the old job-running flags get the `eebench
+    reproduce` command that does it; anything else is an unknown argument."""
+    import shlex
+
+    from eebench.errors import UserError
+
+    extra = [a for a in args if a.split("=", 1)[0] in LAUNCH_FLAGS]
+    if {a.split("=", 1)[0] for a in args if a.startswith("--")} == {"--data-root"}:
+        raise UserError("--data-root: `eebench report` reads no data, only stored results; drop it (`eebench "
+                        "reproduce`, which runs missing cells, takes it)")
+    if extra:
+        rest = [a for a in args if a != "--run-missing"]
+        command = ["eebench", "reproduce", *[x for t in tables for x in ("--table", t)], *(["--cpu"] if cpu else []),
+                   *rest]
+        raise UserError(f"{extra[0].split('=', 1)[0]}: `eebench report` only reads stored results; run the "
+                        f"missing cells with: {shlex.join(command)}")
+    if args:
+        raise UserError(f"report: unknown argument {args[0]!r}; see eebench report --help")
+
+
+def show_table(spec: TableSpec, out: Path, sets: tuple[str, ...], scores: Path | None) -> None:
+    """Render a paper table's files under ``out`` and print it with its caption and notes."""
+    from eebench.report.render import markdown
+    from eebench.report.tables import caption, mismatches, render
+    from eebench.report.tables.display import how_cells_fill
+
+    frame, shown, paths = render(spec, out, sets, scores)
+    print(markdown(shown, spec.digits))
+    console.print(caption(spec, frame), highlight=False)
+    if spec.notes:
+        console.print(" ".join(spec.notes.split()), highlight=False)
+    console.print(how_cells_fill(spec, frame, sets), highlight=False)
+    for line in mismatches(frame):
+        console.print(f"[yellow]paper inconsistency:[/] {line}")
+    names = sorted({p.name for p in paths})
+    console.print(f"wrote {len(paths)} files under {out}: " + ", ".join(names[:6])
+                  + (f" and {len(names) - 6} more" if len(names) > 6 else ""), highlight=False)
+
+
+def list_recipes(table: str | None, cpu: bool, paths_only: bool) -> None:
+    """The shipped recipes, or a paper table's cells with the recipe that fills each and its run's state."""
+    from rich.table import Table
+
+    from eebench.console import print_table
+    from eebench.paths import display_recipe, recipes_root
+    from eebench.report.tables import load_spec
+
+    if table is None:
+        for path in sorted(recipes_root().rglob("*.toml")):
+            print(path if paths_only else display_recipe(path))
+        return
+    spec = load_spec(table)
+    set_name = "cpu" if cpu else "paper"
+    found, no_recipe = table_recipes(spec, set_name)
+    if paths_only:
+        for path in found:
+            print(path)
+        return
+    view = Table("cells", "recipe", "run folder", "state", title=f"{spec.id}: {set_name} recipe set "
+                 f"({len(found)} recipes; {len(no_recipe)} cells keep the paper's number)", title_justify="left")
+    for path, cells in found.items():
+        folder = run_folder(path)
+        view.add_row(", ".join(cells), display_recipe(path), str(folder), "finished" if finished(folder) else "")
+    print_table(view)

@@ -128,3 +128,19 @@ def test_every_command_body_is_one_pipeline_module(stage):
     users = [name for name, path in MODULES.items() if name != module
              and any(t == module or t.startswith(module + ".") for t, _ in _imports(name, path))]
     assert users, f"nothing imports {module}"
+
+
+def test_the_cli_only_parses_and_dispatches():
+    """cli.py stays a thin layer (under 350 lines), and the commands that work on a run folder open it
+    through the one helper (eebench.run.command.command_run), never by hand."""
+    path = MODULES["eebench.cli"]
+    assert len(path.read_text(encoding="utf-8").splitlines()) <= 350
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    called = {}
+    for fn in (n for n in tree.body if isinstance(n, ast.FunctionDef)):
+        called[fn.name] = {getattr(c.func, "id", getattr(c.func, "attr", None))
+                           for c in ast.walk(fn) if isinstance(c, ast.Call)}
+    for command in ("evaluate", "calibrate", "speed", "report"):
+        assert "command_run" in called[command], command
+    for name, calls in called.items():
+        assert not calls & {"open_run", "owned", "resolve_device"}, (name, calls & {"open_run", "owned"})

@@ -38,27 +38,37 @@ def stream_times(engine: EarlyExitEngine, singles: list[dict], rounds: int = 3, 
     """Per example: engine seconds, full-model seconds (medians over rounds), engine exit layer.
     ``per_round`` (a list) receives each round's measured speed-up: their spread says how noisy
     the machine was while timing."""
-    clock = Clock(engine.device)
-    n = len(singles)
-    t_engine, t_full = np.zeros((rounds, n)), np.zeros((rounds, n))
-    exits = np.zeros(n, dtype=np.int64)
+    exits = np.zeros(len(singles), dtype=np.int64)
+
+    def run(i: int) -> None:
+        exits[i] = engine.run(singles[i])[0][0]
+
+    times = stream_contenders({"engine": run, "full": lambda i: engine.run_full(singles[i])}, len(singles),
+                              engine.device, rounds, block, advance)
+    if per_round is not None:
+        per_round += [float(full.sum() / eng.sum()) for eng, full in zip(times["engine"], times["full"])]
+    return np.median(times["engine"], 0), np.median(times["full"], 0), exits
+
+
+def stream_contenders(contenders: dict[str, Callable[[int], object]], n: int, device: torch.device,
+                      rounds: int = 3, block: int = 100,
+                      advance: Callable[[int], None] | None = None) -> dict[str, np.ndarray]:
+    """Seconds of every contender on every example, Shape [rounds, n] per contender: each serves a
+    block of consecutive examples in turn, the order rotating per block and per round, so all of them
+    see the same machine drift."""
+    clock = Clock(device)
+    names = list(contenders)
+    times = {name: np.zeros((rounds, n)) for name in names}
     for r in range(rounds):
         for k, start in enumerate(range(0, n, block)):
-            rows = range(start, min(n, start + block))
-            for which in ("engine", "full") if (r + k) % 2 == 0 else ("full", "engine"):
-                for i in rows:
-                    if which == "full":
-                        t_full[r, i] = clock.seconds(engine.run_full, singles[i])
-                        continue
-                    with clock.time() as t:
-                        got, _ = engine.run(singles[i])
-                    t_engine[r, i] = t[0]
-                    exits[i] = got[0]
+            shift = (r + k) % len(names)
+            for name in names[shift:] + names[:shift]:
+                fn = contenders[name]
+                for i in range(start, min(n, start + block)):
+                    times[name][r, i] = clock.seconds(fn, i)
             if advance is not None:
-                advance(len(rows))
-    if per_round is not None:
-        per_round += [float(t_full[r].sum() / t_engine[r].sum()) for r in range(rounds)]
-    return np.median(t_engine, 0), np.median(t_full, 0), exits
+                advance(min(n, start + block) - start)
+    return times
 
 
 NOISY_SPREAD = 0.10

@@ -75,6 +75,8 @@ class EarlyExitEngine:
             token = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
         else:
             token = hidden.mean(1)
+        # F.linear, as ExitHead computes it: a pre-transposed addmm reads the weights faster at batch 1
+        # but sums in another order, and the engine's exits must equal the trace's bit for bit
         pooled = torch.tanh(F.linear(token, w, b))
         return F.linear(pooled, wc, bc).float(), pooled  # exit signals in fp32 whatever the model's dtype
 
@@ -130,11 +132,18 @@ class EarlyExitEngine:
     @torch.inference_mode()
     def run_full(self, batch: dict) -> torch.Tensor:
         """The baseline: every layer, and only the final exit's head (an ordinary fine-tuned model)."""
+        return self.run_to(batch, self.n_layers)
+
+    @torch.inference_mode()
+    def run_to(self, batch: dict, k: int) -> torch.Tensor:
+        """The static model cut at layer k (1-based): k layers and head k, no exit decisions. Timed at
+        each example's own exit layer it is the floor any early-exit engine can reach (an oracle that
+        knows the exit in advance); the engine's time over it is what deciding costs."""
         with autocast(self.device, self.dtype):
             hidden, ctx = self._embed(batch)
-            for i, layer in enumerate(self.layers):
+            for i, layer in enumerate(self.layers[:k]):
                 hidden = self.family.step(layer, i, hidden, ctx)
             if self.norm is not None:
                 hidden = self.norm(hidden)
             mask = batch["attention_mask"]
-            return self._head(self.n_layers, hidden, mask, bool((mask == 0).any()))[0]
+            return self._head(k, hidden, mask, bool((mask == 0).any()))[0]

@@ -21,6 +21,37 @@ from eebench.intervals import described, point_intervals
 from eebench.run.records import Calibration, OperatingPoint
 
 
+def check_target(target_time_pct: float | None, max_drop: float | None, guarantee: float | None) -> None:
+    """At most one of the three targets, and a time% target in (0, 100]."""
+    if sum(x is not None for x in (target_time_pct, max_drop, guarantee)) > 1:
+        raise UserError("give only one of --target-time-pct, --max-drop and --guarantee")
+    if target_time_pct is not None and not 0 < target_time_pct <= 100:
+        raise UserError(f"--target-time-pct {target_time_pct:g}: must be in (0, 100]")
+
+
+def recipe_target(run: Run, target_time_pct: float | None, max_drop: float | None,
+                  guarantee: float | None) -> tuple[float | None, float | None]:
+    """The target given, or with none the recipe's exit.target_time_pct / exit.max_drop (said aloud)."""
+    if target_time_pct is not None or max_drop is not None or guarantee is not None:
+        return target_time_pct, max_drop
+    target_time_pct, max_drop = run.recipe.exit.target_time_pct, run.recipe.exit.max_drop
+    if target_time_pct is not None or max_drop is not None:
+        console.print("no target given: the recipe's exit."
+                      + (f"target_time_pct = {target_time_pct:g}" if target_time_pct is not None
+                         else f"max_drop = {max_drop:g}"))
+    return target_time_pct, max_drop
+
+
+def parse_grid(text: str | None) -> list[float] | None:
+    """``--grid 0,0.05,0.1``: the values of the policy's parameter to sweep."""
+    if text is None:
+        return None
+    try:
+        return [float(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise UserError(f"--grid {text!r}: expected comma-separated numbers, e.g. 0,0.05,0.1") from None
+
+
 def calibrate(run: Run, policy_name: str, split: str, target_time_pct: float | None = None,
               max_drop: float | None = None, grid: list | None = None, model=None, device: str | None = None,
               bootstrap: int | None = None, guarantee: tuple[float, float] | None = None) -> dict:

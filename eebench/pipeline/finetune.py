@@ -365,3 +365,42 @@ def resume(folder: str | Path, device: str | None = None) -> Run:
     source = staging if (staging / "recipe.json").is_file() and training_unfinished(staging) else folder
     return finetune(source / "recipe.toml", [], resume=True, recipe=read_recipe(source), run_dir=folder, device=device)
 
+
+
+SWITCH_WORDS = ("true", "false", "yes", "no", "on", "off")
+
+
+def finetune_all(recipes: list[Path], overrides: list[str], data_dir: str | None = None, overwrite: bool = False,
+                 resume: bool = False, if_missing: bool = False, seeds: int | None = None,
+                 device: str | None = None) -> int:
+    """`eebench finetune`: every recipe checked first (hours of training must not end in a typo in the
+    last one), then each trained in turn (with --seeds, once per seed); returns how many were left to
+    another process that is running them (--if-missing)."""
+    from eebench.errors import Busy
+    from rich.markup import escape
+
+    if if_missing and (overwrite or resume):
+        raise UserError("--if-missing decides by itself whether to resume or start over; drop --overwrite / --resume")
+    for recipe in recipes:
+        if str(recipe).lower() in SWITCH_WORDS:
+            raise UserError(f"{recipe!s}: not a recipe file; switches such as --if-missing, --overwrite and "
+                            f"--resume take no value (write --if-missing alone)")
+        load_recipe(resolve_recipe(recipe), overrides)
+    jobs = [(recipe, overrides) for recipe in recipes]
+    if seeds is not None:
+        from eebench.seeds import seed_overrides
+
+        jobs = [(recipe, [*overrides, *extra]) for recipe in recipes
+                for extra in seed_overrides(load_recipe(resolve_recipe(recipe), overrides), Path(recipe).stem, seeds)]
+    left = 0
+    for recipe, extra in jobs:
+        try:
+            run = finetune(recipe, extra, data_dir, overwrite, resume, if_missing=if_missing, device=device)
+        except Busy as err:
+            if not if_missing:
+                raise
+            console.print(f"skipped: {escape(str(err).split(';')[0])}")
+            left += 1
+            continue
+        console.print(f"[green]done:[/] {run.dir}")
+    return left

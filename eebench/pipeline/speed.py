@@ -11,6 +11,13 @@ from eebench.run.folder import Run
 from eebench.run.records import Speed
 
 
+def check_counts(batch_size: int, limit: int | None, rounds: int) -> None:
+    """--batch-size ≥ 2 (batch 1 is always measured), --limit ≥ 1, --rounds ≥ 1."""
+    for name, value, least in (("--batch-size", batch_size, 2), ("--limit", limit, 1), ("--rounds", rounds, 1)):
+        if value is not None and value < least:
+            raise UserError(f"{name} {value}: must be at least {least}")
+
+
 def speed(run: Run, policy_name: str, split: str, batch_size: int = 32, limit: int | None = None,
           rounds: int = 3, block: int = 100, device: str | None = None) -> dict:
     """Measure the real early-exit engine at the policy's calibrated setting against the full model

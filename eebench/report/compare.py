@@ -134,3 +134,27 @@ def paired_section(runs, out_dir: Path, split: str, policies, time_pct, at_metri
                f"paired bootstrap over examples ({resamples:,} resamples, seed 0), [low, high] the 95% interval "
                f"of B − A, p two-sided; not separable when it covers 0")
     return frame, write_table(frame, stem, caption, digits=2)
+
+
+def compare_command(folders: list[Path], split: str, out: Path, policies: list[str], time_pct: list[float],
+                    at_metric: list[float], bootstrap: int | None) -> None:
+    """`eebench compare`: the side-by-side table, with two runs the paired comparison, and a warning
+    for every way the runs' provenance differs."""
+    from eebench.console import console
+    from eebench.provenance import differences
+    from eebench.report.render import markdown
+    from eebench.run.folder import open_run, run_status
+
+    if (time_pct or at_metric) and not policies and len(folders) != 2:
+        raise UserError("--time-pct / --at-metric need an exit policy to sweep: add --policy entropy (or another)")
+    runs = [open_run(f) for f in folders]
+    frame, paths = compare_runs(runs, out, split, tuple(policies), tuple(time_pct), tuple(at_metric))
+    print(markdown(frame, 1))
+    if len(runs) == 2:
+        pair, written = paired_section(runs, out, split, policies, time_pct, at_metric,
+                                       1000 if bootstrap is None else bootstrap)
+        print(markdown(pair, 2))
+        paths += written
+    for line in differences({r.name: run_status(r.owner_dir).provenance for r in runs}):
+        console.print(f"[yellow]warning:[/] compared runs differ: {line}", highlight=False, soft_wrap=True)
+    console.print(f"wrote {', '.join(str(p) for p in paths)}")
