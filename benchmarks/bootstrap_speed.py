@@ -18,7 +18,7 @@ import numpy as np
 from eebench.intervals import layerwise_intervals, point_intervals
 from eebench.maths.bootstrap import draws
 from eebench.metrics import METRICS
-from eebench.trace import Trace
+from eebench.trace_data import Trace
 
 
 def synthetic_trace(n: int, layers: int, seed: int = 0) -> tuple[Trace, np.ndarray]:

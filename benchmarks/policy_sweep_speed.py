@@ -18,7 +18,7 @@ from eebench.calibration import sweep
 from eebench.data.tasks import get_task
 from eebench.maths.fastsweep import sweep_arrays
 from eebench.policies import POLICIES, argmax
-from eebench.trace import Trace
+from eebench.trace_data import Trace
 
 
 def synthetic_trace(n: int, layers: int, seed: int = 0) -> Trace:

@@ -4,7 +4,7 @@
                                         [--batch 64] [--length 64] [--repeat 5]
 
 Plain forward: the backbone and the final exit's head only (an ordinary fine-tuned classifier).
-Trace: eebench.trace.compute_signals — every exit head, LTE when present, CKA of consecutive layers.
+Trace: eebench.trace_data.compute_signals — every exit head, LTE when present, CKA of consecutive layers.
 Both run over the same batches, interleaved, best of --repeat; prints the ratio (target ≤ 1.05).
 """
 
@@ -20,7 +20,7 @@ import torch
 from eebench.data.encode import encode, eval_loader
 from eebench.data.tasks import get_task
 from eebench.model import MultiExitModel
-from eebench.trace import compute_signals
+from eebench.trace_data import compute_signals
 
 
 def load(model_kind: str):

@@ -15,7 +15,7 @@ from eebench.maths.fastsweep import sweep_arrays
 from eebench.metrics import predictions, score
 from eebench.policies import Policy, argmax
 from eebench.maths.timing import time_and_speedup
-from eebench.trace import Trace
+from eebench.trace_data import Trace
 
 
 def to_settings(policy: Policy, grid) -> list[dict]:

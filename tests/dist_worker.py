@@ -20,7 +20,7 @@ from eebench.data.encode import Encoded, eval_loader
 from eebench.metrics import layerwise
 from eebench.model.multiexit import MultiExitModel, MultiTaskModel
 from eebench.recipe import SmartConfig, TrainConfig
-from eebench.trace import compute_logits
+from eebench.trace_data import compute_logits
 from eebench.train.loop import train
 from eebench.train.state import TaskJob
 from eebench.train.parallel import Parallel

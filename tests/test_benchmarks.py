@@ -66,6 +66,20 @@ def test_gpu_check_runs_its_cpu_parts(tmp_path):
     assert lines[-1] == "all checks passed"
 
 
+def test_gpu_epoch_check_with_a_random_model_on_sst2_has_a_tokenizer(tmp_path):
+    """--small (a random BERT, no tokenizer of its own) with SST-2 under the data root: it borrows
+    MiniLM's tokenizer or falls back to the synthetic task instead of stopping with exit 2."""
+    sst2 = tmp_path / "data" / "SST-2"
+    sst2.mkdir(parents=True)
+    rows = "".join(f"{'a fine film' if i % 2 else 'a dull film'} {i}\t{i % 2}\n" for i in range(80))
+    for split in ("train", "dev"):
+        (sst2 / f"{split}.tsv").write_text("sentence\tlabel\n" + rows)
+    out = _bench("gpu.py", "--small", "--only", "epoch", "--data-root", tmp_path / "data", "--examples", "64",
+                 "--work", tmp_path / "work")
+    assert any(x.startswith("INFO epoch:") for x in out.splitlines()), out
+    assert out.splitlines()[-1] == "all checks passed", out
+
+
 def test_gpu_check_runs_from_a_bare_checkout_and_names_missing_packages(tmp_path, capsys):
     """No install needed: a copy of the checkout uses its own eebench; --dry-run walks every check; a
     missing package is one line naming the wheel to carry, and nothing runs."""
@@ -119,3 +133,19 @@ def test_trace_overhead():
 
 def test_table_jobs():
     assert "--jobs 1:" in _bench("table_jobs.py", "--jobs", "1", "--tasks", "sst2", "--methods", "two_stage", timeout=600)
+
+
+def test_gpu_memory_check_measures_metabert_at_its_meta_batch():
+    """MetaBERT's meta stage takes meta_batch episodes of support + query rows (64 by default): at the
+    recipe batch of 32 it made no episode and the check read "weights only"."""
+    import importlib.util
+
+    from eebench.recipe import TrainConfig
+
+    spec = importlib.util.spec_from_file_location("gpu_check_batch", BENCH / "gpu.py")
+    gpu = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(gpu)
+    assert gpu.real_batch(TrainConfig(strategy="metabert"), small=False) == 64
+    assert gpu.real_batch(TrainConfig(strategy="metabert", args={"meta_batch": 4, "support_size": 8,
+                                                                  "query_size": 8}), small=False) == 64
+    assert gpu.real_batch(TrainConfig(strategy="joint"), small=False) == 32

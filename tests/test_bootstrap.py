@@ -8,7 +8,7 @@ import pytest
 from eebench.intervals import layerwise_intervals, point_intervals, shown
 from eebench.maths.bootstrap import BOOTSTRAP, counts, draws, interval
 from eebench.metrics import METRICS
-from eebench.trace import Trace
+from eebench.trace_data import Trace
 
 
 def _data(n=150, seed=1):

@@ -11,7 +11,7 @@ from eebench.errors import UserError
 from eebench.calibration import choose, row_setting, sweep, to_settings
 from eebench.data.tasks import get_task
 from eebench.policies import POLICIES
-from eebench.trace import Trace
+from eebench.trace_data import Trace
 
 
 def _trace(regression: bool, n: int = 300, layers: int = 6, seed: int = 0) -> Trace:

@@ -115,7 +115,7 @@ def test_lte_policy_without_lte_head_is_a_clear_error(run_dir):
 
 
 def test_trace_is_reused_and_a_stale_one_never_replaces_results_unasked(run_dir):
-    from eebench.trace import load_trace
+    from eebench.trace_data import load_trace
 
     path = run_dir / "traces/dev.npz"
     before = path.stat().st_mtime_ns
@@ -150,7 +150,7 @@ def test_trace_matches_a_fresh_forward_pass(run_dir):
     from eebench.data.load import load_split
     from eebench.model.build import load_model
     from eebench.run.folder import open_run
-    from eebench.trace import load_trace
+    from eebench.trace_data import load_trace
 
     run = open_run(run_dir)
     model, tok, _ = load_model(run.model_dir)
@@ -278,7 +278,7 @@ def test_each_step_kind_runs_on_quickstart(strategy, tmp_path):
     if strategy == "smart":
         assert "loss_smart" in log
     if strategy == "lte":
-        from eebench.trace import load_trace
+        from eebench.trace_data import load_trace
 
         assert load_trace(tmp_path / strategy / "traces/dev.npz").lte is not None
 
@@ -420,7 +420,7 @@ def test_compare_two_runs_pairwise(run_dir, finished_run, tmp_path):
     import dataclasses
     import shutil
 
-    from eebench.trace import load_trace, save_trace
+    from eebench.trace_data import load_trace, save_trace
 
     same = _invoke("compare", run_dir, finished_run, "--out", tmp_path / "same")
     assert same.exit_code == 0, same.output

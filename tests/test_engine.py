@@ -15,7 +15,7 @@ from eebench.maths.flops import exit_macs, head_macs, layer_macs
 from eebench.model import MultiExitModel
 from eebench.policies import POLICIES
 from eebench.recipe import SyntheticConfig
-from eebench.trace import Trace, compute_signals
+from eebench.trace_data import Trace, compute_signals
 
 EXTRA = {  # settings beyond each policy's own dense grid
     "entropy": [{"threshold": [0.2, 0.5, 0.6, 0.62, 0.65]}],  # per layer

@@ -20,7 +20,7 @@ from eebench.model import MultiExitModel
 from eebench.model.families import family_of, shape_config
 from eebench.policies import POLICIES
 from eebench.recipe import SyntheticConfig
-from eebench.trace import Trace, compute_signals
+from eebench.trace_data import Trace, compute_signals
 
 TYPES = ["bert", "roberta", "xlm-roberta", "electra", "albert", "distilbert", "deberta-v2", "modernbert", "mpnet",
          "llama", "qwen2", "gpt2"]
@@ -160,7 +160,7 @@ def test_every_family_finetunes_calibrates_evaluates_and_runs_the_engine(tmp_pat
     assert record["batch_1"]["agreement"] == 1.0 and record["batch_8"]["agreement"] == 1.0, record
     # the operating point's FLOPs come from the family's own layer formula
     from eebench.maths.flops import head_macs
-    from eebench.trace import load_trace
+    from eebench.trace_data import load_trace
 
     trace, config = load_trace(run / "traces/dev.npz"), AutoConfig.from_pretrained(run / "model")
     point = json.loads((run / "eval/dev/operating_entropy.json").read_text())

@@ -229,7 +229,7 @@ def test_retrace_repairs_a_truncated_trace(run_copy):
     path.write_bytes(path.read_bytes()[:100])
     result = _invoke("evaluate", run_copy, "--retrace")
     assert result.exit_code == 0, result.output
-    from eebench.trace import load_trace
+    from eebench.trace_data import load_trace
 
     assert load_trace(path).logits.shape[0] == 120
 

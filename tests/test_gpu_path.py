@@ -88,7 +88,7 @@ def test_engine_outputs_live_on_the_models_device_not_the_default_one():
 
 def test_the_trace_is_computed_on_the_models_device_in_fp32():
     from eebench.data.encode import Encoded, eval_loader
-    from eebench.trace import compute_signals
+    from eebench.trace_data import compute_signals
 
     engine = _tiny_engine()
     rows = [{"input_ids": list(range(1, 5 + i % 4)), "attention_mask": [1] * (4 + i % 4)} for i in range(10)]
@@ -102,7 +102,7 @@ def test_the_trace_is_computed_on_the_models_device_in_fp32():
 
 def test_timers_synchronise_and_speed_names_its_device():
     from eebench.device import Clock
-    from eebench.engine.clock import summary, sync_cost_us, warm_up
+    from eebench.engine.benchmarking import summary, sync_cost_us, warm_up
 
     engine = _tiny_engine()
     singles = [{k: v[i:i + 1] for k, v in _batch().items()} for i in range(3)]
@@ -127,7 +127,7 @@ def trained(tmp_path_factory):
 def test_evaluate_calibrate_speed_record_the_device_they_ran_on(trained, monkeypatch):
     import eebench.device
     from eebench.cli import app
-    from eebench.trace import load_trace
+    from eebench.trace_data import load_trace
 
     asked = []
     real = eebench.device.resolve_device
@@ -171,8 +171,41 @@ def test_fp16_metabert_skips_a_last_batch_without_an_episode(tmp_path, monkeypat
                              "output.report=false", "output.calibrate=false", "output.evaluate_splits=[]"])
     records = [json.loads(line) for line in (tmp_path / "maml" / "train_log.jsonl").read_text().splitlines()]
     steps = [r for r in records if "step" in r]
-    assert steps[-1] == {"stage": "meta", "epoch": 1, "step": 3, "lr": steps[-1]["lr"], "skipped": True, "rows": 2}
+    assert steps[-1] == {"stage": "meta", "epoch": 1, "step": 3, "lr": steps[-1]["lr"], "skipped": "no gradient", "rows": 2}
     assert all(r["loss"] > 0 for r in steps if not r.get("skipped"))  # no step logged as loss 0.0
+
+
+def test_fp16_overflow_steps_are_counted_and_logged_not_reported_as_taken(tmp_path, monkeypatch):
+    """Three forced overflows (an inf gradient) under the fp16 GradScaler: the scaler skips them and
+    halves its scale each time (2^16 → 2^13); train_log shows three skipped steps with the new scale and
+    the running count, the epoch summary counts them, and the weights moved only on the other steps."""
+    import eebench.pipeline.finetune as ft
+    import eebench.train.loop as loop
+
+    real_accelerator, real_step = ft.accelerator_for, loop.run_step
+
+    def fp16_like(recipe, run, *device):
+        accelerator = real_accelerator(recipe, run, *device)
+        accelerator.scaler = torch.amp.GradScaler("cpu", init_scale=2.0 ** 16)
+        return accelerator
+
+    def overflowing(job, stage, inputs, ctx, params, *rest):
+        parts = real_step(job, stage, inputs, ctx, params, *rest)
+        if ctx.step in (1, 2, 4):
+            next(p for p in params if p.grad is not None).grad.view(-1)[0] = float("inf")
+        return parts
+
+    monkeypatch.setattr(ft, "accelerator_for", fp16_like)
+    monkeypatch.setattr(loop, "run_step", overflowing)
+    ft.finetune(QUICKSTART, [*quickstart_overrides(tmp_path, "fp16"), 'train.strategy="joint"', "train.args={}",
+                             "train.epochs=1", "task.synthetic.n_train=256", "output.report=false",
+                             "output.calibrate=false", "output.evaluate_splits=[]"])
+    records = [json.loads(line) for line in (tmp_path / "fp16" / "train_log.jsonl").read_text().splitlines()]
+    skipped = [r for r in records if r.get("skipped")]
+    assert [(r["step"], r["skipped"], r["scale"], r["overflow_skips"]) for r in skipped] == [
+        (2, "overflow", 2.0 ** 15, 1), (3, "overflow", 2.0 ** 14, 2), (5, "overflow", 2.0 ** 13, 3)]
+    summary = next(r["epoch_summary"] for r in records if "epoch_summary" in r)
+    assert summary["overflow_skips"] == 3
 
 
 @pytest.mark.multiprocess
@@ -285,7 +318,7 @@ def test_a_two_gpu_slurm_cell_trains_on_two_processes_through_submitits_local_ex
 
 
 def test_cka_stays_fp32_under_autocast():
-    from eebench.model.signals import centered_gram
+    from eebench.model.similarity import centered_gram
 
     hidden, mask = torch.randn(2, 5, 8), torch.ones(2, 5, dtype=torch.long)
     with torch.autocast("cpu", dtype=torch.bfloat16):
@@ -323,7 +356,7 @@ def test_the_step_loader_leaves_torchs_global_generator_alone():
 
 
 def test_speed_records_each_rounds_speedup_and_flags_a_noisy_machine():
-    from eebench.engine.clock import NOISY_SPREAD, round_spread, summary
+    from eebench.engine.benchmarking import NOISY_SPREAD, round_spread, summary
 
     exits = np.array([1, 2, 4])
     quiet = summary(exits, 4, np.ones(3), 2 * np.ones(3), exits, 1.0, 2.0, exits, 32, per_round=[2.0, 2.02, 1.99])

@@ -12,7 +12,7 @@ from scipy.stats import binom
 from eebench.guarantee import lt_test, per_example_losses
 from eebench.maths.ltt import binomial_p, fixed_sequence, hoeffding_bentkus_p
 from eebench.policies import POLICIES
-from eebench.trace import Trace, load_trace
+from eebench.trace_data import Trace, load_trace
 
 FIXTURE = Path(__file__).parent / "fixtures" / "traces" / "quickstart_dev_test.npz"
 DRAWS = 1000

@@ -18,7 +18,7 @@ from eebench.errors import UserError
 from eebench.metrics import collapse
 from eebench.recipe import TaskConfig
 from eebench.recipe_io import validate_recipe
-from eebench.model.signals import cosine_logits, logits_cosine
+from eebench.model.similarity import cosine_logits, logits_cosine
 from eebench.train.losses import exit_losses
 
 CS224N = FIXTURES / "cs224n"

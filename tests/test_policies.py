@@ -5,7 +5,7 @@ from eebench.errors import UserError
 from eebench.policies import POLICIES, exit_summary, first_layer_where
 from eebench.policies.cka import cka_counts
 from eebench.policies.signals import entropy, max_prob, run_lengths
-from eebench.trace import Trace
+from eebench.trace_data import Trace
 
 FLAT, MID, SURE = [0.5, 0.5], [0.9, 0.1], [0.99, 0.01]
 

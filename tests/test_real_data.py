@@ -38,7 +38,7 @@ def test_the_ci_regression_run_reproduces_its_reference_numbers_and_its_exits_le
     assert check.returncode == 0 and "check passed" in check.stdout + check.stderr, check.stdout + check.stderr
 
     from eebench.metrics import majority_rate
-    from eebench.trace import load_trace
+    from eebench.trace_data import load_trace
 
     rows = json.loads((run / "eval/dev/layerwise.json").read_text())
     majority = majority_rate(load_trace(run / "traces/dev.npz").labels)

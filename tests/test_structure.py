@@ -144,3 +144,18 @@ def test_the_cli_only_parses_and_dispatches():
         assert "command_run" in called[command], command
     for name, calls in called.items():
         assert not calls & {"open_run", "owned", "resolve_device"}, (name, calls & {"open_run", "owned"})
+
+
+def test_one_module_name_per_concept():
+    """No two modules share a file name (two trace.py, two signals.py once meant two concepts under one
+    name); package __init__ files aside, and the two registries' own pairs: each registry's ``base``, and
+    LTE, a method with both an exit policy and a training strategy."""
+    registries = {"base", "lte"}
+    seen: dict[str, list[str]] = {}
+    for name, path in MODULES.items():
+        if path.name != "__init__.py":
+            seen.setdefault(path.stem, []).append(name)
+    shared = {stem: names for stem, names in seen.items() if len(names) > 1}
+    assert {stem: names for stem, names in shared.items() if stem not in registries} == {}
+    for stem in registries & set(shared):
+        assert sorted(n.rsplit(".", 1)[0] for n in shared[stem]) == ["eebench.policies", "eebench.train.strategies"]

@@ -116,7 +116,7 @@ def test_measured_cells_come_from_the_traces(runs, monkeypatch):
 
     from eebench.policies import get_policy
     from eebench.run.folder import open_run
-    from eebench.trace import load_trace
+    from eebench.trace_data import load_trace
 
     monkeypatch.setattr(tables.measure_module, "reference_numbers", lambda: _ref())
     spec = _spec(runs, **{"1": tables.Rule(policy="entropy", max_drop=2.0, relative_to="base")})
@@ -185,7 +185,7 @@ def test_submission_file_format(runs):
     from eebench.data.tasks import get_task
     from eebench.report.submission import submission_text
     from eebench.run.folder import open_run
-    from eebench.trace import load_trace
+    from eebench.trace_data import load_trace
 
     trace = load_trace(open_run(runs / "t_two_stage").trace_path("test"))
     text = submission_text(get_task("rte"), trace, np.full(len(trace.ids), trace.num_layers))
@@ -237,7 +237,7 @@ def test_romebert_cells_are_read_at_the_papers_printed_time_within_one_grid_step
     """The default reading of romebert-glue-test/-dev: each cell at the paper's printed Time% (picked on dev)."""
     from eebench.policies import get_policy
     from eebench.run.folder import open_run
-    from eebench.trace import load_trace
+    from eebench.trace_data import load_trace
 
     romebert = tables.load_spec("romebert-glue-test")
     assert romebert.rules["*"].match_paper and romebert.columns["MNLI-mm"].same_point_as == "MNLI-m"
@@ -320,7 +320,7 @@ def test_a_fixed_parameter_keeps_the_sweep_to_it(runs, monkeypatch):
 
     from eebench.policies import get_policy
     from eebench.run.folder import open_run
-    from eebench.trace import load_trace
+    from eebench.trace_data import load_trace
 
     monkeypatch.setattr(tables.measure_module, "reference_numbers", lambda: _ref_times({"Two": 70.0, "Joint": 70.0}))
     fixed = tables.measure(_spec(runs, **{"*": tables.Rule(policy="patience", match_paper=True,
@@ -403,7 +403,7 @@ def test_measured_cells_carry_an_interval_and_marks(runs, monkeypatch):
     assert "model bert" in table_caption(spec, frame) and "† the paper's number lies outside it" in table_caption(spec, frame)
     # a constant predictor: its accuracy is the majority rate, and its interval covers it
     from eebench.report.tables.measure import _point  # noqa: PLC2701  (the cell maker under test)
-    from eebench.trace import Trace
+    from eebench.trace_data import Trace
 
     labels = np.r_[np.ones(60), np.zeros(40)].astype(int)
     logits = np.zeros((100, 2, 2), dtype=np.float32)

@@ -1,7 +1,7 @@
 import numpy as np
 
 from eebench.data.examples import Examples
-from eebench.trace import Trace, load_trace, save_trace, stored_key, trace_key
+from eebench.trace_data import Trace, load_trace, save_trace, stored_key, trace_key
 
 
 def _examples(labels=(0, 1)):

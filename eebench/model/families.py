@@ -43,10 +43,19 @@ def _out(value):
     return value[0] if isinstance(value, tuple) else value
 
 
-def _bidirectional(config, hidden, attention_mask):
+def mask_skip(backbone) -> bool:
+    """Whether transformers' mask builders may look at the mask to drop it when nothing is padded: a
+    read of a device value on the host (``padding_mask.all()``). In eval mode (trace, engine) it buys the
+    unmasked fast attention path at batch 1; in train mode the mask is always built, so a training step
+    never waits for the device."""
+    return not backbone.training
+
+
+def _bidirectional(backbone, hidden, attention_mask):
     from transformers.masking_utils import create_bidirectional_mask
 
-    return create_bidirectional_mask(config=config, inputs_embeds=hidden, attention_mask=attention_mask)
+    return create_bidirectional_mask(config=backbone.config, inputs_embeds=hidden, attention_mask=attention_mask,
+                                     allow_is_bidirectional_skip=mask_skip(backbone))
 
 
 def _attention_macs(tokens: np.ndarray, hidden: int) -> np.ndarray:
@@ -72,7 +81,7 @@ class Family:
         project = getattr(backbone, "embeddings_project", None)  # ELECTRA: embedding size ≠ hidden size
         if project is not None:
             hidden = project(hidden)
-        return hidden, {"mask": _bidirectional(backbone.config, hidden, attention_mask)}
+        return hidden, {"mask": _bidirectional(backbone, hidden, attention_mask)}
 
     def layers(self, backbone) -> list[nn.Module]:
         return list(backbone.encoder.layer)
@@ -127,7 +136,7 @@ class Albert(Family):
               inputs_embeds=None):
         hidden = backbone.embeddings(input_ids, position_ids=position_ids, token_type_ids=token_type_ids,
                                      inputs_embeds=inputs_embeds)
-        mask = _bidirectional(backbone.config, hidden, attention_mask)
+        mask = _bidirectional(backbone, hidden, attention_mask)
         return backbone.encoder.embedding_hidden_mapping_in(hidden), {"mask": mask}
 
     def layers(self, backbone):
@@ -149,7 +158,7 @@ class DistilBert(Family):
     def embed(self, backbone, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
               inputs_embeds=None):
         hidden = backbone.embeddings(input_ids, inputs_embeds, position_ids)  # no segment embeddings
-        return hidden, {"mask": _bidirectional(backbone.config, hidden, attention_mask)}
+        return hidden, {"mask": _bidirectional(backbone, hidden, attention_mask)}
 
     def layers(self, backbone):
         return list(backbone.transformer.layer)
@@ -217,7 +226,7 @@ class MPNet(Family):
     def embed(self, backbone, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
               inputs_embeds=None):
         hidden = backbone.embeddings(input_ids=input_ids, position_ids=position_ids, inputs_embeds=inputs_embeds)
-        return hidden, {"mask": _bidirectional(backbone.config, hidden, attention_mask),
+        return hidden, {"mask": _bidirectional(backbone, hidden, attention_mask),
                         "position_bias": backbone.encoder.compute_position_bias(hidden)}
 
     def step(self, layer, i, hidden, ctx):
@@ -241,9 +250,10 @@ class ModernBert(Family):
         hidden = backbone.embeddings(input_ids=input_ids, inputs_embeds=inputs_embeds)
         if position_ids is None:
             position_ids = torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
-        kwargs = {"config": backbone.config, "inputs_embeds": hidden, "attention_mask": attention_mask}
+        kwargs = {"config": backbone.config, "inputs_embeds": hidden, "attention_mask": attention_mask,
+                  "allow_is_bidirectional_skip": mask_skip(backbone)}
         types = set(backbone.config.layer_types)
-        masks = {"full_attention": _bidirectional(backbone.config, hidden, attention_mask)}
+        masks = {"full_attention": _bidirectional(backbone, hidden, attention_mask)}
         if "sliding_attention" in types:
             masks["sliding_attention"] = create_bidirectional_sliding_window_mask(**kwargs)
         rotary = {kind: backbone.rotary_emb(hidden, position_ids, kind) for kind in types}
@@ -286,11 +296,12 @@ class Decoder(Family):
             return torch.arange(hidden.shape[1], device=hidden.device).unsqueeze(0)
         return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
 
-    def _masks(self, config, hidden, attention_mask, position_ids):
+    def _masks(self, backbone, hidden, attention_mask, position_ids):
         from transformers.masking_utils import create_causal_mask, create_sliding_window_causal_mask
 
+        config = backbone.config
         kwargs = {"config": config, "inputs_embeds": hidden, "attention_mask": attention_mask, "cache": None,
-                  "position_ids": position_ids}
+                  "position_ids": position_ids, "allow_is_causal_skip": mask_skip(backbone)}
         masks = {"full_attention": create_causal_mask(**kwargs)}
         if "sliding_attention" in (getattr(config, "layer_types", None) or ()):
             masks["sliding_attention"] = create_sliding_window_causal_mask(**kwargs)
@@ -300,7 +311,7 @@ class Decoder(Family):
               inputs_embeds=None):
         hidden = inputs_embeds if inputs_embeds is not None else backbone.embed_tokens(input_ids)
         position_ids = self.positions(attention_mask, hidden)
-        return hidden, {"masks": self._masks(backbone.config, hidden, attention_mask, position_ids),
+        return hidden, {"masks": self._masks(backbone, hidden, attention_mask, position_ids),
                         "rotary": backbone.rotary_emb(hidden, position_ids=position_ids), "position_ids": position_ids}
 
     def layers(self, backbone):
@@ -343,7 +354,7 @@ class Gpt2(Decoder):
               inputs_embeds=None):
         hidden = inputs_embeds if inputs_embeds is not None else backbone.wte(input_ids)
         position_ids = self.positions(attention_mask, hidden)
-        masks = self._masks(backbone.config, hidden, attention_mask, position_ids)
+        masks = self._masks(backbone, hidden, attention_mask, position_ids)
         hidden = backbone.drop(hidden + backbone.wpe(position_ids))
         return hidden, {"masks": masks, "position_ids": position_ids}
 

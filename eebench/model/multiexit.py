@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from eebench.model.families import Family, family_of
-from eebench.model.signals import centered_gram, cosine_logits, linear_cka
+from eebench.model.similarity import centered_gram, cosine_logits, linear_cka
 
 
 def last_real(mask: torch.Tensor) -> torch.Tensor:

@@ -15,7 +15,7 @@ from eebench.metrics import layerwise
 from eebench.pipeline.trace import ensure_trace
 from eebench.policies import exit_summary, get_policy, setting_label
 from eebench.run.folder import Run
-from eebench.trace import Trace
+from eebench.trace_data import Trace
 from eebench.guarantee import lt_test, per_example_losses
 from eebench.intervals import described, point_intervals
 from eebench.run.records import Calibration, OperatingPoint

@@ -17,7 +17,7 @@ from eebench.pipeline.calibrate import apply_calibration, fit, fit_guarantee, sw
 from eebench.pipeline.trace import ensure_trace
 from eebench.policies import get_policy
 from eebench.run.folder import Run
-from eebench.trace import Trace, stored_key
+from eebench.trace_data import Trace, stored_key
 from eebench.intervals import layerwise_intervals
 from eebench.run.records import Calibration, Layerwise
 

@@ -28,7 +28,7 @@ from eebench.pipeline.setup import (accelerator_for, build_dir, check_model_fits
                                     mark_stopped, maybe_dev, prepare_run_dir, splits_after_training, track)
 from eebench.recipe import Recipe
 from eebench.recipe_io import load_recipe, task_recipe
-from eebench.trace import compute_logits
+from eebench.trace_data import compute_logits
 from eebench.run.ownership import owned, staging_dir, swap_in
 from eebench.run.folder import MULTITASK_MARKER, Run, read_recipe, run_status, training_unfinished
 from eebench.run.records import Status

@@ -21,12 +21,12 @@ def check_counts(batch_size: int, limit: int | None, rounds: int) -> None:
 def speed(run: Run, policy_name: str, split: str, batch_size: int = 32, limit: int | None = None,
           rounds: int = 3, block: int = 100, device: str | None = None) -> dict:
     """Measure the real early-exit engine at the policy's calibrated setting against the full model
-    (eebench.engine.clock) on ``device`` (eebench.device's rule), check its exits against the trace, write
+    (eebench.engine.benchmarking) on ``device`` (eebench.device's rule), check its exits against the trace, write
     eval/<split>/speed_<policy>.json (which names the device)."""
     from eebench.device import describe, inference_dtype, resolve_device
     from eebench.engine import EarlyExitEngine
     from eebench.model.build import load_model
-    from eebench.engine.clock import (batched_times, length_batches, single_batches, stream_times, summary, sync_cost_us,
+    from eebench.engine.benchmarking import (batched_times, length_batches, single_batches, stream_times, summary, sync_cost_us,
                                warm_up)
 
     policy = get_policy(policy_name)
@@ -85,7 +85,7 @@ def _print_record(record: dict, split: str, policy_name: str, cal, n: int, where
     if record["sync_us_per_layer"] is not None:
         console.print(f"  exit decision: {record['sync_us_per_layer']:.1f} µs per layer for the host round trip "
                       f"(a full-model layer at batch 1: {1000 * record['full_ms_per_layer_batch_1']:.1f} µs)")
-    from eebench.engine.clock import NOISY_SPREAD
+    from eebench.engine.benchmarking import NOISY_SPREAD
 
     if b1["round_spread"] is not None and b1["round_spread"] > NOISY_SPREAD:
         console.print(f"[yellow]warning:[/] noisy timing: the {rounds} rounds' speed-ups differ by "

@@ -15,7 +15,7 @@ from eebench.errors import UserError
 from eebench.io import read_json, write_json
 from eebench.recipe import Recipe
 from eebench.run.folder import Run
-from eebench.trace import Trace, compute_signals, load_trace, save_trace, stored_key, trace_key
+from eebench.trace_data import Trace, compute_signals, load_trace, save_trace, stored_key, trace_key
 
 
 def encode_split(recipe: Recipe, tokenizer, examples):

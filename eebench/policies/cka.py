@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from eebench.model.signals import centered_gram, linear_cka
+from eebench.model.similarity import centered_gram, linear_cka
 from eebench.policies.base import Policy
 
 

@@ -26,7 +26,7 @@ def policy_sweep(run, split: str, policy_name: str) -> pd.DataFrame:
     """The policy's dense sweep over the run's stored trace of ``split`` (metric, time% per setting)."""
     from eebench.calibration import sweep
     from eebench.policies import get_policy
-    from eebench.trace import load_trace
+    from eebench.trace_data import load_trace
 
     path = run.trace_path(split)
     if not path.is_file():

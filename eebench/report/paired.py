@@ -15,7 +15,7 @@ from eebench.metrics import predictions
 
 def aligned_traces(run_a, run_b, split: str):
     """Both runs' traces of ``split``, B's rows in A's order; an error unless they hold the same examples."""
-    from eebench.trace import load_trace
+    from eebench.trace_data import load_trace
 
     traces = []
     for run in (run_a, run_b):

@@ -19,7 +19,7 @@ from eebench.intervals import caption, shown
 from eebench.metrics import layerwise
 from eebench.report.render import line_style, markdown, save_figure, write_table
 from eebench.run.records import Calibration, OperatingPoint
-from eebench.trace import load_trace, stored_key
+from eebench.trace_data import load_trace, stored_key
 
 
 def _plt():

@@ -7,7 +7,7 @@ Layout (docs/run-folder.md):
     train_log.jsonl            step losses and per-epoch summaries
     checkpoint/                training state while training (removed once the model is saved)
     model/                     weights (safetensors), backbone config, tokenizer, exits.json
-    traces/<split>.npz         all exits' logits per example, keyed (see eebench.trace)
+    traces/<split>.npz         all exits' logits per example, keyed (see eebench.trace_data)
     eval/<split>/              layerwise.{json,csv} (Layerwise), sweep_<policy>.csv, exits_<policy>.csv,
                                operating_<policy>.json (OperatingPoint), speed_<policy>.json (Speed)
     calibration/<policy>.json  Calibration: the chosen setting, its target, split and trace key

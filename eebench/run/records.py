@@ -264,7 +264,7 @@ class OperatingPoint(Record):
 
 
 class Speed(Record):
-    """What `eebench speed` measured (eebench.engine.clock.summary): the ideal and measured speed-ups, at batch
+    """What `eebench speed` measured (eebench.engine.benchmarking.summary): the ideal and measured speed-ups, at batch
     1 (``batch_1``) and at the batch size asked for (``batch_<B>``, the one field whose name varies)."""
 
     model_config = ConfigDict(extra="allow")

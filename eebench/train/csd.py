@@ -27,9 +27,9 @@ def contrastive_loss(teacher: torch.Tensor, student: torch.Tensor, tau: float) -
     return F.cross_entropy(sim, torch.arange(sim.shape[0], device=sim.device))
 
 
-def student_weights(n_students: int) -> torch.Tensor:
-    """Eq. 8: student m weighs m / Σ m."""
-    w = torch.arange(1, n_students + 1, dtype=torch.float32)
+def student_weights(n_students: int, device: torch.device | str = "cpu") -> torch.Tensor:
+    """Eq. 8: student m weighs m / Σ m (built on ``device``: no copy from the host in a step)."""
+    w = torch.arange(1, n_students + 1, dtype=torch.float32, device=device)
     return w / w.sum()
 
 
@@ -53,7 +53,7 @@ def csdbert_terms(logits: torch.Tensor, first_token: torch.Tensor, per_exit_loss
     if use_scl and len(students):
         ens = first_token[:, teachers].mean(1).detach()  # Shape: [B, H]; the ensemble teacher
         per = torch.stack([contrastive_loss(ens, first_token[:, s], tau) for s in students])
-        terms["scl"] = (student_weights(len(students)).to(per) * per).sum()
+        terms["scl"] = (student_weights(len(students), per.device).to(per.dtype) * per).sum()
     if use_kd and len(students) and not regression:
         t_exp = expert_teacher(logits[:, teachers].detach())  # Shape: [B, C]
         terms["kd"] = distill_losses(logits[:, students], t_exp, kd_temperature, regression).sum()

@@ -7,12 +7,13 @@ import re
 import torch
 
 
-def project_conflict(g: torch.Tensor, other: torch.Tensor) -> tuple[torch.Tensor, bool]:
-    """g − (g·o / ‖o‖²)·o when g·o < 0, else g unchanged. Flat vectors; returns (g', conflicted)."""
+def project_conflict(g: torch.Tensor, other: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """g − (g·o / ‖o‖²)·o when g·o < 0, else g unchanged. Flat vectors; returns (g', conflicted as a
+    0-dim float tensor). Chosen on the device (no branch on a device value: nothing waits for it)."""
     dot = torch.dot(g, other)
-    if dot >= 0:
-        return g, False
-    return g - dot / other.dot(other).clamp_min(1e-20) * other, True
+    conflicted = dot < 0
+    coef = torch.where(conflicted, dot / other.dot(other).clamp_min(1e-20), torch.zeros_like(dot))
+    return g - coef * other, conflicted.to(g.dtype)
 
 
 _LAYER = re.compile(r"\.layers?\.(\d+)\.")
@@ -54,7 +55,7 @@ def regularized_gradients(g_f: list, g_s: list, names: list[str], project: set[s
         n = g_f[i].numel()
         out[i] = total[offset: offset + n].view_as(g_f[i])
         offset += n
-    return out, {"gr_conflict": float(conflict)}
+    return out, {"gr_conflict": conflict}
 
 
 def _add(a, b):

@@ -208,33 +208,38 @@ class _Loop:
             ctx = StepContext(job.regression, pos.step, epoch, job.history, job.pair_loss, par, cfg.seed, run.index,
                               epoch_step=b)
             parts = run_step(job, stage, inputs, ctx, run.params_of[job.name], run.backbone_grad, self.accelerator)
-            stepped = optimizer_step(run.optimizer, run.params_of[job.name], self.accelerator, cfg.max_grad_norm)
+            done = optimizer_step(run.optimizer, run.params_of[job.name], self.accelerator, cfg.max_grad_norm)
             run.scheduler.step()  # a skipped step still counts in the schedule (its length is fixed)
             run.optimizer.zero_grad(set_to_none=True)
             pos.step, pos.total_steps, pos.batch = pos.step + 1, pos.total_steps + 1, b + 1
-            if stepped:
+            pos.overflow_skips += done == OVERFLOW
+            if done == STEPPED:
                 pos.seen += 1
                 run.running = run.running + parts["loss"]  # on the device: no wait for the GPU here
             last = b == len(batches) - 1
-            self._log_step(run, job, epoch, parts if stepped else None, len(batches[b]), last)
+            self._log_step(run, job, epoch, parts, len(batches[b]), last, skipped=None if done == STEPPED else done)
             if cfg.checkpoint_every and self.run_dir is not None and pos.total_steps % cfg.checkpoint_every == 0 \
                     and not (last_job and last):
                 self._fold_running(run)
                 self._checkpoint()
             fault_point(pos.total_steps, par)
 
-    def _log_step(self, run: _StageRun, job: TaskJob, epoch: int, parts: dict | None, rows: int, last: bool) -> None:
+    def _log_step(self, run: _StageRun, job: TaskJob, epoch: int, parts: dict, rows: int, last: bool,
+                  skipped: str | None = None) -> None:
         """A train_log.jsonl record every LOG_EVERY steps, at each tenth of the stage, and for a
-        skipped step (no gradient); the only per-step read of the device."""
+        skipped step (no gradient, or an fp16 overflow: with the scaler's new scale and the run's count
+        of them); the only per-step read of the device."""
         pos, total, stage0 = self.pos, run.total, self.jobs[0].stages[run.index]
-        if parts is not None and not (pos.step % LOG_EVERY == 0 or pos.step == total
-                                      or pos.step % max(1, total // 10) == 0 or (len(self.jobs) > 1 and last)):
+        if skipped is None and not (pos.step % LOG_EVERY == 0 or pos.step == total
+                                    or pos.step % max(1, total // 10) == 0 or (len(self.jobs) > 1 and last)):
             self.bars.update(run.progress_task, advance=1)
             return
         tag = f"{job.name} " if len(self.jobs) > 1 else ""
-        values = self.par.sum_floats(parts) if parts is not None else {"skipped": True, "rows": rows}
-        info = (f"epoch {epoch}/{stage0.epochs} {tag}loss {values['loss']:.4f}" if parts is not None else
-                f"epoch {epoch}/{stage0.epochs} {tag}step skipped (no gradient)")
+        values = self.par.sum_floats(parts) if skipped is None else {"skipped": skipped, "rows": rows}
+        if skipped == OVERFLOW:
+            values.update(scale=float(self.accelerator.scaler.get_scale()), overflow_skips=pos.overflow_skips)
+        info = (f"epoch {epoch}/{stage0.epochs} {tag}loss {values['loss']:.4f}" if skipped is None else
+                f"epoch {epoch}/{stage0.epochs} {tag}step skipped ({skipped})")
         self.bars.update(run.progress_task, info=info)
         if not console.is_terminal and pos.step % max(1, total // 10) == 0:
             console.print(f"  {stage0.name} step {pos.step}/{total} {info}")  # logs, not a live bar
@@ -261,6 +266,8 @@ class _Loop:
         summary = {"stage": stage0.name, "epoch": epoch, "train_loss": pos.running / max(1, pos.seen),
                    "seconds": round(time.perf_counter() - started, 2),
                    "examples_per_s": round(n_examples / (time.perf_counter() - started), 1)}
+        if self.accelerator.scaler is not None:  # fp16: how many updates the loss scaler skipped so far
+            summary["overflow_skips"] = pos.overflow_skips
         if self.on_epoch_end is not None:
             summary.update(self.on_epoch_end(stage0.name, epoch) or {})
         self._write_log({"epoch_summary": summary})
@@ -281,24 +288,37 @@ class _Loop:
             self._checkpoint()
 
 
-def optimizer_step(optimizer, params: list[torch.nn.Parameter], accelerator, max_grad_norm: float | None) -> bool:
-    """Clip and apply the gradients (through the fp16 GradScaler when there is one). A step in which
-    no parameter has a gradient is skipped and returns False: GradScaler.step refuses an optimizer
-    with no inf checks recorded, and an AdamW step on no gradients would only decay the weights.
-    Gradients are already summed over processes, so every process takes the same decision."""
+STEPPED, NO_GRADIENT, OVERFLOW = "stepped", "no gradient", "overflow"
+"""What optimizer_step did: applied the gradients; skipped a step in which no parameter had one; or
+(fp16) the loss scaler found inf / NaN gradients, skipped the update and lowered its scale."""
+
+
+def optimizer_step(optimizer, params: list[torch.nn.Parameter], accelerator, max_grad_norm: float | None) -> str:
+    """Clip and apply the gradients (through the fp16 GradScaler when there is one); returns STEPPED,
+    NO_GRADIENT or OVERFLOW. A step in which no parameter has a gradient is skipped: GradScaler.step
+    refuses an optimizer with no inf checks recorded, and an AdamW step on no gradients would only decay
+    the weights. An overflow is seen through a step hook on the optimizer (the scaler's own inf check
+    already waited for the device; no further read). Gradients are already summed over processes, so
+    every process takes the same decision."""
     if not any(p.grad is not None for p in params):
-        return False
+        return NO_GRADIENT
     scaler = accelerator.scaler
     if scaler is not None:
         scaler.unscale_(optimizer)
     if max_grad_norm:
         torch.nn.utils.clip_grad_norm_(params, max_grad_norm)
-    if scaler is not None:
-        scaler.step(optimizer)
-        scaler.update()
-    else:
+    if scaler is None:
         optimizer.step()
-    return True
+        return STEPPED
+    inner = getattr(optimizer, "optimizer", optimizer)  # accelerate's wrapper steps the optimizer inside
+    taken: list[bool] = []
+    hook = inner.register_step_post_hook(lambda *_: taken.append(True))
+    try:
+        scaler.step(optimizer)
+    finally:
+        hook.remove()
+    scaler.update()
+    return STEPPED if taken else OVERFLOW
 
 
 def _track_epoch(accelerator, summary: dict, step: int) -> None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from eebench.model.signals import logits_cosine
+from eebench.model.similarity import logits_cosine
 
 
 def exit_losses(logits: torch.Tensor, labels: torch.Tensor, regression: bool,

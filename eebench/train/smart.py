@@ -12,6 +12,8 @@ data-parallel run computes what a single process does."""
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -32,29 +34,39 @@ def divergence(adv: torch.Tensor, clean: torch.Tensor, regression: bool) -> torc
     return symmetric_kl(adv, clean, reduce=False)
 
 
-def example_noise(index: torch.Tensor, mask: torch.Tensor, hidden: int, key: tuple[int, ...],
-                  sigma: float) -> torch.Tensor:
-    """σ·N(0, 1) per real token, each example from its own generator; Shape: [B, T, H] (zeros on padding)."""
-    noise = torch.zeros(mask.shape[0], mask.shape[1], hidden)
-    for row, (i, n) in enumerate(zip(index.tolist(), mask.sum(1).tolist())):
+class ExampleRows(NamedTuple):
+    """A micro-batch's dataset indices and real lengths, as host numbers (read by the loader)."""
+
+    index: list[int]
+    lengths: list[int]
+
+
+def example_noise(rows: ExampleRows, length: int, hidden: int, key: tuple[int, ...], sigma: float,
+                  device: torch.device | str = "cpu") -> torch.Tensor:
+    """σ·N(0, 1) per real token, each example from its own generator (seeded from the key and its dataset
+    index: the same noise whichever process or batch it lands in), drawn on ``device``; Shape:
+    [B, length, H] (zeros on padding). Nothing is read back from the device."""
+    noise = torch.zeros(len(rows.index), length, hidden, device=device)
+    for row, (i, n) in enumerate(zip(rows.index, rows.lengths)):
         seed = int(np.random.SeedSequence([*key, int(i)]).generate_state(1)[0])
-        noise[row, : int(n)] = torch.randn(int(n), hidden, generator=torch.Generator().manual_seed(seed))
+        generator = torch.Generator(device=device).manual_seed(seed)
+        noise[row, : int(n)] = torch.randn(int(n), hidden, generator=generator, device=device)
     return noise * sigma
 
 
 def smart_regularizer(model, batch: dict, clean_logits: torch.Tensor, regression: bool, cfg,
-                      index: torch.Tensor | None = None, n_global: int | None = None,
+                      index: ExampleRows | None = None, n_global: int | None = None,
                       key: tuple[int, ...] = (0,)) -> torch.Tensor:
     """The mean of ℓ_s over this batch's examples. cfg: epsilon, sigma, eta, steps
-    (eebench.recipe.SmartConfig); ``index`` (dataset indices) and ``key`` seed the noise, ``n_global``
-    (the global batch size; default this batch's) scales the ascent step's loss."""
+    (eebench.recipe.SmartConfig); ``index`` (dataset indices and real lengths) and ``key`` seed the
+    noise, ``n_global`` (the global batch size; default this batch's) scales the ascent step's loss."""
     embeds = model.embed_tokens(batch["input_ids"]).detach()  # Shape: [B, T, H]
     kwargs = {k: v for k, v in batch.items() if k in ("attention_mask", "token_type_ids", "position_ids", "segment_ids")}
     n = embeds.shape[0]
-    if index is None:
-        index = torch.arange(n)
-    mask = batch.get("attention_mask", torch.ones(embeds.shape[:2], dtype=torch.long))
-    noise = example_noise(index.cpu(), mask.cpu(), embeds.shape[-1], key, cfg.sigma).to(embeds)
+    if index is None:  # a batch outside the training loop: every row counted from the mask (a host read)
+        mask = batch.get("attention_mask", torch.ones(embeds.shape[:2], dtype=torch.long))
+        index = ExampleRows(list(range(n)), mask.sum(1).tolist())
+    noise = example_noise(index, embeds.shape[1], embeds.shape[-1], key, cfg.sigma, embeds.device).to(embeds)
     for _ in range(cfg.steps):
         noise.requires_grad_(True)
         adv = model(inputs_embeds=embeds + noise, **kwargs).logits

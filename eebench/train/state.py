@@ -42,6 +42,7 @@ class Position:
     running: float = 0.0  # this epoch's summed step losses so far
     seen: int = 0  # this epoch's steps so far
     log_bytes: int = 0  # size of train_log.jsonl at this point
+    overflow_skips: int = 0  # fp16 steps the loss scaler skipped (inf / NaN gradients) in the run
 
     @property
     def mid_stage(self) -> bool:

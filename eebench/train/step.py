@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from eebench.train.parallel import Parallel
-from eebench.train.smart import smart_regularizer
+from eebench.train.smart import ExampleRows, smart_regularizer
 from eebench.train.strategies import Stage, StepContext
 
 if TYPE_CHECKING:
@@ -33,8 +33,17 @@ class StepInputs(torch.utils.data.Dataset):
         return len(self.batches)
 
     def _collate(self, index) -> dict | None:
+        """A micro-batch's tensors, and with SMART (its per-example noise) the dataset indices and real
+        lengths as host numbers, read here in the loader so the step never waits for the device."""
         index = [int(i) for i in index]
-        return self.data.collate(self.data.__getitems__(index)) if index else None
+        if not index:
+            return None
+        batch = self.data.collate(self.data.__getitems__(index))
+        if self.smart:
+            mask = batch.get("attention_mask")
+            lengths = mask.sum(1).tolist() if mask is not None else [batch["input_ids"].shape[-1]] * len(index)
+            batch["index"] = ExampleRows(index, lengths)
+        return batch
 
     def __getitem__(self, b: int) -> dict:
         rows = self.batches[b]
@@ -66,11 +75,12 @@ def step_loader(data, batches: list[list[int]], start: int, par: Parallel, accum
                                        prefetch_factor=4 if workers else None, generator=generator)
 
 
-def _on(batch: dict | None, device) -> tuple[dict, torch.Tensor, torch.Tensor] | None:
+def _on(batch: dict | None, device) -> tuple[dict, torch.Tensor, ExampleRows] | None:
     if batch is None:
         return None
-    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
-    return batch, batch.pop("labels"), batch.pop("index")
+    rows = batch.get("index")  # stays on the host: SMART seeds its noise from it
+    batch = {k: v.to(device, non_blocking=True) for k, v in batch.items() if k != "index"}
+    return batch, batch.pop("labels"), rows
 
 
 def run_step(job: TaskJob, stage: Stage, inputs: dict, ctx: StepContext, params: list, backbone_grad: bool,

@@ -19,7 +19,7 @@ from eebench.report.tables.figures import table_figures
 from eebench.report.tables.measure import (FLAGS, merge_scores, derived_value, has_flag, measure, read_scores)
 from eebench.report.tables.spec import (SETS, Column, Derived, Reading, Rule, TableSpec, finished, load_spec, run_folder,
                                         seed_folders, spec_ids)
-from eebench.report.tables.submissions import write_submissions
+from eebench.report.submission import write_submissions
 
 measure_module = importlib.import_module("eebench.report.tables.measure")
 """The measuring module itself (the name ``measure`` is its function): where reference numbers are read."""

@@ -79,7 +79,7 @@ class MeasuredCache:
         self.sweeps: dict = {}
 
     def trace(self, run, split: str):
-        from eebench.trace import load_trace
+        from eebench.trace_data import load_trace
 
         key = (str(run.dir), split)
         if key not in self.traces:

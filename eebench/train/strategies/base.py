@@ -115,9 +115,14 @@ def early_exits_loss(out, labels, ctx):
 
 
 def weighted_exits_loss(weight_fn: Callable[[int], torch.Tensor]) -> LossFn:
+    on_device: dict[tuple, torch.Tensor] = {}  # the weights copied to the loss's device and dtype once
+
     def loss(out, labels, ctx):
         losses = exit_losses(out.logits, labels, ctx.regression, ctx.pair_loss)  # Shape: [L]
-        total = (weight_fn(losses.numel()).to(losses) * losses).sum()
+        key = (losses.numel(), losses.device, losses.dtype)
+        if key not in on_device:
+            on_device[key] = weight_fn(losses.numel()).to(losses)
+        total = (on_device[key] * losses).sum()
         return total, {"loss_final": losses[-1].detach(), "loss_mean": losses.mean().detach()}
 
     return loss

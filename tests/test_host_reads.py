@@ -1,0 +1,76 @@
+"""No training step reads a device value on the host (issue: host round trips): every strategy's step,
+SMART included, runs under a counter of `.item()`, `.tolist()`, `.cpu()`, `.numpy()`, `bool(tensor)`,
+`float(tensor)`; the logging step is the only place the loop reads (eebench.train.loop._log_step)."""
+
+import json
+
+import pytest
+import torch
+
+import eebench.pipeline.finetune as ft
+import eebench.train.loop as loop
+from eebench.train.host_reads import HostReads
+
+from conftest import quickstart_overrides
+
+QUICKSTART = "recipes/quickstart.toml"
+
+ALLOWANCE = 0  # reads per training step, forward, backward and optimizer step together
+
+STRATEGIES = {
+    "two_stage": ["train.args={stage2_epochs=1}"],
+    "joint": ["train.args={}"],
+    "self_distill": ["train.args={stage2_epochs=1}"],
+    "romebert": ["train.args={}"],
+    "csdbert": ["train.args={}"],
+    "lte": ["train.args={}"],
+    "metabert": ["train.args={meta_epochs=1, support_size=8, query_size=8, meta_batch=2}"],
+    "slf": ["train.args={}"],
+    "alternating": ["train.args={}"],
+    "head_only": ["train.args={}"],
+    "finetune": ["train.args={}"],
+    "joint+smart": ["train.args={}", "train.smart.enabled=true"],
+    "romebert+smart": ["train.args={}", "train.smart.enabled=true"],
+}
+
+
+def test_the_counter_sees_every_kind_of_host_read():
+    x = torch.ones(3)
+    with HostReads() as reads:
+        x.sum().item(), x.tolist(), x.cpu(), x.numpy(), bool(x.sum() > 0), float(x.sum()), x.to("cpu")
+        if x.sum() > 0:
+            pass
+        x.sum() + 1  # not a read
+    assert reads.count == 8, reads.by_call
+
+
+@pytest.mark.parametrize("strategy", list(STRATEGIES))
+def test_no_training_step_reads_a_device_value(strategy, tmp_path, monkeypatch):
+    real_step, real_opt = loop.run_step, loop.optimizer_step
+    per_step: list[dict] = []
+    pending: dict = {}
+
+    def counted_step(*args, **kwargs):
+        with HostReads(where=True) as reads:
+            out = real_step(*args, **kwargs)
+        pending.update(reads.where)
+        return out
+
+    def counted_opt(*args, **kwargs):
+        with HostReads(where=True) as reads:
+            out = real_opt(*args, **kwargs)
+        per_step.append({**pending, **reads.where})
+        pending.clear()
+        return out
+
+    monkeypatch.setattr(loop, "run_step", counted_step)
+    monkeypatch.setattr(loop, "optimizer_step", counted_opt)
+    name = strategy.split("+")[0]
+    ft.finetune(QUICKSTART, [*quickstart_overrides(tmp_path, "r"), f'train.strategy="{name}"', *STRATEGIES[strategy],
+                             "task.synthetic.n_train=96", "train.epochs=1", "output.report=false",
+                             "output.calibrate=false", "output.evaluate_splits=[]"])
+    assert per_step, "no training step ran"
+    worst = max(per_step, key=lambda reads: sum(reads.values()))
+    assert sum(worst.values()) <= ALLOWANCE, f"{strategy}: host reads in a step (call, where): {worst}"
+    records = [json.loads(x) for x in (tmp_path / "r" / "train_log.jsonl").read_text().splitlines()]
+    assert any("loss" in r for r in records)  # the logging step still reads the losses
