@@ -4,6 +4,7 @@ finetune → trace → calibrate → evaluate → speed through the CLI, and FLO
 torch.utils.flop_counter on the real modules."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,6 +23,7 @@ from eebench.policies import POLICIES
 from eebench.recipe import SyntheticConfig
 from eebench.trace_data import Trace, compute_signals
 
+ROOT = Path(__file__).resolve().parents[1]
 TYPES = ["bert", "roberta", "xlm-roberta", "electra", "albert", "distilbert", "deberta-v2", "modernbert", "mpnet",
          "llama", "qwen2", "gpt2"]
 
@@ -112,45 +114,23 @@ def test_engine_equals_the_trace_for_every_policy(model_type, tokenizer):
 CLI_TYPES = ["albert", "distilbert", "deberta-v2", "modernbert", "mpnet", "electra", "llama", "gpt2"]
 
 
-def _recipe(tmp_path, model_type: str) -> str:
+def _finetune_args(tmp_path, model_type: str) -> list[str]:
+    """`eebench finetune` on the quickstart recipe with this family's random model, joint training."""
     config = shape_config(model_type, hidden=32, layers=3, heads=2, intermediate=64, vocab=len(VOCAB) + 8,
                           positions=64)
     inline = ", ".join(f"{k} = {json.dumps(v)}" for k, v in config.items())
-    path = tmp_path / f"{model_type}.toml"
-    path.write_text(f"""[model]
-source = "random"
-name = "{model_type}"
-config = {{ {inline} }}
-
-[task]
-name = "synthetic"
-synthetic = {{ n_train = 160, n_dev = 48, n_test = 32, seed = 0 }}
-
-[train]
-strategy = "joint"
-epochs = 1
-lr = 1e-3
-batch_size = 16
-max_length = 48
-eval_each_epoch = false
-
-[exit]
-policy = "entropy"
-target_time_pct = 60
-
-[output]
-root = "{tmp_path}"
-run_name = "{model_type}"
-evaluate_splits = ["dev", "test"]
-report = false
-""")
-    return str(path)
+    sets = [f'model.name="{model_type}"', f"model.config={{ {inline} }}",
+            "task.synthetic={ n_train = 160, n_dev = 48, n_test = 32, seed = 0 }",
+            'train.strategy="joint"', "train.args={}", "train.epochs=1", "train.batch_size=16", "train.max_length=48",
+            "train.eval_each_epoch=false", "exit.target_time_pct=60", f'output.root="{tmp_path}"',
+            f'output.run_name="{model_type}"', 'output.evaluate_splits=["dev", "test"]', "output.report=false"]
+    return ["finetune", str(ROOT / "recipes" / "quickstart.toml"), *[x for s in sets for x in ("--set", s)]]
 
 
 @pytest.mark.parametrize("model_type", CLI_TYPES)
 def test_every_family_finetunes_calibrates_evaluates_and_runs_the_engine(tmp_path, model_type):
     runner = CliRunner()
-    result = runner.invoke(app, ["finetune", _recipe(tmp_path, model_type)])
+    result = runner.invoke(app, _finetune_args(tmp_path, model_type))
     assert result.exit_code == 0, result.output
     run = tmp_path / model_type
     assert (run / "calibration/entropy.json").is_file() and (run / "eval/test/operating_entropy.json").is_file()

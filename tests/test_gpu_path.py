@@ -425,3 +425,25 @@ def test_mig_slices_are_counted_from_the_parents_mask():
     assert visible_devices(env, count=1) == ["MIG-aaaa", "MIG-bbbb", "MIG-cccc"]
     assert worker_masks(3, visible_devices(env, count=1)) == ["MIG-aaaa", "MIG-bbbb", "MIG-cccc"]
     assert visible_devices({"CUDA_VISIBLE_DEVICES": "4,5,9"}, count=2) == ["4", "5"]  # plain GPUs: CUDA's rule
+
+
+def test_second_order_maml_is_refused_at_load_when_attention_cannot_switch_to_eager():
+    """Fused attention has no double backward: a backbone that is not eager and cannot switch gets one
+    line before training; one that can switch, an eager one, or first-order MAML pass."""
+    from types import SimpleNamespace
+
+    from eebench.errors import UserError
+    from eebench.pipeline.setup import check_second_order
+    from eebench.recipe_io import load_recipe
+
+    second = load_recipe(QUICKSTART, ['train.strategy="metabert"', "train.args={}"])
+    first = load_recipe(QUICKSTART, ['train.strategy="metabert"', "train.args={first_order=true}"])
+    stuck = SimpleNamespace(backbone=SimpleNamespace(config=SimpleNamespace(_attn_implementation="sdpa")))
+    with pytest.raises(UserError, match="first_order = true"):
+        check_second_order("r.toml", second, stuck)
+    check_second_order("r.toml", first, stuck)
+    eager = SimpleNamespace(backbone=SimpleNamespace(config=SimpleNamespace(_attn_implementation="eager")))
+    check_second_order("r.toml", second, eager)
+    switchable = SimpleNamespace(backbone=SimpleNamespace(config=SimpleNamespace(_attn_implementation="sdpa"),
+                                                          set_attn_implementation=lambda name: None))
+    check_second_order("r.toml", second, switchable)

@@ -48,9 +48,9 @@ def write_data(root: Path, tasks: tuple[str, ...]) -> Path:
     return root
 
 
-def write_recipes(root: Path, tasks: tuple[str, ...], methods: tuple[str, ...] = METHODS) -> Path:
+def write_recipes(root: Path, tasks: tuple[str, ...], methods: tuple[str, ...] = METHODS, epochs: int = 1) -> Path:
     """A recipes root whose compare/ set fills romebert-glue-dev's CPU cells with tiny models (the
-    ``methods`` rows; the other rows' cells say "no recipe")."""
+    ``methods`` rows; the other rows' cells say "no recipe"), trained for ``epochs``."""
     folder = root / "compare"
     folder.mkdir(parents=True)
     for task in tasks:
@@ -64,7 +64,7 @@ name = "{task}"
 
 [train]
 strategy = "{method}"
-{args}epochs = 1
+{args}epochs = {epochs}
 batch_size = 16
 max_length = 24
 eval_each_epoch = false
@@ -183,7 +183,9 @@ def test_slurm_path_through_submitits_local_executor(outside):
 
 def test_two_launches_at_once_never_run_a_cell_twice(outside):
     work, tmp, env = outside
-    write_recipes(tmp / "recipes", ("sst2",), ("two_stage", "romebert"))
+    # cells long enough (4 epochs) that the second launch, a few seconds of start-up behind, meets the
+    # first one's cell still running, on a loaded machine too
+    write_recipes(tmp / "recipes", ("sst2",), ("two_stage", "romebert"), epochs=4)
     write_data(tmp / "data", ("sst2",))
     args = ["reproduce", "--table", "romebert-glue-dev", "--cpu", "--jobs", "1",
             "--data-root", str(tmp / "data")]

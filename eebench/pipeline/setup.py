@@ -245,3 +245,23 @@ def check_model_fits(recipe_path, recipe: Recipe, tokenizer, model, specs: list[
         raise UserError(f"{recipe_path}: this task has sentence pairs but {where} has no separator token to join "
                         f"them (sep_token is None): use a tokenizer with one, or model.pair_input = "
                         f"\"embed_then_concat\"")
+
+
+def check_second_order(recipe_path, recipe: Recipe, model) -> None:
+    """Second-order MAML (MetaBERT, train.args.first_order = false) needs eager attention: the fused
+    attention kernels have no double backward. The backbone switches to eager for the meta stage
+    (eebench.train.maml.second_order_ready) through transformers' ``set_attn_implementation``; a model
+    that is not eager and cannot switch is refused here, in one line, before any training."""
+    from eebench.train.strategies import STRATEGIES
+
+    if recipe.train.strategy != "metabert" or STRATEGIES["metabert"].args(**recipe.train.args).first_order:
+        return
+    backbone = model.backbone
+    current = getattr(backbone.config, "_attn_implementation", None) or "eager"
+    if current != "eager" and not hasattr(backbone, "set_attn_implementation"):
+        import transformers
+
+        raise UserError(f"{recipe_path}: second-order MAML (train.strategy = \"metabert\") needs eager attention, "
+                        f"and this backbone runs {current!r} with no way to switch (transformers "
+                        f"{transformers.__version__} lacks set_attn_implementation here): set "
+                        f"train.args.first_order = true, or a transformers version whose models have it")
