@@ -220,14 +220,12 @@ def check_memory(args, work: Path) -> None:
 
 
 def real_batch(train, small: bool) -> int:
-    """The rows one training step of the strategy really takes: MetaBERT's meta stage meta_batch
-    episodes of support + query (64 by default); the others the recipe batch (32; 8 with --small)."""
-    if train.strategy == "metabert":
-        from eebench.train.strategies import STRATEGIES
+    """The rows one training step of the strategy's first stage really takes: its own batch where the
+    stage declares one (MetaBERT's meta stage: meta_batch episodes of support + query, 64 by default),
+    else the recipe batch (32; 8 with --small)."""
+    from eebench.train.strategies import build_stages
 
-        args = STRATEGIES["metabert"].args(**train.args)
-        return args.meta_batch * (args.support_size + args.query_size)
-    return 8 if small else 32
+    return build_stages(train, "sst2", 12)[0].batch_size or (8 if small else 32)
 
 
 def check_epoch(args, work: Path) -> None:

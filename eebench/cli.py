@@ -136,9 +136,10 @@ def calibrate(
     from eebench.run.command import command_run
 
     check_target(target_time_pct, max_drop, guarantee)
+    values = parse_grid(grid)  # every argument checked before the run is opened
     with command_run(run, "calibrate", data_dir, data_root, device) as r:
         target_time_pct, max_drop = recipe_target(r, target_time_pct, max_drop, guarantee)
-        run_calibrate(r, policy, split, target_time_pct, max_drop, parse_grid(grid), device=device,
+        run_calibrate(r, policy, split, target_time_pct, max_drop, values, device=device,
                       bootstrap=bootstrap, guarantee=None if guarantee is None else (guarantee, delta))
 
 
