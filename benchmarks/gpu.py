@@ -19,6 +19,13 @@ Checks (what a reproduction on NVIDIA GPUs relies on):
   epoch        one epoch of MiniLM-L6 (or its shape with random weights) on SST-2: examples/s
   engine       the early-exit engine (static exit at layer L/2: ideal 2.00x) against the full model at
                batch 1 and 32, synchronised timings (CUDA events), unsynchronised for contrast
+  speed        `eebench speed` end to end on the quickstart run (entropy at its calibrated setting): PASS
+               when the engine's exits agree with the trace within the precision's floor
+               (eebench.device.AGREEMENT_FLOOR; fp32: every exit)
+  syncs        host synchronisations per training step (forward, backward, optimizer step) for joint,
+               romebert, csdbert, metabert and joint + SMART: on CUDA every call that waits for the GPU
+               (torch.cuda.set_sync_debug_mode), on the CPU the host reads (eebench.train.host_reads);
+               PASS at 0 per step (the logging step reads the losses; it is not a training step)
 
 On a CPU every check runs where it means something there (the memory check needs a GPU) and says
 so; `--small` shrinks data and models for the test suite's smoke run.
@@ -52,7 +59,10 @@ WHAT = {"quickstart": "eebench finetune recipes/quickstart.toml --device DEVICE;
         "memory": "peak memory of one training step per strategy at its real batch (MetaBERT 64), BERT-base from a "
                   "config, fp32 and bf16 (GPU only); PASS above the weights and within 90 % of the device",
         "epoch": "one epoch of MiniLM-L6 (or its shape, random weights) on SST-2: examples/s",
-        "engine": "early-exit engine at a static exit L/2 against the full model, batch 1 and 32, synchronised"}
+        "engine": "early-exit engine at a static exit L/2 against the full model, batch 1 and 32, synchronised",
+        "speed": "eebench speed on the quickstart run (entropy), trace agreement within the precision's floor",
+        "syncs": "host synchronisations per training step, joint / romebert / csdbert / metabert / joint + SMART "
+                 "(CUDA: torch.cuda.set_sync_debug_mode; CPU: host reads); PASS at 0"}
 
 
 def preflight() -> bool:
@@ -307,8 +317,55 @@ def check_engine(args, work: Path) -> None:
              f"{unsynced_full / unsynced_engine:.2f}x")
 
 
+def check_speed(args, work: Path) -> None:
+    run = work / "quickstart"
+    if not (run / "status.json").is_file() or json.loads((run / "status.json").read_text())["state"] != "finished":
+        check_quickstart(args, work)  # `--only speed`: the run it measures
+    limit, rounds = ("64", "1") if args.small else ("400", "3")
+    done = eebench(["speed", str(run), "--policy", "entropy", "--device", args.device, "--limit", limit,
+                    "--rounds", rounds])
+    if done.returncode != 0:
+        return line("FAIL", "speed", f"eebench speed: exit {done.returncode}: {last_error(done)}")
+    record = json.loads((run / "eval" / "dev" / "speed_entropy.json").read_text())
+    b1, bb = record["batch_1"], record["batch_32"]
+    agreement, floor = min(b1["agreement"], bb["agreement"]), record["agreement_floor"]
+    line("PASS" if agreement >= floor else "FAIL", "speed", f"eebench speed on {record['device']} "
+         f"({record['precision']}, tf32 {record['tf32']}): exits equal to the trace {100 * agreement:.2f}% (floor "
+         f"{100 * floor:.1f}%); batch 1 {b1['measured_speedup']:.2f}x of ideal {record['ideal_speedup']:.2f}x, "
+         f"batch 32 {bb['measured_speedup']:.2f}x")
+
+
+SYNC_CASES = {"joint": ["train.args={}"], "romebert": ["train.args={}"], "csdbert": ["train.args={}"],
+              "metabert": ["train.args={meta_epochs=1, support_size=8, query_size=8, meta_batch=2}", "train.epochs=0"],
+              "joint + SMART": ["train.args={}", "train.smart={enabled=true}"]}
+
+
+def check_syncs(args, work: Path) -> None:
+    from eebench.console import console
+    from eebench.pipeline.finetune import finetune
+    from eebench.train.host_reads import counted_steps
+
+    cuda = args.device.startswith("cuda")
+    what = "CUDA synchronisations (set_sync_debug_mode)" if cuda else "host reads (a CPU stands in for the GPU)"
+    for label, extra in list(SYNC_CASES.items())[:1 if args.small else None]:  # --small: joint only
+        overrides = [*tiny(work, "syncs", 96), f'train.strategy="{label.split()[0]}"', "train.epochs=1", *extra,
+                     "output.calibrate=false", "output.evaluate_splits=[]"]
+        console.quiet = True
+        try:
+            with counted_steps(cuda_syncs=cuda) as per_step:
+                finetune(QUICKSTART, overrides, overwrite=True, device=args.device)
+        finally:
+            console.quiet = False
+        worst = max(per_step, key=lambda c: sum(c.values()), default=None)
+        n = sum(worst.values()) if worst else 0
+        where = "; ".join(f"{call} at {at} x{k}" for (call, at), k in worst.most_common(3)) if n else ""
+        line("PASS" if per_step and n == 0 else "FAIL", "syncs", f"{label}: {len(per_step)} steps, at most {n} "
+             f"{what} in one step{': ' + where if where else ''}")
+
+
 CHECKS = {"quickstart": check_quickstart, "precision": check_precision, "launch": check_launch,
-          "memory": check_memory, "epoch": check_epoch, "engine": check_engine}
+          "memory": check_memory, "epoch": check_epoch, "engine": check_engine, "speed": check_speed,
+          "syncs": check_syncs}
 
 
 def main(argv=None) -> int:

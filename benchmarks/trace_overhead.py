@@ -1,18 +1,18 @@
 """Cost of trace extraction (all exits' logits + CKA similarities) against one plain forward pass.
 
     python benchmarks/trace_overhead.py [--model package|random] [--data path/to/glue/SST-2/dev.tsv]
-                                        [--batch 64] [--length 64] [--repeat 5]
+                                        [--batch 64] [--length 64] [--repeat 5] [--device cuda]
 
 Plain forward: the backbone and the final exit's head only (an ordinary fine-tuned classifier).
 Trace: eebench.trace_data.compute_signals — every exit head, LTE when present, CKA of consecutive layers.
-Both run over the same batches, interleaved, best of --repeat; prints the ratio (target ≤ 1.05).
+Both run over the same batches on ``--device`` (default: the GPU when there is one), interleaved, best of
+--repeat, each timed by the device's clock (eebench.device.Clock); prints the ratio (target ≤ 1.05).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
-import time
 from pathlib import Path
 
 import torch
@@ -37,9 +37,10 @@ def load(model_kind: str):
 
 
 @torch.no_grad()
-def plain_forward(model, loader) -> None:
+def plain_forward(model, loader, device) -> None:
     for batch in loader:
         batch.pop("index"), batch.pop("labels", None)
+        batch = {k: v.to(device, non_blocking=True) for k, v in batch.items()}
         hidden = model.backbone(**batch).last_hidden_state
         model.heads[-1](hidden, batch["attention_mask"])
 
@@ -52,25 +53,28 @@ def main() -> None:
     ap.add_argument("--length", type=int, default=64)
     ap.add_argument("--repeat", type=int, default=5)
     ap.add_argument("--limit", type=int, default=None, help="only the first N examples (a smoke run)")
+    ap.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: the GPU when there is one)")
     a = ap.parse_args()
+    from eebench.device import Clock, describe, resolve_device
+
+    device = resolve_device(a.device)
+    clock = Clock(device)
     model, tok = load(a.model)
+    model.to(device)
     spec = get_task("sst2")
     examples = spec.format.read(spec, Path(a.data), "dev")
     if a.limit:
         examples = examples.subset(list(range(min(a.limit, len(examples)))))
     data = encode(tok, examples, a.length)
-    loader = eval_loader(data, a.batch)
-    plain_forward(model, loader)  # warm-up
+    loader = eval_loader(data, a.batch, device)
+    plain_forward(model, loader, device)  # warm-up
     best = {"plain": 1e9, "trace": 1e9}
     for _ in range(a.repeat):
-        t0 = time.perf_counter()
-        plain_forward(model, loader)
-        best["plain"] = min(best["plain"], time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        compute_signals(model, loader, torch.device("cpu"))
-        best["trace"] = min(best["trace"], time.perf_counter() - t0)
+        best["plain"] = min(best["plain"], clock.seconds(plain_forward, model, loader, device))
+        best["trace"] = min(best["trace"], clock.seconds(compute_signals, model, loader, device))
     ratio = best["trace"] / best["plain"]
-    print(f"{len(data)} examples, batch {a.batch}, max length {a.length}, threads {torch.get_num_threads()}")
+    print(f"{len(data)} examples, batch {a.batch}, max length {a.length}, threads {torch.get_num_threads()}, "
+          f"device {' '.join(describe(device).values())}")
     print(f"plain forward (backbone + final head): {best['plain']:.3f} s")
     print(f"trace (all exits + CKA):               {best['trace']:.3f} s")
     print(f"ratio {ratio:.3f} (target <= 1.05: {'met' if ratio <= 1.05 else 'NOT met'})")

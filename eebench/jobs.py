@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import subprocess
 import sys
 import time
@@ -35,14 +36,31 @@ class LauncherConfig(BaseModel):
     partition: str | None = None
     gpus: int = Field(1, ge=0)
     cpus: int = Field(8, ge=1)
+    """CPUs per GPU (per job when ``gpus`` is 0): a job with N GPUs runs N ranks, each with its loader workers."""
     time_min: int = Field(24 * 60, ge=1)
     mem_gb: int = Field(32, ge=1)
+    """Host memory per GPU, GB (per job when ``gpus`` is 0)."""
     account: str | None = None
     qos: str | None = None
     constraint: str | None = None
     array_parallelism: int = Field(64, ge=1)
     setup: list[str] = Field(default_factory=list)
     """Shell lines run before each job (e.g. ["module load cuda", "source venv/bin/activate"])."""
+
+
+def job_resources(config: LauncherConfig) -> tuple[int, int]:
+    """(CPUs, memory in GB) a job asks for: ``cpus`` and ``mem_gb`` per GPU, times its GPUs (one rank each)."""
+    return config.cpus * max(1, config.gpus), config.mem_gb * max(1, config.gpus)
+
+
+def slurm_parameters(config: LauncherConfig) -> dict:
+    """submitit's parameters of one cell's job: one task on one node holding ``gpus`` GPUs (torch's
+    distributed launcher starts a rank per GPU inside it), with CPUs and memory for every rank."""
+    cpus, mem_gb = job_resources(config)
+    extra = {k: v for k, v in (("account", config.account), ("qos", config.qos), ("constraint", config.constraint)) if v}
+    return dict(slurm_partition=config.partition, gpus_per_node=config.gpus, cpus_per_task=cpus,
+                timeout_min=config.time_min, mem_gb=mem_gb, slurm_array_parallelism=config.array_parallelism,
+                slurm_additional_parameters=extra, name="eebench")
 
 
 def load_launcher_config(path: Path | None, **cli) -> LauncherConfig:
@@ -209,14 +227,20 @@ class CellJob:
         self.processes = processes
 
     def command(self) -> str:
-        """The shell script the job runs (the setup lines, then the finetune)."""
-        return "\n".join([*self.setup, shlex.join(job_command(Path(self.recipe), self.overrides, self.processes))])
+        """The shell script the job runs (the setup lines, then the finetune, exec'd so that a signal to
+        the script's process reaches the trainer itself)."""
+        return "\n".join([*self.setup, "exec " + shlex.join(job_command(Path(self.recipe), self.overrides,
+                                                                          self.processes))])
+
+    def __getstate__(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "_proc"}  # a running process does not travel
 
     def __call__(self) -> str:
         env = {**os.environ, **({DATA_ENV: self.data_root} if self.data_root else {})}  # on the job's node
         errors = []
         with subprocess.Popen(["bash", "-c", self.command()], env=env, stdout=subprocess.PIPE,
                               stderr=subprocess.STDOUT, text=True, bufsize=1) as proc:
+            self._proc = proc
             for line in proc.stdout:
                 sys.stdout.write(line)
                 sys.stdout.flush()
@@ -228,11 +252,27 @@ class CellJob:
             raise RuntimeError(errors[-1] if errors else f"eebench finetune exited with {proc.returncode}")
         return "finished"
 
-    def checkpoint(self):
+    def checkpoint(self, *args, **kwargs):
+        """What submitit calls in this process on the preemption or time-limit signal, before it requeues
+        the job: the trainer is told (SIGTERM; under torch's launcher it reaches every rank) to checkpoint
+        after its step in progress and stop (eebench.train.preemption), and is waited for, so the requeued
+        job (``--if-missing``: resume an interrupted run) continues from that step."""
         import submitit
 
+        proc = getattr(self, "_proc", None)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(timeout=STOP_WAIT_S)
+            except subprocess.TimeoutExpired:
+                pass  # the last periodic checkpoint is what the requeued job resumes from
         return submitit.helpers.DelayedSubmission(CellJob(self.recipe, self.data_root, self.setup, self.overrides,
                                                           self.processes))
+
+
+STOP_WAIT_S = 80
+"""How long a preempted job waits for its trainer to checkpoint and stop (submitit's signal comes 90 s
+before Slurm's kill by default)."""
 
 
 def run_slurm(cells: list[Cell], config: LauncherConfig, log_dir: Path, executor=None) -> Outcome:
@@ -247,12 +287,7 @@ def run_slurm(cells: list[Cell], config: LauncherConfig, log_dir: Path, executor
         if executor.cluster != "slurm":
             raise UserError("--launcher slurm: no Slurm here (sbatch not found); use --launcher local, or run on "
                             "the cluster's login node")
-        extra = {k: v for k, v in (("account", config.account), ("qos", config.qos),
-                                   ("constraint", config.constraint)) if v}
-        executor.update_parameters(slurm_partition=config.partition, gpus_per_node=config.gpus,
-                                   cpus_per_task=config.cpus, timeout_min=config.time_min, mem_gb=config.mem_gb,
-                                   slurm_array_parallelism=config.array_parallelism,
-                                   slurm_additional_parameters=extra, name="eebench")
+        executor.update_parameters(**slurm_parameters(config))
     root = str(data_root()) if data_root() is not None else None
     jobs_of = {}
     with executor.batch():
@@ -289,13 +324,13 @@ def run_slurm(cells: list[Cell], config: LauncherConfig, log_dir: Path, executor
 # ----------------------------------------------------------------------------------- ray
 def run_ray(cells: list[Cell], config: LauncherConfig, log_dir: Path) -> Outcome:
     """One Ray task per cell on the cluster ``ray.init()`` connects to (RAY_ADDRESS), each asking
-    for ``gpus`` GPUs and ``cpus`` CPUs."""
+    for ``gpus`` GPUs and ``cpus`` CPUs per GPU."""
     try:
         import ray
     except ImportError:
         raise UserError("--launcher ray needs ray: pip install 'ray[default]'") from None
     ray.init(ignore_reinit_error=True, log_to_driver=False)
-    remote = ray.remote(num_gpus=config.gpus, num_cpus=config.cpus)(
+    remote = ray.remote(num_gpus=config.gpus, num_cpus=job_resources(config)[0])(
         lambda recipe, root, setup, overrides: CellJob(recipe, root, setup, overrides, max(1, config.gpus))())
     root = str(data_root()) if data_root() is not None else None
     refs = {id(c): remote.remote(str(Path(c.recipe).resolve()), root, config.setup, c.overrides) for c in cells}

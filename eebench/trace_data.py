@@ -33,6 +33,8 @@ class Trace:
     cka: np.ndarray | None = None  # Shape: [N, L-1]; linear CKA of layers i and i+1 (token representations)
     tokens: np.ndarray | None = None  # Shape: [N]; tokens per example (for MACs)
     device: str | None = None  # where it was computed ("cuda:0 NVIDIA H200", "cpu x86_64"; None: older traces)
+    precision: str | None = None  # autocast dtype of the pass: "fp32", "bf16", "fp16" (None: older traces)
+    tf32: bool | None = None  # whether fp32 matmuls could use TF32 (CUDA only; None: older traces)
 
     @property
     def num_layers(self) -> int:
@@ -98,7 +100,7 @@ def save_trace(path: Path, trace: Trace) -> None:
               "logits": trace.logits, "regression": np.array(trace.regression)}
     if trace.labels is not None:
         arrays["labels"] = trace.labels
-    for name in ("lte", "cka", "tokens", "device"):
+    for name in ("lte", "cka", "tokens", "device", "precision", "tf32"):
         if getattr(trace, name) is not None:
             arrays[name] = np.asarray(getattr(trace, name))
 
@@ -122,6 +124,8 @@ def load_trace(path: Path) -> Trace:
             cka=z["cka"] if "cka" in z.files else None,
             tokens=z["tokens"] if "tokens" in z.files else None,
             device=str(z["device"]) if "device" in z.files else None,
+            precision=str(z["precision"]) if "precision" in z.files else None,
+            tf32=bool(z["tf32"]) if "tf32" in z.files else None,
         )
 
 

@@ -57,12 +57,20 @@ def test_bootstrap_speed():
 
 
 def test_gpu_check_runs_its_cpu_parts(tmp_path):
-    out = _bench("gpu.py", "--small", "--only", "precision,memory,engine", "--work", tmp_path)
+    """Everything but the epoch and launch checks (tested below / by the launcher tests). `eebench speed`
+    end to end runs the quickstart first (`--only speed` needs its run) and judges the trace agreement
+    against fp32's floor; syncs counts the host reads of joint's training steps."""
+    out = _bench("gpu.py", "--small", "--only", "precision,memory,engine,speed,syncs", "--device", "cpu",
+                 "--work", tmp_path)
     lines = out.splitlines()
     assert lines[0].startswith("INFO versions: torch") and lines[1].startswith("INFO device: cpu")
     assert sum(x.startswith("PASS precision:") for x in lines) == 3  # romebert, metabert, joint + SMART in bf16
     assert any(x.startswith("SKIP memory:") for x in lines)
     assert sum(x.startswith("INFO engine: batch") for x in lines) == 2
+    assert any(x.startswith("PASS quickstart:") for x in lines), out
+    speed = next(x for x in lines if x.startswith(("PASS speed:", "FAIL speed:")))
+    assert speed.startswith("PASS") and "exits equal to the trace 100.00% (floor 100.0%)" in speed, speed
+    assert any(x.startswith("PASS syncs: joint:") and "at most 0 host reads" in x for x in lines), out
     assert lines[-1] == "all checks passed"
 
 
@@ -90,7 +98,7 @@ def test_gpu_check_runs_from_a_bare_checkout_and_names_missing_packages(tmp_path
     shutil.copytree(ROOT / "eebench", copy / "eebench", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copytree(BENCH, copy / "benchmarks", ignore=shutil.ignore_patterns("__pycache__"))
     out = _bench("gpu.py", "--dry-run", cwd=tmp_path)  # the repository's script, from another folder
-    assert sum(line.startswith("DRY ") for line in out.splitlines()) == 6
+    assert sum(line.startswith("DRY ") for line in out.splitlines()) == 8
     done = subprocess.run([sys.executable, str(copy / "benchmarks" / "gpu.py"), "--dry-run", "--only", "engine"],
                           capture_output=True, text=True, cwd=tmp_path, timeout=300)
     assert done.returncode == 0 and f"eebench from {copy / 'eebench'}" in done.stdout, done.stdout + done.stderr
@@ -105,8 +113,8 @@ def test_gpu_check_runs_from_a_bare_checkout_and_names_missing_packages(tmp_path
 
 def test_train_throughput(tmp_path):
     out = _bench("train_throughput.py", "--model", "random", "--examples", 64, "--rounds", 1, "--batch", 16,
-                 "--length", 16, cwd=tmp_path)
-    assert "host batch building" in out and "eebench / plain loop =" in out
+                 "--length", 16, "--device", "cpu", cwd=tmp_path)
+    assert "host batch building" in out and "eebench / plain loop =" in out and "on cpu" in out
 
 
 def test_policy_sweep_speed():
@@ -115,8 +123,8 @@ def test_policy_sweep_speed():
 
 def test_strategy_step_time():
     out = _bench("strategy_step_time.py", "--model", "random", "--steps", 1, "--batch", 4, "--length", 8,
-                 timeout=600)
-    assert "joint" in out
+                 "--strategies", "romebert,metabert", "--device", "cpu", timeout=600)
+    assert "device=cpu" in out and all(f"{name}:" in out for name in ("joint", "romebert", "metabert"))
 
 
 def test_tokenize_memory():
@@ -127,8 +135,8 @@ def test_tokenize_memory():
                     reason="needs the GLUE SST-2 dev file under the shared data folder")
 def test_trace_overhead():
     out = _bench("trace_overhead.py", "--model", "random", "--data", SHARED_DATA / "glue" / "SST-2" / "dev.tsv",
-                 "--limit", 64, "--repeat", 1, "--batch", 32)
-    assert "ratio" in out
+                 "--limit", 64, "--repeat", 1, "--batch", 32, "--device", "cpu")
+    assert "ratio" in out and "device cpu" in out
 
 
 def test_table_jobs():

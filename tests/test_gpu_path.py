@@ -48,6 +48,23 @@ def test_inference_runs_in_the_recipe_precision_on_a_gpu_only():
     assert inference_dtype(torch.device("cpu"), "bf16") is None
 
 
+def test_every_command_applies_the_recipes_precision_and_tf32(monkeypatch):
+    """TF32 follows the recipe on CUDA whatever the autocast dtype (a bf16 run's fp32 work uses it too),
+    and is switched off elsewhere; the agreement floor of engine against trace follows the precision."""
+    import eebench.device as device
+    from eebench.recipe import TrainConfig
+
+    switched = []
+    monkeypatch.setattr(device, "enable_tf32", switched.append)
+    bf16 = device.apply_precision(torch.device("cuda", 0), TrainConfig(mixed_precision="bf16", tf32=True))
+    assert (bf16.dtype, bf16.tf32, bf16.label) == (torch.bfloat16, True, "bf16") and switched == [True]
+    fp32 = device.apply_precision(torch.device("cuda", 0), TrainConfig(tf32=True))
+    assert (fp32.label, fp32.tf32, fp32.agreement_floor) == ("fp32", True, device.AGREEMENT_FLOOR["tf32"])
+    cpu = device.apply_precision(torch.device("cpu"), TrainConfig(mixed_precision="bf16", tf32=True))
+    assert (cpu.dtype, cpu.tf32, cpu.agreement_floor) == (None, False, 1.0) and switched[-1] is False
+    assert bf16.agreement_floor < 1.0
+
+
 # ------------------------------------------------------------------------------ device plumbing
 def _tiny_engine(policy: str = "entropy", setting: dict | None = None):
     from transformers import AutoConfig, AutoModel
@@ -135,14 +152,20 @@ def test_evaluate_calibrate_speed_record_the_device_they_ran_on(trained, monkeyp
     runner = CliRunner()
     status = json.loads((trained / "status.json").read_text())
     assert status["device"] == "cpu" and status["tf32"] is False
+    switched = []
+    monkeypatch.setattr(eebench.device, "enable_tf32", switched.append)
     result = runner.invoke(app, ["evaluate", str(trained), "--split", "test", "--retrace"])
     assert result.exit_code == 0, result.output
     assert None in asked  # no --device: the rule (the accelerator when there is one)
-    assert load_trace(trained / "traces" / "test.npz").device.startswith("cpu")
+    trace = load_trace(trained / "traces" / "test.npz")
+    assert trace.device.startswith("cpu") and (trace.precision, trace.tf32) == ("fp32", False)
+    assert switched == [False]  # a trace outside finetune applies the recipe's TF32 (off the GPU: off)
     result = runner.invoke(app, ["speed", str(trained), "--limit", "8", "--rounds", "1", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     record = json.loads((trained / "eval" / "dev" / "speed_entropy.json").read_text())
     assert record["device"] == "cpu" and record["sync_us_per_layer"] is not None
+    assert (record["precision"], record["tf32"], record["agreement_floor"]) == ("fp32", False, 1.0)
+    assert switched == [False, False]  # speed applied the recipe's precision too
     assert "cpu" in asked
     for command in (["evaluate", str(trained), "--device", "cuda:7"],
                     ["calibrate", str(trained), "--device", "cuda"],
@@ -365,6 +388,26 @@ def test_speed_records_each_rounds_speedup_and_flags_a_noisy_machine():
     assert quiet["batch_1"]["round_spread"] < NOISY_SPREAD < busy["batch_1"]["round_spread"]
     assert busy["batch_1"]["round_spread"] == pytest.approx(0.5 / 1.7)
     assert round_spread([2.0]) is None
+
+
+@pytest.mark.parametrize("precision, warned", [("fp32", True), ("bf16", False)])
+def test_exits_that_differ_from_the_trace_are_judged_against_the_precisions_floor(precision, warned, monkeypatch):
+    """One exit in 100 differs: an alarm in fp32 (where exits must agree exactly), within bf16's rounding."""
+    import eebench.pipeline.speed as speed
+    from eebench.device import AGREEMENT_FLOOR
+    from eebench.engine.benchmarking import summary
+
+    printed = []
+    monkeypatch.setattr(speed.console, "print", lambda text, **kw: printed.append(str(text)))
+    expected = np.full(100, 2)
+    got = expected.copy()
+    got[0] = 3
+    record = {**summary(expected, 4, np.ones(100), 2 * np.ones(100), got, 1.0, 2.0, got, 32, per_round=[2.0] * 3),
+              "precision": precision, "tf32": False, "agreement_floor": AGREEMENT_FLOOR[precision]}
+    cal = type("Cal", (), {"setting": {"threshold": 0.1}})()
+    speed._print_record(record, "dev", "entropy", cal, 100, "cpu", 4, 32, 3)
+    assert any("warning" in line and "1.00% of the examples" in line for line in printed) is warned
+    assert any("within bf16 rounding" in line for line in printed) is not warned
 
 
 def test_the_clock_records_its_events_on_the_selected_devices_stream(monkeypatch):

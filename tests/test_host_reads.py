@@ -8,8 +8,7 @@ import pytest
 import torch
 
 import eebench.pipeline.finetune as ft
-import eebench.train.loop as loop
-from eebench.train.host_reads import HostReads
+from eebench.train.host_reads import HostReads, counted_steps
 
 from conftest import quickstart_overrides
 
@@ -45,32 +44,41 @@ def test_the_counter_sees_every_kind_of_host_read():
 
 
 @pytest.mark.parametrize("strategy", list(STRATEGIES))
-def test_no_training_step_reads_a_device_value(strategy, tmp_path, monkeypatch):
-    real_step, real_opt = loop.run_step, loop.optimizer_step
-    per_step: list[dict] = []
-    pending: dict = {}
-
-    def counted_step(*args, **kwargs):
-        with HostReads(where=True) as reads:
-            out = real_step(*args, **kwargs)
-        pending.update(reads.where)
-        return out
-
-    def counted_opt(*args, **kwargs):
-        with HostReads(where=True) as reads:
-            out = real_opt(*args, **kwargs)
-        per_step.append({**pending, **reads.where})
-        pending.clear()
-        return out
-
-    monkeypatch.setattr(loop, "run_step", counted_step)
-    monkeypatch.setattr(loop, "optimizer_step", counted_opt)
+def test_no_training_step_reads_a_device_value(strategy, tmp_path):
     name = strategy.split("+")[0]
-    ft.finetune(QUICKSTART, [*quickstart_overrides(tmp_path, "r"), f'train.strategy="{name}"', *STRATEGIES[strategy],
-                             "task.synthetic.n_train=96", "train.epochs=1", "output.report=false",
-                             "output.calibrate=false", "output.evaluate_splits=[]"])
+    with counted_steps() as per_step:
+        ft.finetune(QUICKSTART, [*quickstart_overrides(tmp_path, "r"), f'train.strategy="{name}"', *STRATEGIES[strategy],
+                                 "task.synthetic.n_train=96", "train.epochs=1", "output.report=false",
+                                 "output.calibrate=false", "output.evaluate_splits=[]"])
     assert per_step, "no training step ran"
     worst = max(per_step, key=lambda reads: sum(reads.values()))
     assert sum(worst.values()) <= ALLOWANCE, f"{strategy}: host reads in a step (call, where): {worst}"
     records = [json.loads(x) for x in (tmp_path / "r" / "train_log.jsonl").read_text().splitlines()]
     assert any("loss" in r for r in records)  # the logging step still reads the losses
+
+
+def test_counted_steps_charges_each_read_to_its_step(monkeypatch):
+    import eebench.train.loop as loop
+
+    monkeypatch.setattr(loop, "run_step", lambda: torch.ones(2).sum().item())
+    monkeypatch.setattr(loop, "optimizer_step", lambda: torch.ones(1).tolist())
+    with counted_steps() as per_step:
+        for _ in range(2):
+            loop.run_step(), loop.optimizer_step()
+    assert [sorted(call for call, _ in step) for step in per_step] == [["item", "tolist"]] * 2
+
+
+def test_cuda_syncs_are_counted_from_torchs_sync_debug_warnings(monkeypatch):
+    """The GPU check's counter (benchmarks/gpu.py syncs), its CUDA calls stood in for: what
+    set_sync_debug_mode("warn") warns is counted, other warnings are not, and the mode is restored."""
+    import warnings
+
+    from eebench.train.host_reads import DeviceSyncs
+
+    modes = [0]
+    monkeypatch.setattr(torch.cuda, "get_sync_debug_mode", lambda: modes[-1])
+    monkeypatch.setattr(torch.cuda, "set_sync_debug_mode", modes.append)
+    with DeviceSyncs() as syncs:
+        warnings.warn("called a synchronizing CUDA operation")
+        warnings.warn("something else")
+    assert syncs.count == 1 and modes == [0, "warn", 0]

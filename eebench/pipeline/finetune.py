@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from eebench.console import console
-from eebench.device import describe as describe_device, inference_dtype
+from eebench.device import apply_precision, describe as describe_device, inference_dtype
 from eebench.provenance import collect as collect_provenance
 from eebench.data.load import load_split
 from eebench.errors import UserError
@@ -245,7 +245,7 @@ def _train(setup: _Setup, started: float) -> float:
         run.mark(state="training", started=previous.started or time.strftime("%Y-%m-%dT%H:%M:%S"),
                  processes=par.world, mixed_precision=str(accelerator.mixed_precision),
                  **describe_device(accelerator.device),
-                 tf32=bool(recipe.train.tf32 and accelerator.device.type == "cuda" and accelerator.mixed_precision == "no"),
+                 tf32=apply_precision(accelerator.device, recipe.train).tf32,  # under bf16 / fp16 too: fp32 work outside autocast
                  global_batch=global_batch_size(recipe.train, par.world), data_root=_data_root(),
                  provenance=collect_provenance(recipe.model, describe_device(accelerator.device)),
                  data=_split_records(run, setup.splits),

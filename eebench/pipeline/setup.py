@@ -21,7 +21,7 @@ from eebench.run.ownership import staging_dir
 
 def describe(err: BaseException) -> str:
     if isinstance(err, KeyboardInterrupt):
-        return "interrupted"
+        return str(err) or "interrupted"  # a preemption says which signal and at which step
     return f"{type(err).__name__}: {err}"[:500]
 
 
@@ -30,7 +30,8 @@ def mark_stopped(run: Run, err: BaseException, trained: bool) -> None:
     stopped = isinstance(err, (KeyboardInterrupt, SystemExit))
     run.mark(state="interrupted" if stopped else "failed", trained=trained, error=describe(err))
     if stopped and not trained:
-        console.print(f"[yellow]interrupted[/]: continue it from its last checkpoint with: "
+        console.print(f"[yellow]{describe(err) if isinstance(err, KeyboardInterrupt) else 'interrupted'}[/]: "
+                      f"continue it from its last checkpoint with: "
                       f"eebench resume {run.shown()}", soft_wrap=True)  # one line: a command to paste
     elif stopped:
         console.print(f"[yellow]interrupted[/] after training (the model is saved): finish it with: "
@@ -55,7 +56,7 @@ def accelerator_for(recipe: Recipe, run: Run, device: str | None = None):
                         f"local rank; drop --device (or choose the GPUs with CUDA_VISIBLE_DEVICES)")
     if target.type == "cuda" and not launched:
         torch.cuda.set_device(target)
-    enable_tf32(recipe.train.tf32)
+    enable_tf32(bool(recipe.train.tf32) and target.type == "cuda")  # as eebench.device.apply_precision
 
     trackers = list(recipe.output.trackers)
     if trackers:

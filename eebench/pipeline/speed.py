@@ -23,7 +23,7 @@ def speed(run: Run, policy_name: str, split: str, batch_size: int = 32, limit: i
     """Measure the real early-exit engine at the policy's calibrated setting against the full model
     (eebench.engine.benchmarking) on ``device`` (eebench.device's rule), check its exits against the trace, write
     eval/<split>/speed_<policy>.json (which names the device)."""
-    from eebench.device import describe, inference_dtype, resolve_device
+    from eebench.device import apply_precision, describe, resolve_device
     from eebench.engine import EarlyExitEngine
     from eebench.model.build import load_model
     from eebench.engine.benchmarking import (batched_times, length_batches, single_batches, stream_times, summary, sync_cost_us,
@@ -42,12 +42,14 @@ def speed(run: Run, policy_name: str, split: str, batch_size: int = 32, limit: i
     expected = policy.exits(trace, [cal.setting])[0][:n]
     model, tokenizer, _ = load_model(run.model_dir, run.model_task)
     model.to(target)
-    dtype = inference_dtype(target, run.recipe.train.mixed_precision)
+    precision = apply_precision(target, run.recipe.train)
+    dtype = precision.dtype
     engine = EarlyExitEngine(model, policy_name, cal.setting, trace.regression, dtype=dtype)
     data = encode_split(run.recipe, tokenizer, load_split(run.spec, run.recipe.task, split))
     singles, batches = single_batches(data, n, target), length_batches(data, n, batch_size, target)
     where = " ".join(describe(target).values())
-    console.print(f"timing {n} examples of {split} on {where}{f' ({dtype})' if dtype else ''}: batch 1 x "
+    shown = precision.label + (", tf32" if precision.tf32 else "")
+    console.print(f"timing {n} examples of {split} on {where} ({shown}): batch 1 x "
                   f"{rounds} rounds (engine and full model), then batch {batch_size}"
                   + ("; --limit N times fewer" if limit is None and n > 500 else ""))
     shapes = warm_up(engine, singles, batches)
@@ -62,7 +64,8 @@ def speed(run: Run, policy_name: str, split: str, batch_size: int = 32, limit: i
               "split": run.split_name(split),
               **summary(expected, trace.num_layers, t_engine, t_full, got, tb_engine, tb_full, got_b, batch_size,
                         target, sync_us, per_round), "warmed_shapes": shapes,
-              "precision": str(dtype).removeprefix("torch.") if dtype else "fp32"}
+              "precision": precision.label, "tf32": precision.tf32,
+              "agreement_floor": precision.agreement_floor}
     Speed.model_validate(record).save(run.eval_dir(split) / f"speed_{policy_name}.json")
     _print_record(record, split, policy_name, cal, n, where, trace.num_layers, batch_size, rounds)
     return record
@@ -93,5 +96,11 @@ def _print_record(record: dict, split: str, policy_name: str, cal, n: int, where
                       f"something else was using the machine: measure again when it is idle (and with more --rounds)")
     elif b1["round_spread"] is None:
         console.print("note: one round cannot show whether the timing was noisy; use --rounds 3 for that")
-    if min(b1["agreement"], bb["agreement"]) < 1.0:
-        console.print("[yellow]warning:[/] the engine's exits differ from the trace simulation on some examples")
+    agreement, floor = min(b1["agreement"], bb["agreement"]), record["agreement_floor"]
+    if agreement < floor:
+        console.print(f"[yellow]warning:[/] the engine's exits differ from the trace simulation on "
+                      f"{100 * (1 - agreement):.2f}% of the examples, more than {record['precision']} rounding "
+                      f"explains (at least {100 * floor:.1f}% must agree; eebench.device.AGREEMENT_FLOOR)")
+    elif agreement < 1.0:
+        console.print(f"  {100 * (1 - agreement):.2f}% of the exits differ from the trace: within {record['precision']}"
+                      f"{' + TF32' if record.get('tf32') else ''} rounding (at least {100 * floor:.1f}% must agree)")

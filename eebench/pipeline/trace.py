@@ -82,7 +82,7 @@ def ensure_trace(run: Run, split: str, model=None, parallel=None, retrace: bool 
     _record_split(run, split, examples, fingerprint, parallel)
     from eebench.model.build import load_model
 
-    from eebench.device import describe, inference_dtype, resolve_device
+    from eebench.device import apply_precision, describe, resolve_device
 
     if model is None:
         target = resolve_device(device)
@@ -93,16 +93,16 @@ def ensure_trace(run: Run, split: str, model=None, parallel=None, retrace: bool 
 
         tokenizer = AutoTokenizer.from_pretrained(str(run.model_dir))
     on = next(model.parameters()).device
-    dtype = inference_dtype(on, run.recipe.train.mixed_precision)
+    precision = apply_precision(on, run.recipe.train)
     where = " ".join(describe(on).values())
     data = encode_split(run.recipe, tokenizer, examples)
     with progress() as bars:
         task = bars.add_task(f"trace {split} on {on}", total=len(data), info="")
         signals = compute_signals(model, eval_loader(data, run.recipe.train.eval_batch_size, on), on,
-                                  bars, task, parallel=parallel, dtype=dtype)
+                                  bars, task, parallel=parallel, dtype=precision.dtype)
     trace = Trace(split, key, np.asarray(examples.ids), signals["logits"], examples.labels,
                   run.spec.is_regression, signals["lte"], signals["cka"], data.lengths(),
-                  device=where + (f" {str(dtype).removeprefix('torch.')}" if dtype else ""))
+                  device=where, precision=precision.label, tf32=precision.tf32)
     if parallel is None or parallel.is_main:
         save_trace(path, trace)
     return trace

@@ -288,6 +288,10 @@ class Speed(Record):
     full_ms_per_layer_batch_1: float | None = None
     warmed_shapes: int | list | None = None
     precision: str | None = None
+    """The engine's autocast dtype: fp32, bf16 or fp16 (eebench.device.Precision)."""
+    tf32: bool | None = None
+    agreement_floor: float | None = None
+    """The least share of exits that must equal the trace's in this precision (eebench.device.AGREEMENT_FLOOR)."""
 
     @classmethod
     def varying_field(cls, key: str) -> bool:

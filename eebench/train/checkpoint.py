@@ -20,6 +20,7 @@ CHECKPOINT = "checkpoint"
 
 
 FAULT_ENV = "EEBENCH_FAULT_AFTER_STEP"
+FAULT_SIGNAL_ENV = "EEBENCH_FAULT_SIGNAL"
 """Testing hook: the main process kills itself (SIGKILL) after this many optimizer steps of the run,
 as a preempted machine would; the tests use it to check that a killed run resumes exactly."""
 
@@ -62,6 +63,8 @@ def remove_checkpoint(run_dir: Path) -> None:
 
 
 def fault_point(total_steps: int, par: Parallel) -> None:
+    """The fault injection of the resume tests: after step EEBENCH_FAULT_AFTER_STEP the main process
+    sends itself EEBENCH_FAULT_SIGNAL (default SIGKILL; SIGUSR2 / SIGTERM: a preemption notice)."""
     at = os.environ.get(FAULT_ENV)
     if at and par.is_main and total_steps == int(at):
-        os.kill(os.getpid(), signal.SIGKILL)
+        os.kill(os.getpid(), getattr(signal, os.environ.get(FAULT_SIGNAL_ENV, "SIGKILL")))

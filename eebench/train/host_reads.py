@@ -6,8 +6,12 @@ test catches a step that would stall a GPU."""
 
 from __future__ import annotations
 
+import warnings
 from collections import Counter
+from contextlib import contextmanager
+from typing import Iterator
 
+import torch
 from torch.overrides import TorchFunctionMode
 
 READS = {"item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__", "__index__"}
@@ -59,3 +63,62 @@ class HostReads(TorchFunctionMode):
     @property
     def count(self) -> int:
         return sum(self.by_call.values())
+
+
+class DeviceSyncs:
+    """The CUDA counterpart of `HostReads`: ``torch.cuda.set_sync_debug_mode("warn")`` makes every call that
+    synchronises the host with the GPU warn (the reads above, and also what only a GPU waits for: a
+    boolean-mask index, ``nonzero``, a pageable copy); the block's warnings are counted in ``where``
+    (message, file:line) and ``count``. CUDA only."""
+
+    def __enter__(self) -> "DeviceSyncs":
+        self._mode = torch.cuda.get_sync_debug_mode()
+        self._catch = warnings.catch_warnings(record=True)
+        self._seen = self._catch.__enter__()
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        return self
+
+    def __exit__(self, *exc) -> None:
+        torch.cuda.set_sync_debug_mode(self._mode)
+        self._catch.__exit__(*exc)
+        self.where = Counter((str(w.message).splitlines()[0][:60], f"{w.filename.split('site-packages/')[-1]}:{w.lineno}")
+                             for w in self._seen if "synchroniz" in str(w.message))
+
+    @property
+    def count(self) -> int:
+        return sum(self.where.values())
+
+
+@contextmanager
+def counted_steps(cuda_syncs: bool = False) -> Iterator[list[Counter]]:
+    """Within the block, every training step of eebench.train.loop (its forward and backward, and the
+    optimizer step that ends it) is counted: the list gets one Counter per step, (call, where) → reads.
+    ``cuda_syncs``: count CUDA synchronisations (`DeviceSyncs`) instead of host reads (`HostReads`)."""
+    from eebench.train import loop
+
+    real_step, real_optimizer_step = loop.run_step, loop.optimizer_step
+    per_step: list[Counter] = []
+    pending: Counter = Counter()
+
+    def counter():
+        return DeviceSyncs() if cuda_syncs else HostReads(where=True)
+
+    def step(*args, **kwargs):
+        with counter() as reads:
+            out = real_step(*args, **kwargs)
+        pending.update(reads.where)
+        return out
+
+    def optimizer_step(*args, **kwargs):
+        with counter() as reads:
+            out = real_optimizer_step(*args, **kwargs)
+        per_step.append(pending + reads.where)
+        pending.clear()
+        return out
+
+    loop.run_step, loop.optimizer_step = step, optimizer_step
+    try:
+        yield per_step
+    finally:
+        loop.run_step, loop.optimizer_step = real_step, real_optimizer_step

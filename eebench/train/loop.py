@@ -24,6 +24,7 @@ from eebench.console import console, progress
 from eebench.errors import UserError
 from eebench.recipe import TrainConfig
 from eebench.train.parallel import Parallel
+from eebench.train.preemption import Preempted, Preemption
 from eebench.train.strategies import StepContext
 
 from eebench.train.checkpoint import checkpoint_dir, fault_point, save_checkpoint
@@ -107,8 +108,10 @@ def train(
     par = Parallel.from_accelerator(accelerator)
     if resume and par.is_main:
         _truncate(log_path, state.position.log_bytes)
-    with progress() as bars, open(log_path if par.is_main else os.devnull, "a", encoding="utf-8") as log:
+    with Preemption() as preemption, progress() as bars, \
+            open(log_path if par.is_main else os.devnull, "a", encoding="utf-8") as log:
         loop = _Loop(model, jobs, cfg, accelerator, par, state, bars, log, run_dir, on_epoch_end)
+        loop.preemption = preemption if run_dir is not None else None  # no checkpoint to stop at: no stop
         for s in range(state.position.stage, len(jobs[0].stages)):
             loop.stage(s)
             state.loaded = None
@@ -138,6 +141,8 @@ class _Loop:
         self.state, self.pos, self.bars, self.log = state, state.position, bars, log
         self.run_dir, self.on_epoch_end = run_dir, on_epoch_end
         self.global_batch = global_batch_size(cfg, par.world)
+        self.preemption: Preemption | None = None
+        self.stop_after_epoch = False  # preempted at an epoch's last step: stop once its end is checkpointed
 
     # ------------------------------------------------------------------ stage
     def stage(self, s: int) -> None:
@@ -198,6 +203,8 @@ class _Loop:
             pos.batch = 0
         self._fold_running(run)
         self._end_epoch(run, stage0, epoch, started)
+        if self.stop_after_epoch:
+            raise self._preempted()
 
     def job_steps(self, run: _StageRun, job: TaskJob, batches: list[list[int]], epoch: int, last_job: bool) -> None:
         cfg, pos, par = self.cfg, self.pos, self.par
@@ -223,6 +230,22 @@ class _Loop:
                 self._fold_running(run)
                 self._checkpoint()
             fault_point(pos.total_steps, par)
+            if self.preemption is not None and self.preemption.due(par, self._regular_log_step(run)):
+                if last_job and last:  # the epoch's end checkpoints (after its dev evaluation)
+                    self.stop_after_epoch = True
+                    continue
+                self._fold_running(run)
+                self._checkpoint()
+                raise self._preempted()
+
+    def _preempted(self) -> Preempted:
+        return Preempted(f"preempted ({self.preemption.signal or 'signal on another process'}) after step "
+                         f"{self.pos.total_steps}, checkpoint saved")
+
+    def _regular_log_step(self, run: _StageRun) -> bool:
+        """A step every process logs (the same steps on all of them: by count alone)."""
+        step, total = self.pos.step, run.total
+        return step % LOG_EVERY == 0 or step == total or step % max(1, total // 10) == 0
 
     def _log_step(self, run: _StageRun, job: TaskJob, epoch: int, parts: dict, rows: int, last: bool,
                   skipped: str | None = None) -> None:
@@ -230,8 +253,7 @@ class _Loop:
         skipped step (no gradient, or an fp16 overflow: with the scaler's new scale and the run's count
         of them); the only per-step read of the device."""
         pos, total, stage0 = self.pos, run.total, self.jobs[0].stages[run.index]
-        if skipped is None and not (pos.step % LOG_EVERY == 0 or pos.step == total
-                                    or pos.step % max(1, total // 10) == 0 or (len(self.jobs) > 1 and last)):
+        if skipped is None and not (self._regular_log_step(run) or (len(self.jobs) > 1 and last)):
             self.bars.update(run.progress_task, advance=1)
             return
         tag = f"{job.name} " if len(self.jobs) > 1 else ""
