@@ -163,7 +163,12 @@ class TrainConfig(StrictModel):
     else no; a value here overrides the launcher."""
     tf32: bool = True
     """fp32 matmuls in TF32 on GPUs that have it (Ampere and newer): about 2x faster fp32 training at
-    ~1e-3 relative precision per product. No effect on the CPU or under bf16 / fp16; recorded in status.json."""
+    ~1e-3 relative precision per product, in every command that runs the model; under bf16 / fp16 for the
+    fp32 work outside autocast. No effect on the CPU; recorded in status.json, traces and speed records."""
+    overlap_grad_reduce: bool | None = None
+    """With several processes: all-reduce the gradients in buckets while the backward runs (as DDP does;
+    eebench.train.overlap); false: one all-reduce after the backward. Same sums either way. None: on GPUs
+    only (on the CPU, gloo's reduction takes the cores the backward needs: 0.90x measured on 2 cores)."""
     loader_workers: int | None = Field(None, ge=0)
     """Processes building the training batches ahead of the step (DataLoader workers). None: 2 on a GPU,
     0 on the CPU (where the cores are busy with the step itself)."""

@@ -31,11 +31,12 @@ def tiny_bert_config():
             "max_position_embeddings": 64, "vocab_size": 64}
 
 
-def quickstart_overrides(tmp_path: Path, name: str = "qs") -> list[str]:
-    """Shrink the quickstart recipe so a CLI test runs in a few seconds."""
+def quickstart_overrides(tmp_path: Path, name: str = "qs", report: bool = False) -> list[str]:
+    """Shrink the quickstart recipe so a CLI test runs in a few seconds. ``report``: also render the
+    run's report (figures: about 3 s of the run; off unless the test reads the report)."""
     return [f'output.root="{tmp_path}"', f'output.run_name="{name}"', "task.synthetic.n_train=400",
             "task.synthetic.n_dev=120", "task.synthetic.n_test=100", "train.epochs=1",
-            "train.args.stage2_epochs=1", "train.eval_each_epoch=false"]
+            "train.args.stage2_epochs=1", "train.eval_each_epoch=false", f"output.report={str(report).lower()}"]
 
 
 def tiny_model_section() -> str:

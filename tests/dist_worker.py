@@ -47,6 +47,8 @@ CASES: dict[str, dict] = {
     "romebert+smart": {"strategy": "romebert", "smart": {"enabled": True}},
     "two_stage+lte": {"strategy": "two_stage", "lte": True},
     "joint+accum": {"strategy": "joint", "grad_accum_steps": 2},
+    # the all-reduce after the backward instead of overlapped with it (eebench.train.overlap)
+    "joint+no_overlap": {"strategy": "joint", "args": {"layer_weights": "pabee"}, "overlap_grad_reduce": False},
     "joint+regression": {"strategy": "joint", "regression": True},
     "multitask": {"strategy": "slf", "multitask": True},
     # negative control: one process with half the global batch must NOT match two processes × 4
@@ -73,7 +75,8 @@ def run_case(name: str, case: dict, accelerator: Accelerator, out: Path) -> None
     cfg = TrainConfig(strategy=strategy, args=case.get("args", {}), epochs=2, lr=3e-3,
                       batch_size=case.get("batch_size", 8),
                       seed=7, lte=case.get("lte", False), smart=SmartConfig(**case.get("smart", {})),
-                      grad_accum_steps=case.get("grad_accum_steps", 1) if par.active else 1, warmup_ratio=0.1)
+                      grad_accum_steps=case.get("grad_accum_steps", 1) if par.active else 1, warmup_ratio=0.1,
+                      overlap_grad_reduce=case.get("overlap_grad_reduce", True))
     if strategy == "two_stage":
         cfg.args = {**cfg.args, "stage2_epochs": 1}
     if strategy == "slf":
@@ -104,7 +107,9 @@ def run_case(name: str, case: dict, accelerator: Accelerator, out: Path) -> None
     init = {k: v.clone() for k, v in model.state_dict().items()}
     history = train(model, jobs, cfg, accelerator, out / f"{name}_log_w{par.world}.jsonl", on_epoch_end)
     if par.is_main:
-        torch.save({"state": model.state_dict(), "init": init, "history": history}, out / f"{name}_w{par.world}.pt")
+        overlapped = sorted(stage for job in jobs for stage, how in job.overlaps.items() if how)
+        torch.save({"state": model.state_dict(), "init": init, "history": history, "overlapped": overlapped},
+                   out / f"{name}_w{par.world}.pt")
 
 
 def main() -> None:

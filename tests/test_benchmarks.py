@@ -157,3 +157,10 @@ def test_gpu_memory_check_measures_metabert_at_its_meta_batch():
     assert gpu.real_batch(TrainConfig(strategy="metabert", args={"meta_batch": 4, "support_size": 8,
                                                                   "query_size": 8}), small=False) == 64
     assert gpu.real_batch(TrainConfig(strategy="joint"), small=False) == 32
+
+
+@pytest.mark.multiprocess
+def test_grad_overlap():
+    out = _bench("grad_overlap.py", "--procs", 2, "--steps", 2, "--rounds", 1, "--batch", 8, "--length", 8,
+                 "--layers", 2, "--hidden", 32)
+    assert "overlapped / after =" in out and "2 processes on cpu" in out

@@ -29,7 +29,7 @@ def _sets(overrides):
 def finished_run(tmp_path_factory):
     """One quickstart run, trained once per module and never changed: tests get copies (run_dir)."""
     tmp = tmp_path_factory.mktemp("runs")
-    result = _invoke("finetune", QUICKSTART, *_sets(quickstart_overrides(tmp)))
+    result = _invoke("finetune", QUICKSTART, *_sets(quickstart_overrides(tmp, report=True)))
     assert result.exit_code == 0, result.output
     return tmp / "qs"
 

@@ -64,6 +64,46 @@ def test_two_processes_reach_the_single_process_weights(weights, case):
     assert len(one["history"]) == len(two["history"]) and all(abs(a - b) < 1e-5 for a, b in losses)
 
 
+def test_the_overlapped_all_reduce_sums_what_the_one_after_the_backward_sums(weights):
+    """Two processes: buckets all-reduced while the backward runs give the weights that one all-reduce
+    after it gives, bit for bit (a sum of two numbers is the same in any bucketing)."""
+    overlapped, after = torch.load(weights / "joint_w2.pt"), torch.load(weights / "joint+no_overlap_w2.pt")
+    assert _max_diff(overlapped["state"], overlapped["init"]) > 1e-3
+    assert overlapped["overlapped"] == ["joint"] and after["overlapped"] == []  # the overlap really ran
+    assert _max_diff(overlapped["state"], after["state"]) == 0.0
+
+
+def test_the_overlap_starts_buckets_in_order_and_only_when_their_gradients_are_in(monkeypatch):
+    """One process standing in for many (the all-reduce recorded, not run): buckets start during the
+    backward, last layers first, each once its gradients have all arrived; the rest at finish()."""
+    import eebench.train.overlap as overlap
+
+    started = []
+
+    class Done:
+        def wait(self):
+            pass
+
+    monkeypatch.setattr(overlap.dist, "all_reduce", lambda flat, async_op: started.append(flat.numel()) or Done())
+    layers = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4), torch.nn.Linear(4, 1))
+    unused = torch.nn.Parameter(torch.ones(3))
+    params = [unused, *layers.parameters()]
+    reducer = overlap.OverlappedSum(params, bucket=20)  # reversed, <= 20 each: [b2 w2 b1] [w1 b0] [w0 unused]
+    assert [sum(p.numel() for p in b) for b in reducer.buckets] == [9, 20, 19]
+    reducer.arm()
+    seen_during = []
+    layers[0].weight.register_post_accumulate_grad_hook(lambda p: seen_during.append(len(started)))
+    layers(torch.ones(2, 4)).sum().backward()
+    assert seen_during == [2]  # two buckets started during the backward; the last waits for `unused`
+    reducer.finish()
+    assert started == [9, 20, 19] and torch.equal(unused.grad, torch.zeros(3))
+    grads = [p.grad.clone() for p in layers.parameters()]
+    for p in layers.parameters():
+        p.grad = None
+    layers(torch.ones(2, 4)).sum().backward()
+    assert all(torch.equal(a, p.grad) for a, p in zip(grads, layers.parameters()))  # sums written back in place
+
+
 def test_the_equivalence_check_can_fail(weights):
     """Negative control: one process on half the global batch is a different run."""
     half, two = torch.load(weights / "joint-half-batch_w1.pt"), torch.load(weights / "joint_w2.pt")
@@ -109,15 +149,19 @@ def test_two_process_run_folder_equals_the_single_process_one(quick_runs):
 
 
 # ------------------------------------------------------------------------------ resume
-def _resume_case(tmp: Path, procs: int, name: str) -> tuple[Path, Path]:
-    sets = _sets(quickstart_overrides(tmp, name)) + ["--set", "train.checkpoint_every=5"]
-    whole = _eebench("finetune", QUICKSTART, *sets, "--set", f'output.run_name="{name}_whole"', procs=procs)
-    assert whole.returncode == 0, whole.stdout[-2000:] + whole.stderr[-2000:]
-    killed = _eebench("finetune", QUICKSTART, *sets, procs=procs, env={"EEBENCH_FAULT_AFTER_STEP": "17"})
+def _resume_case(tmp: Path, procs: int, name: str, quick_runs) -> tuple[Path, Path]:
+    """A run killed mid-stage 2, and the uninterrupted run it must end equal to: the quick run of as many
+    processes (the same recipe; periodic checkpoints change nothing in the training)."""
+    killed = _eebench("finetune", QUICKSTART, *_resume_sets(tmp, name), procs=procs,
+                      env={"EEBENCH_FAULT_AFTER_STEP": "17"})
     assert killed.returncode != 0  # SIGKILL mid-stage 2 (13 steps per stage), after the step-15 checkpoint
     run = tmp / name
     assert json.loads((run / "status.json").read_text())["state"] == "training"
-    return run, tmp / f"{name}_whole"
+    return run, quick_runs[0] / f"p{procs}"
+
+
+def _resume_sets(tmp: Path, name: str) -> list[str]:
+    return _sets(quickstart_overrides(tmp, name) + ["train.eval_each_epoch=true", "train.checkpoint_every=5"])
 
 
 def _same_log(a: Path, b: Path) -> None:
@@ -127,12 +171,12 @@ def _same_log(a: Path, b: Path) -> None:
     assert rows[0] == rows[1]
 
 
-def test_a_killed_run_says_so_and_resumes_bitwise(tmp_path):
-    run, whole = _resume_case(tmp_path, 1, "killed")
+def test_a_killed_run_says_so_and_resumes_bitwise(tmp_path, quick_runs):
+    run, whole = _resume_case(tmp_path, 1, "killed", quick_runs)
     evaluated = _eebench("evaluate", run)
     assert evaluated.returncode == 2 and "unfinished" in evaluated.stderr
     assert f"eebench resume {run}" in evaluated.stderr.replace("\n", "")
-    again = _eebench("finetune", QUICKSTART, *_sets(quickstart_overrides(tmp_path, "killed")))
+    again = _eebench("finetune", QUICKSTART, *_resume_sets(tmp_path, "killed"))
     assert again.returncode == 2 and f"eebench resume {run}" in again.stderr.replace("\n", "")
     assert "Traceback" not in again.stderr
     resumed = _eebench("resume", run)
@@ -146,10 +190,9 @@ def test_a_killed_run_says_so_and_resumes_bitwise(tmp_path):
     assert not (run / "checkpoint").exists() and json.loads((run / "status.json").read_text())["state"] == "finished"
 
 
-def test_a_killed_two_process_run_resumes(tmp_path):
-    run, whole = _resume_case(tmp_path, 2, "killed2")
-    sets = _sets(quickstart_overrides(tmp_path, "killed2")) + ["--set", "train.checkpoint_every=5"]
-    resumed = _eebench("finetune", QUICKSTART, *sets, "--resume", procs=2)
+def test_a_killed_two_process_run_resumes(tmp_path, quick_runs):
+    run, whole = _resume_case(tmp_path, 2, "killed2", quick_runs)
+    resumed = _eebench("finetune", QUICKSTART, *_resume_sets(tmp_path, "killed2"), "--resume", procs=2)
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     from safetensors.torch import load_file
 
@@ -157,4 +200,26 @@ def test_a_killed_two_process_run_resumes(tmp_path):
     diff = max((a[k] - b[k]).abs().max().item() for k in a)
     print(f"2 processes, killed and resumed vs uninterrupted: max |dw| = {diff:.2e}")
     assert diff == 0.0
+    _same_log(run, whole)
+
+
+def test_a_preempted_run_checkpoints_at_the_signal_and_resumes_bitwise(tmp_path, quick_runs):
+    """SIGUSR2 (Slurm's notice through submitit) mid-epoch, with no periodic checkpoints: the run
+    checkpoints after the step in progress, stops as interrupted, and resumes to the uninterrupted
+    run's weights (eebench.train.preemption)."""
+    sets = _sets(quickstart_overrides(tmp_path, "pre") + ["train.eval_each_epoch=true"])
+    stopped = _eebench("finetune", QUICKSTART, *sets, env={"EEBENCH_FAULT_AFTER_STEP": "7",
+                                                           "EEBENCH_FAULT_SIGNAL": "SIGUSR2"})
+    run, whole = tmp_path / "pre", quick_runs[0] / "p1"
+    assert stopped.returncode == 130, stopped.stderr[-2000:]
+    assert "Traceback" not in stopped.stderr
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "interrupted" and status["error"].startswith("preempted (SIGUSR2) after step 7")
+    position = json.loads((run / "checkpoint" / "position.json").read_text())
+    assert (position["total_steps"], position["epoch"], position["batch"]) == (7, 1, 7)
+    assert f"eebench resume {run}" in stopped.stderr.replace("\n", "")
+    resumed = _eebench("resume", run)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    sha = [json.loads((f / "model/exits.json").read_text())["weights_sha256"] for f in (run, whole)]
+    assert sha[0] == sha[1]  # bitwise: the uninterrupted run's weights
     _same_log(run, whole)

@@ -52,7 +52,7 @@ def test_a_finished_cli_run_leaves_no_lock_and_files_follow_the_umask(tmp_path, 
     from eebench.cli import app
 
     args = ["finetune", str(ROOT / "recipes" / "quickstart.toml")]
-    for override in quickstart_overrides(tmp_path, "files"):
+    for override in quickstart_overrides(tmp_path, "files", report=True):
         args += ["--set", override]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
@@ -140,7 +140,7 @@ def test_overwrite_names_the_report_where_it_will_be(tmp_path):
     from eebench.cli import app
 
     args = ["finetune", str(ROOT / "recipes" / "quickstart.toml")]
-    for override in [*quickstart_overrides(tmp_path, "over"), "train.epochs=0", "train.args.stage2_epochs=0"]:
+    for override in [*quickstart_overrides(tmp_path, "over", report=True), "train.epochs=0", "train.args.stage2_epochs=0"]:
         args += ["--set", override]
     runner = CliRunner()
     assert runner.invoke(app, args).exit_code == 0

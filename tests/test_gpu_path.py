@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -490,3 +491,28 @@ def test_second_order_maml_is_refused_at_load_when_attention_cannot_switch_to_ea
     switchable = SimpleNamespace(backbone=SimpleNamespace(config=SimpleNamespace(_attn_implementation="sdpa"),
                                                           set_attn_implementation=lambda name: None))
     check_second_order("r.toml", second, switchable)
+
+
+def test_metabert_gives_every_process_an_episode_or_is_refused_at_load(monkeypatch):
+    """meta_batch 2 on 8 GPUs left 6 ranks idle in the meta stage: one line before training now; a count
+    that is no multiple of the processes is said."""
+    from eebench.errors import UserError
+    from eebench.pipeline import setup
+    from eebench.recipe_io import load_recipe
+    from eebench.train.maml import my_episodes
+
+    two = load_recipe(QUICKSTART, ['train.strategy="metabert"', "train.args={meta_batch=2}"])
+    with pytest.raises(UserError, match=r"meta_batch = 2 episodes for 8 processes leaves 6 of them"):
+        setup.check_meta_batch("r.toml", two, 8)
+    setup.check_meta_batch("r.toml", two, 2)
+    said = []
+    monkeypatch.setattr(setup.console, "print", lambda text, **kw: said.append(text))
+    ten = load_recipe(QUICKSTART, ['train.strategy="metabert"', "train.args={meta_batch=10}"])
+    setup.check_meta_batch("r.toml", ten, 8)
+    assert said and "some take 2 episodes, others 1" in said[0]
+    # dealt round-robin: with meta_batch = processes, each rank gets exactly one episode
+    batch, labels = {"input_ids": torch.zeros(64, 4, dtype=torch.long)}, torch.zeros(64, dtype=torch.long)
+    args = SimpleNamespace(meta_batch=8, support_size=4)
+    for rank in range(8):
+        mine, count = my_episodes(batch, labels, args, SimpleNamespace(active=True, rank=rank, world=8))
+        assert (len(mine), count) == (1, 8)

@@ -98,7 +98,7 @@ def _eebench(args: list[str], env: dict, cwd: Path) -> subprocess.CompletedProce
 
 def test_local_pool_fills_the_table_from_outside_the_repository(outside):
     work, tmp, env = outside
-    tasks, methods = ("sst2", "rte"), ("two_stage", "romebert")
+    tasks, methods = ("sst2",), ("two_stage", "romebert")  # two cells for the two workers
     write_recipes(tmp / "recipes", tasks, methods)
     write_data(tmp / "data", tasks)
     done = _eebench(["reproduce", "--table", "romebert-glue-dev", "--cpu", "--jobs", "2",
@@ -109,7 +109,7 @@ def test_local_pool_fills_the_table_from_outside_the_repository(outside):
 
     frame = pd.read_csv(work / "results" / "tables" / "romebert-glue-dev_cells.csv")
     measured = frame[frame["run"].fillna("").str.contains("cmp_")]
-    assert set(measured["task"]) == {"SST-2", "RTE"} and measured["ours"].notna().all()
+    assert set(measured["task"]) == {"SST-2"} and measured["ours"].notna().all()
     for task in tasks:
         for method in methods:
             status = json.loads((work / "results" / f"cmp_{task}_{method}" / "status.json").read_text())

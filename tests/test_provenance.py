@@ -12,7 +12,7 @@ from eebench.cli import app
 
 def _train(tmp_path, name):
     args = ["finetune", str(ROOT / "recipes" / "quickstart.toml")]
-    for override in [*quickstart_overrides(tmp_path, name), "train.epochs=0", "train.args.stage2_epochs=0"]:
+    for override in [*quickstart_overrides(tmp_path, name, report=True), "train.epochs=0", "train.args.stage2_epochs=0"]:
         args += ["--set", override]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output

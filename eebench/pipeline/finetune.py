@@ -23,9 +23,8 @@ from eebench.paths import resolve_recipe
 from eebench.pipeline.calibrate import calibrate
 from eebench.pipeline.evaluate import evaluate, warn_collapse
 from eebench.pipeline.trace import encode_split, ensure_trace, stamp_weights
-from eebench.pipeline.setup import (accelerator_for, build_dir, check_model_fits, check_run_dir, check_second_order,
-                                    check_splits,
-                                    check_task_setup,
+from eebench.pipeline.setup import (accelerator_for, build_dir, check_meta_batch, check_model_fits, check_run_dir,
+                                    check_second_order, check_splits, check_task_setup,
                                     mark_stopped, maybe_dev, prepare_run_dir, splits_after_training, track)
 from eebench.recipe import Recipe
 from eebench.recipe_io import load_recipe, task_recipe
@@ -146,6 +145,7 @@ def _prepare(run: Run, recipe_path, accelerator, par, resume: bool) -> _Setup:
     model, views = _build(recipe, subs)
     check_model_fits(recipe_path, recipe, tokenizer, model, [sub.spec for sub in subs.values()])
     check_second_order(recipe_path, recipe, model)
+    check_meta_batch(recipe_path, recipe, par.world)
     par.broadcast_module_(model)  # every process starts from the main process's weights
     if par.rank > 0:
         set_seed(recipe.train.seed + par.rank)  # dropout differs across processes

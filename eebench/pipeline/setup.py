@@ -248,6 +248,26 @@ def check_model_fits(recipe_path, recipe: Recipe, tokenizer, model, specs: list[
                         f"\"embed_then_concat\"")
 
 
+def check_meta_batch(recipe_path, recipe: Recipe, world: int) -> None:
+    """MetaBERT's meta stage deals its ``meta_batch`` episodes round-robin over the processes
+    (eebench.train.maml.my_episodes): with fewer episodes than processes some ranks would hold a GPU
+    and compute nothing. Refused in one line before training; a count that is no multiple of the
+    processes is said (the ranks' work differs by an episode)."""
+    from eebench.train.strategies import STRATEGIES
+
+    if recipe.train.strategy != "metabert" or world <= 1:
+        return
+    episodes = STRATEGIES["metabert"].args(**recipe.train.args).meta_batch
+    if episodes < world:
+        raise UserError(f"{recipe_path}: train.args.meta_batch = {episodes} episodes for {world} processes leaves "
+                        f"{world - episodes} of them without an episode in MetaBERT's meta stage; set "
+                        f"train.args.meta_batch to {world} (or a multiple of it), or train on {episodes} process(es)")
+    if episodes % world:
+        console.print(f"note: train.args.meta_batch = {episodes} over {world} processes: some take "
+                      f"{episodes // world + 1} episodes, others {episodes // world}; a multiple of {world} "
+                      f"balances them")
+
+
 def check_second_order(recipe_path, recipe: Recipe, model) -> None:
     """Second-order MAML (MetaBERT, train.args.first_order = false) needs eager attention: the fused
     attention kernels have no double backward. The backbone switches to eager for the meta stage

@@ -91,13 +91,16 @@ def line_style(i: int) -> dict:
 
 
 def save_figure(fig, stem: Path) -> list[Path]:
-    """Save a matplotlib figure as PNG and PDF."""
+    """Save a matplotlib figure as PNG and PDF, cropped to what is drawn. The crop is measured once (one
+    draw) and given to both saves; ``bbox_inches="tight"`` would draw the figure again for every format."""
     import matplotlib.pyplot as plt
 
+    fig.canvas.draw()
+    bbox = fig.get_tightbbox(fig.canvas.get_renderer()).padded(0.1)  # savefig's own pad_inches default
     paths = []
     for ext in (".png", ".pdf"):
         target = Path(stem).with_suffix(ext)
         paths.append(atomic_write(target, lambda p, ext=ext: fig.savefig(p, format=ext[1:], dpi=150,
-                                                                         bbox_inches="tight")))
+                                                                         bbox_inches=bbox)))
     plt.close(fig)
     return paths

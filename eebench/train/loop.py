@@ -105,7 +105,8 @@ def train(
     accelerator.register_for_checkpointing(state)
     if resume and run_dir is not None and checkpoint_dir(run_dir) is not None:
         accelerator.load_state(str(checkpoint_dir(run_dir)))  # model, position, histories, every RNG
-    par = Parallel.from_accelerator(accelerator)
+    overlap = cfg.overlap_grad_reduce if cfg.overlap_grad_reduce is not None else accelerator.device.type == "cuda"
+    par = Parallel.from_accelerator(accelerator, overlap)
     if resume and par.is_main:
         _truncate(log_path, state.position.log_bytes)
     with Preemption() as preemption, progress() as bars, \

@@ -28,10 +28,12 @@ class Parallel:
     world: int = 1
     device: torch.device = torch.device("cpu")
     """Where collective tensors live (NCCL reduces GPU tensors only)."""
+    overlap: bool = True
+    """All-reduce gradient buckets while the backward runs (eebench.train.overlap) where a stage allows it."""
 
     @classmethod
-    def from_accelerator(cls, accelerator) -> "Parallel":
-        return cls(accelerator.process_index, accelerator.num_processes, accelerator.device)
+    def from_accelerator(cls, accelerator, overlap: bool = True) -> "Parallel":
+        return cls(accelerator.process_index, accelerator.num_processes, accelerator.device, overlap)
 
     @property
     def is_main(self) -> bool:

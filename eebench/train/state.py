@@ -26,6 +26,7 @@ class TaskJob:
     smart: SmartConfig
     pair_loss: str = "cross_entropy"
     history: list = field(default_factory=list)  # this task's per-epoch summaries (dev metrics)
+    overlaps: dict = field(default_factory=dict)  # stage name → OverlappedSum, or False (eebench.train.overlap)
 
 
 @dataclass

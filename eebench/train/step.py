@@ -94,7 +94,9 @@ def run_step(job: TaskJob, stage: Stage, inputs: dict, ctx: StepContext, params:
         return _own_gradient_step(job, stage, inputs, ctx, params, accelerator, scale)
     logs: dict = defaultdict(float)
     parts_grads: dict[str, list[torch.Tensor | None]] = {}
-    for micro in inputs["micro"]:
+    overlap = job.overlaps.get(stage.name) if stage.parts is None else None
+    last = len(inputs["micro"]) - 1
+    for i, micro in enumerate(inputs["micro"]):
         if micro is None and not stage.coupled:
             continue
         with accelerator.autocast():
@@ -104,12 +106,29 @@ def run_step(job: TaskJob, stage: Stage, inputs: dict, ctx: StepContext, params:
         else:
             total = terms.contribution if terms.smart is None else terms.contribution + terms.smart
             if total.requires_grad:
+                if overlap and i == last:
+                    overlap.arm()
                 scale(total).backward()
-    if stage.parts is None:
+    if overlap:
+        overlap.finish()
+    elif stage.parts is None:
         ctx.parallel.sum_grads(params)
+        _decide_overlap(job, stage, params, ctx.parallel)
     else:
         logs.update(_combine_parts(job.model, stage, params, parts_grads, ctx.parallel))
     return dict(logs)
+
+
+def _decide_overlap(job: TaskJob, stage: Stage, params: list, par: Parallel) -> None:
+    """After a stage's first (synchronous) step: overlap its later all-reduces with the backward when
+    every trained parameter got a gradient on some process (the same answer on every process: the
+    gradients were just summed). eebench.train.overlap says why."""
+    if stage.name in job.overlaps or not par.active:
+        return
+    from eebench.train.overlap import OverlappedSum
+
+    every = all(p.grad is not None for p in params)
+    job.overlaps[stage.name] = OverlappedSum(params) if par.overlap and every else False
 
 
 def _own_gradient_step(job: TaskJob, stage: Stage, inputs: dict, ctx: StepContext, params: list, accelerator,
