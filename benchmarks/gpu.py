@@ -350,12 +350,8 @@ def check_syncs(args, work: Path) -> None:
     for label, extra in list(SYNC_CASES.items())[:1 if args.small else None]:  # --small: joint only
         overrides = [*tiny(work, "syncs", 96), f'train.strategy="{label.split()[0]}"', "train.epochs=1", *extra,
                      "output.calibrate=false", "output.evaluate_splits=[]"]
-        console.quiet = True
-        try:
-            with counted_steps(cuda_syncs=cuda) as per_step:
-                finetune(QUICKSTART, overrides, overwrite=True, device=args.device)
-        finally:
-            console.quiet = False
+        with console.capture(), counted_steps(cuda_syncs=cuda) as per_step:  # the run's own output: not ours
+            finetune(QUICKSTART, overrides, overwrite=True, device=args.device)
         worst = max(per_step, key=lambda c: sum(c.values()), default=None)
         n = sum(worst.values()) if worst else 0
         where = "; ".join(f"{call} at {at} x{k}" for (call, at), k in worst.most_common(3)) if n else ""
