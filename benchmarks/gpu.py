@@ -343,7 +343,7 @@ SYNC_CASES = {"joint": ["train.args={}"], "romebert": ["train.args={}"], "csdber
 def check_syncs(args, work: Path) -> None:
     from eebench.console import console
     from eebench.pipeline.finetune import finetune
-    from eebench.train.host_reads import counted_steps
+    from eebench.train.loop import counted_steps
 
     cuda = args.device.startswith("cuda")
     what = "CUDA synchronisations (set_sync_debug_mode)" if cuda else "host reads (a CPU stands in for the GPU)"

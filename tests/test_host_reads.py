@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import eebench.pipeline.finetune as ft
-from eebench.train.host_reads import HostReads, counted_steps
+from eebench.train.host_reads import HostReads
+from eebench.train.loop import counted_steps
 
 from conftest import quickstart_overrides
 
@@ -82,3 +83,22 @@ def test_cuda_syncs_are_counted_from_torchs_sync_debug_warnings(monkeypatch):
         warnings.warn("called a synchronizing CUDA operation")
         warnings.warn("something else")
     assert syncs.count == 1 and modes == [0, "warn", 0]
+
+
+def test_several_processes_agree_on_the_reached_parameters_without_reading_the_device(monkeypatch):
+    """Parallel.sum_optional with 2 processes (the collectives stood in for): which parameters a process
+    reached is known on the host and reduced over a host group; the only read is of that host tensor."""
+    import torch.distributed as dist
+
+    from eebench.train.parallel import Parallel
+
+    groups = []
+    monkeypatch.setattr(dist, "get_backend", lambda: "gloo")
+    monkeypatch.setattr(dist, "all_reduce", lambda t, group=None: groups.append((t.device.type, group)))
+    grads = [torch.ones(2), None, torch.ones(3)]
+    like = [torch.zeros(2), torch.zeros(4), torch.zeros(3)]
+    with HostReads() as reads:
+        out = Parallel(rank=0, world=2).sum_optional(grads, like)
+    assert reads.count == 0, reads.by_call
+    assert groups[0] == ("cpu", None)  # the reached flags: a host tensor
+    assert out[1] is None and torch.equal(out[0], torch.ones(2))  # nobody reached the second: it stays None

@@ -25,6 +25,20 @@ def _to_host(func, args, kwargs) -> bool:
     return any(isinstance(t, str) and t.startswith("cpu") for t in (*args[1:], kwargs.get("device")))
 
 
+_HOST_VALUES = [0]
+
+
+@contextmanager
+def host_values() -> Iterator[None]:
+    """A read of a tensor that lives on the host by construction (built from Python values, reduced over a
+    host process group): nothing waits for a device, so `HostReads` does not count it."""
+    _HOST_VALUES[0] += 1
+    try:
+        yield
+    finally:
+        _HOST_VALUES[0] -= 1
+
+
 def _in_optimizer() -> bool:
     """A read made inside torch.optim: its step counts live on the host by design (no device wait)."""
     import sys
@@ -54,7 +68,7 @@ class HostReads(TorchFunctionMode):
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         name = getattr(func, "__name__", "")
-        if (name in READS or _to_host(func, args, kwargs)) and not _in_optimizer():
+        if (name in READS or _to_host(func, args, kwargs)) and not _HOST_VALUES[0] and not _in_optimizer():
             self.by_call[name] += 1
             if self.where is not None:
                 self.where[(name, _caller())] += 1
@@ -88,37 +102,3 @@ class DeviceSyncs:
     @property
     def count(self) -> int:
         return sum(self.where.values())
-
-
-@contextmanager
-def counted_steps(cuda_syncs: bool = False) -> Iterator[list[Counter]]:
-    """Within the block, every training step of eebench.train.loop (its forward and backward, and the
-    optimizer step that ends it) is counted: the list gets one Counter per step, (call, where) → reads.
-    ``cuda_syncs``: count CUDA synchronisations (`DeviceSyncs`) instead of host reads (`HostReads`)."""
-    from eebench.train import loop
-
-    real_step, real_optimizer_step = loop.run_step, loop.optimizer_step
-    per_step: list[Counter] = []
-    pending: Counter = Counter()
-
-    def counter():
-        return DeviceSyncs() if cuda_syncs else HostReads(where=True)
-
-    def step(*args, **kwargs):
-        with counter() as reads:
-            out = real_step(*args, **kwargs)
-        pending.update(reads.where)
-        return out
-
-    def optimizer_step(*args, **kwargs):
-        with counter() as reads:
-            out = real_optimizer_step(*args, **kwargs)
-        per_step.append(pending + reads.where)
-        pending.clear()
-        return out
-
-    loop.run_step, loop.optimizer_step = step, optimizer_step
-    try:
-        yield per_step
-    finally:
-        loop.run_step, loop.optimizer_step = real_step, real_optimizer_step

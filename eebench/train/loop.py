@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 import time
+from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import torch
 from transformers import get_linear_schedule_with_warmup
@@ -24,6 +27,7 @@ from eebench.console import console, progress
 from eebench.errors import UserError
 from eebench.recipe import TrainConfig
 from eebench.train.parallel import Parallel
+from eebench.train.host_reads import DeviceSyncs, HostReads
 from eebench.train.preemption import Preempted, Preemption
 from eebench.train.strategies import StepContext
 
@@ -357,3 +361,36 @@ def _truncate(path: Path, size: int) -> None:
     if path.is_file() and path.stat().st_size > size:
         with open(path, "r+b") as f:
             f.truncate(size)
+
+
+@contextmanager
+def counted_steps(cuda_syncs: bool = False) -> Iterator[list[Counter]]:
+    """Within the block, every training step of this loop (its forward and backward, and the
+    optimizer step that ends it) is counted: the list gets one Counter per step, (call, where) → reads.
+    ``cuda_syncs``: count CUDA synchronisations (`DeviceSyncs`) instead of host reads (`HostReads`)."""
+    loop = sys.modules[__name__]  # the module's own names: what the training loop calls
+    real_step, real_optimizer_step = loop.run_step, loop.optimizer_step
+    per_step: list[Counter] = []
+    pending: Counter = Counter()
+
+    def counter():
+        return DeviceSyncs() if cuda_syncs else HostReads(where=True)
+
+    def step(*args, **kwargs):
+        with counter() as reads:
+            out = real_step(*args, **kwargs)
+        pending.update(reads.where)
+        return out
+
+    def optimizer_step(*args, **kwargs):
+        with counter() as reads:
+            out = real_optimizer_step(*args, **kwargs)
+        per_step.append(pending + reads.where)
+        pending.clear()
+        return out
+
+    loop.run_step, loop.optimizer_step = step, optimizer_step
+    try:
+        yield per_step
+    finally:
+        loop.run_step, loop.optimizer_step = real_step, real_optimizer_step

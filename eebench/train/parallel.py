@@ -19,7 +19,23 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from eebench.train.host_reads import host_values
+
 BUCKET = 1 << 24  # elements per all-reduce bucket (64 MB of fp32)
+
+_HOST_GROUPS: dict = {}
+
+
+def host_group():
+    """The process group for small collectives of host values (which parameters a process reached):
+    the default group when it is gloo, else a gloo group beside NCCL (made once, by every process at the
+    same collective). NCCL reduces GPU tensors only, and reading the result back would wait for the GPU."""
+    if dist.get_backend() == "gloo":
+        return None
+    world = dist.group.WORLD
+    if world not in _HOST_GROUPS:
+        _HOST_GROUPS[world] = dist.new_group(backend="gloo")
+    return _HOST_GROUPS[world]
 
 
 @dataclass(frozen=True)
@@ -94,10 +110,11 @@ class Parallel:
         no process has one, and counts as zeros (shaped as ``like``) where another process does."""
         if not self.active:
             return tensors
-        reached = torch.tensor([t is not None for t in tensors], dtype=torch.int32, device=self.device)
-        dist.all_reduce(reached)
-        out = [t if t is not None or not r else torch.zeros_like(x)
-               for t, r, x in zip(tensors, reached.tolist(), like)]
+        reached = torch.tensor([t is not None for t in tensors], dtype=torch.int32)  # known on the host
+        dist.all_reduce(reached, group=host_group())
+        with host_values():  # a host tensor reduced over a host group: no device to wait for
+            flags = reached.tolist()
+        out = [t if t is not None or not r else torch.zeros_like(x) for t, r, x in zip(tensors, flags, like)]
         self.sum_([t for t in out if t is not None])
         return out
 
