@@ -516,3 +516,16 @@ def test_metabert_gives_every_process_an_episode_or_is_refused_at_load(monkeypat
     for rank in range(8):
         mine, count = my_episodes(batch, labels, args, SimpleNamespace(active=True, rank=rank, world=8))
         assert (len(mine), count) == (1, 8)
+
+
+def test_the_engine_checks_the_transformers_mask_builders_it_uses_when_it_is_made(monkeypatch):
+    """A transformers without a mask builder the engine calls: one line naming it when the engine is made
+    (speed refuses before timing), not an AttributeError in the first batch."""
+    import transformers.masking_utils
+
+    from eebench.errors import UserError
+
+    _tiny_engine(setting={"threshold": 0.5})  # present: fine
+    monkeypatch.delattr(transformers.masking_utils, "create_bidirectional_mask")
+    with pytest.raises(UserError, match=r"masking_utils\.create_bidirectional_mask, which transformers .* lacks"):
+        _tiny_engine(setting={"threshold": 0.5})

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from eebench.device import autocast
 from eebench.errors import UserError
-from eebench.model.families import known_families
+from eebench.model.families import check_engine_support, known_families
 from eebench.model.multiexit import last_real
 from eebench.policies import LayerView, get_policy
 
@@ -37,6 +37,7 @@ class EarlyExitEngine:
             raise UserError(f"the early-exit engine steps the encoder families it knows ({known_families()}); "
                             f"model_type {getattr(backbone.config, 'model_type', None)!r} is not one: measure "
                             f"this model from its trace (eebench evaluate / calibrate) instead")
+        check_engine_support(self.family)
         if getattr(model, "pair_cosine", False):
             raise UserError("the early-exit engine runs classifier heads; this model's pair task uses cosine "
                             "heads (task.pair_loss = \"cosine\"): measure it from its trace instead")

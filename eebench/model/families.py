@@ -25,6 +25,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from eebench.errors import UserError
+
 
 def take(value: Any, rows: torch.Tensor) -> Any:
     """``value`` without the exited rows: tensors with a batch axis are indexed, shared ones kept."""
@@ -72,6 +74,7 @@ class Family:
     pooling = "first"  # the token a classifier reads in this family (decoders: the last real one)
     row_keys: tuple[str, ...] = ("mask",)  # ctx entries with a batch axis
     position_offset = 0  # position ids used before the first token (RoBERTa: padding_idx + 1)
+    mask_builders: tuple[str, ...] = ("create_bidirectional_mask",)  # of transformers.masking_utils (check_engine_support)
 
     # ------------------------------------------------------------------------------------ running
     def embed(self, backbone, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
@@ -178,6 +181,7 @@ class DebertaV2(Family):
     an optional convolution after the first layer."""
 
     name, model_types = "deberta-v2", ("deberta-v2",)
+    mask_builders = ()  # its encoder builds its own (get_attention_mask)
     row_keys = ("mask", "embeddings", "input_mask")
 
     def embed(self, backbone, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
@@ -241,6 +245,7 @@ class ModernBert(Family):
     layers and a final norm, applied before every exit head."""
 
     name, model_types = "modernbert", ("modernbert",)
+    mask_builders = ("create_bidirectional_mask", "create_bidirectional_sliding_window_mask")
     row_keys = ("masks", "rotary")
 
     def embed(self, backbone, input_ids=None, attention_mask=None, token_type_ids=None, position_ids=None,
@@ -287,6 +292,7 @@ class Decoder(Family):
 
     name = "decoder"
     model_types = ("llama", "qwen2", "qwen3", "mistral", "gemma", "phi3", "olmo", "olmo2")
+    mask_builders = ("create_causal_mask", "create_sliding_window_causal_mask")
     decoder, pooling = True, "last"
     row_keys = ("masks", "rotary", "position_ids")
 
@@ -387,6 +393,24 @@ def family_of(config) -> Family | None:
     """The family of a backbone's config, or None when eebench does not know how to step it (such a
     backbone is traced through its own forward; the engine refuses it)."""
     return FAMILIES.get(getattr(config, "model_type", None))
+
+
+def check_engine_support(family: Family) -> None:
+    """The engine builds attention masks with transformers' public mask builders (masking_utils); a
+    transformers without the ones this family needs is one line when the engine is made, not an
+    AttributeError mid-run."""
+    import transformers
+
+    try:
+        import transformers.masking_utils as builders
+    except ImportError:
+        builders = None
+    missing = [name for name in family.mask_builders if not hasattr(builders, name)]
+    if missing:
+        raise UserError(f"the early-exit engine builds {family.name} attention masks with transformers.masking_utils."
+                        f"{', '.join(missing)}, which transformers {transformers.__version__} lacks: install the "
+                        f"transformers eebench requires (pip install -e . pins it), or measure exits from the trace "
+                        f"(eebench evaluate), which runs the model's own forward")
 
 
 def known_families() -> str:
