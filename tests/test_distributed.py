@@ -223,3 +223,22 @@ def test_a_preempted_run_checkpoints_at_the_signal_and_resumes_bitwise(tmp_path,
     sha = [json.loads((f / "model/exits.json").read_text())["weights_sha256"] for f in (run, whole)]
     assert sha[0] == sha[1]  # bitwise: the uninterrupted run's weights
     _same_log(run, whole)
+
+
+def test_a_preempted_two_process_run_stops_on_both_at_one_step_and_resumes(tmp_path, quick_runs):
+    """Only the main process is signalled: both agree at the next logging step (every step logs in this
+    13-step stage), save one checkpoint, stop, and the resumed pair ends at the uninterrupted weights."""
+    sets = _sets(quickstart_overrides(tmp_path, "pre2") + ["train.eval_each_epoch=true"])
+    stopped = _eebench("finetune", QUICKSTART, *sets, procs=2,
+                       env={"EEBENCH_FAULT_AFTER_STEP": "7", "EEBENCH_FAULT_SIGNAL": "SIGUSR2"})
+    run, whole = tmp_path / "pre2", quick_runs[0] / "p2"
+    # every rank exits 130 (torch's launcher then reports its failed children in its own words)
+    assert stopped.returncode != 0 and "preempted (SIGUSR2) after step 7" in stopped.stdout + stopped.stderr
+    status = json.loads((run / "status.json").read_text())
+    assert status["state"] == "interrupted" and status["error"].startswith("preempted (SIGUSR2) after step 7")
+    assert json.loads((run / "checkpoint" / "position.json").read_text())["total_steps"] == 7
+    resumed = _eebench("finetune", QUICKSTART, *sets, "--resume", procs=2)
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    sha = [json.loads((f / "model/exits.json").read_text())["weights_sha256"] for f in (run, whole)]
+    assert sha[0] == sha[1]
+    _same_log(run, whole)
