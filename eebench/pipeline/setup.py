@@ -47,7 +47,7 @@ def accelerator_for(recipe: Recipe, run: Run, device: str | None = None):
     import torch
     from accelerate import Accelerator
 
-    from eebench.device import enable_tf32, resolve_device
+    from eebench.device import apply_precision, resolve_device
 
     target = resolve_device(device)
     launched = int(os.environ.get("WORLD_SIZE", "1")) > 1
@@ -56,7 +56,7 @@ def accelerator_for(recipe: Recipe, run: Run, device: str | None = None):
                         f"local rank; drop --device (or choose the GPUs with CUDA_VISIBLE_DEVICES)")
     if target.type == "cuda" and not launched:
         torch.cuda.set_device(target)
-    enable_tf32(bool(recipe.train.tf32) and target.type == "cuda")  # as eebench.device.apply_precision
+    apply_precision(target, recipe.train)  # TF32 for training: the rule every command follows
 
     trackers = list(recipe.output.trackers)
     if trackers:
