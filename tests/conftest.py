@@ -9,6 +9,11 @@ import pytest
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never reach for the hub
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+if os.environ.get("PYTEST_XDIST_WORKER") is not None:  # several workers share the cores: one thread each
+    os.environ["OMP_NUM_THREADS"] = "1"  # subprocesses the tests start inherit it
+    import torch
+
+    torch.set_num_threads(1)
 if "EEBENCH_CACHE" not in os.environ:  # tokenized splits: a folder of the session's own, removed at its end
     _CACHE = tempfile.mkdtemp(prefix="eebench-test-cache-")
     os.environ["EEBENCH_CACHE"] = _CACHE
@@ -77,3 +82,12 @@ root = "{root}"
 evaluate_splits = ["dev"]
 """, encoding="utf-8")
     return path
+
+
+def pytest_collection_modifyitems(config, items):
+    """Modules holding slow or multi-process tests run first (each module's tests stay together and in
+    order): with several workers (the default, -n 2) the long runs start at once and the short tests
+    fill in around them, instead of one long module left alone at the end."""
+    heavy = {item.module.__name__ for item in items
+             if item.get_closest_marker("slow") or item.get_closest_marker("multiprocess")}
+    items.sort(key=lambda item: item.module.__name__ not in heavy)  # stable: the order within stays

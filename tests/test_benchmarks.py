@@ -56,6 +56,7 @@ def test_bootstrap_speed():
     assert "layer-wise intervals" in out and "direct loop" in out
 
 
+@pytest.mark.slow
 def test_gpu_check_runs_its_cpu_parts(tmp_path):
     """Everything but the epoch and launch checks (tested below / by the launcher tests). `eebench speed`
     end to end runs the quickstart first (`--only speed` needs its run) and judges the trace agreement

@@ -89,7 +89,7 @@ def test_ctrl_c_is_recorded_as_interrupted_and_the_hint_followed_literally_resum
     assert again.exit_code == 2 and f"eebench resume {tmp_path / 'ctrlc'}" in again.output.replace("\n", "")
     resumed = runner.invoke(app, shlex.split(hint.group(1))[1:])
     assert resumed.exit_code == 0, resumed.output
-    assert re.search(r"resuming\s+from\s+\S*checkpoint", resumed.output), resumed.output[:600]
+    assert re.search(r"resuming\s+from\s+\S*checkpoint", resumed.output.replace("\n", "")), resumed.output[:600]
     assert run_status(tmp_path / "ctrlc").state == "finished"
 
 

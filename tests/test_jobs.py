@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import os
 import subprocess
 import time
@@ -182,28 +183,42 @@ def test_slurm_path_through_submitits_local_executor(outside):
 
 
 def test_two_launches_at_once_never_run_a_cell_twice(outside):
+    import signal
+
     work, tmp, env = outside
-    # cells long enough (4 epochs) that the second launch, a few seconds of start-up behind, meets the
-    # first one's cell still running, on a loaded machine too
-    write_recipes(tmp / "recipes", ("sst2",), ("two_stage", "romebert"), epochs=4)
+    write_recipes(tmp / "recipes", ("sst2",), ("two_stage", "romebert"))
     write_data(tmp / "data", ("sst2",))
     args = ["reproduce", "--table", "romebert-glue-dev", "--cpu", "--jobs", "1",
             "--data-root", str(tmp / "data")]
-    def launch(k):
-        return subprocess.Popen([sys.executable, "-m", "eebench.cli", *args, "--logs", f"logs{k}"], env=env, cwd=work,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def launch(k, **extra):
+        return subprocess.Popen([sys.executable, "-m", "eebench.cli", *args, "--logs", f"logs{k}"],
+                                env={**env, **extra}, cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    first = launch(1)
-    deadline = time.time() + 180
-    while not list((work / "results").glob(".cmp_sst2_*.owner")) and time.time() < deadline:
-        time.sleep(0.05)  # the second starts while the first is writing a cell: they overlap for certain
-    busy = [p.name.removeprefix(".").removesuffix(".owner") for p in (work / "results").glob(".cmp_sst2_*.owner")]
-    assert busy, "the first launch never started a cell"
-    second = launch(2)
-    outs = [p.communicate() for p in (first, second)]
+    # The first launch's trainer stops itself (SIGSTOP) after its second step, holding its cell however
+    # loaded the machine is; the second launch starts then, and is let go only after the second is done.
+    first = launch(1, EEBENCH_FAULT_AFTER_STEP="2", EEBENCH_FAULT_SIGNAL="SIGSTOP")
+    deadline, stopped = time.time() + 180, None
+    while stopped is None and time.time() < deadline and first.poll() is None:
+        for owner in (work / "results").glob(".cmp_sst2_*.owner"):
+            try:
+                pid = json.loads(owner.read_text())["pid"]
+                state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+            except (OSError, ValueError, KeyError):
+                continue  # being written, or gone
+            if state == "T":
+                stopped = (owner.name.removeprefix(".").removesuffix(".owner"), pid)
+        time.sleep(0.05)
+    assert stopped, "the first launch never stopped inside a cell"
+    try:
+        second = launch(2)
+        out2 = second.communicate(timeout=300)
+    finally:
+        os.kill(stopped[1], signal.SIGCONT)  # the first launch's trainer goes on, and so does the first launch
+    out1 = first.communicate(timeout=300)
+    outs = [out1, out2]
     assert all(p.returncode == 0 for p in (first, second)), outs
-    assert "elsewhere" in outs[1][1] or any(
-        "is being written by" in p.read_text() for p in (work / "logs2").rglob("*.log")), outs[1][1][-3000:]
+    held = "DeeBERT / SST-2" if stopped[0] == "cmp_sst2_two_stage" else "RomeBERT / SST-2"
+    assert re.search(rf"{held}: elsewhere", outs[1][1]), outs[1][1][-3000:]  # the held cell was left to its owner
     for method in ("two_stage", "romebert"):
         folder = work / "results" / f"cmp_sst2_{method}"
         assert json.loads((folder / "status.json").read_text())["state"] == "finished"
