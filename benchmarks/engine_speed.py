@@ -67,7 +67,8 @@ def main(argv=None) -> None:
     ap.add_argument("--limit", type=int, default=None)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--estimate", choices=("median", "min"), default="median")
+    ap.add_argument("--estimate", choices=("median", "min"), default="median",
+                    help="with --family: each example's time over rounds (min: the least disturbed round)")
     ap.add_argument("--block", type=int, default=100)
     ap.add_argument("--device", default=None, help="cpu, cuda, cuda:N (default: the GPU when there is one)")
     a = ap.parse_args(argv)
