@@ -205,3 +205,32 @@ def test_exit_heads_start_from_the_checkpoints_pooler(model_type, where):
 def test_decoder_heads_pool_the_last_real_token(model_type):
     model = MultiExitModel(AutoModel.from_config(tiny(model_type)), 2, pooling="first")
     assert {head.pooling for head in model.heads} == {"last"}
+
+
+@pytest.mark.parametrize("attn", ["eager", "sdpa"])
+def test_an_unpadded_mask_is_built_once_and_equals_the_builders(attn):
+    """Eval mode remembers create_bidirectional_mask's answer for an unpadded batch (batch-1 serving pays
+    the builder's Python once per length); a padded mask, or train mode, is built every time."""
+    from transformers.masking_utils import create_bidirectional_mask
+
+    from eebench.model.families import UNPADDED_MASKS
+
+    UNPADDED_MASKS.clear()
+    backbone = AutoModel.from_config(tiny("bert"), attn_implementation=attn).eval()
+    family = family_of(backbone.config)
+    ids = torch.randint(5, len(VOCAB), (2, 9))
+    ones, padded = torch.ones(2, 9, dtype=torch.long), torch.tensor([[1] * 9, [1] * 5 + [0] * 4])
+    built = {}
+    with torch.no_grad():
+        for name, mask in (("ones", ones), ("padded", padded)):
+            got = [family.embed(backbone, input_ids=ids, attention_mask=mask)[1]["mask"] for _ in range(2)]
+            hidden = backbone.embeddings(input_ids=ids)
+            want = create_bidirectional_mask(config=backbone.config, inputs_embeds=hidden, attention_mask=mask)
+            for g in got:
+                assert (g is None and want is None) or torch.equal(g, want)
+            built[name] = got[0]
+    assert len(UNPADDED_MASKS) == 1  # the unpadded one only
+    assert built["padded"] is not None
+    backbone.train()
+    family.embed(backbone, input_ids=ids, attention_mask=ones)
+    assert len(UNPADDED_MASKS) == 1

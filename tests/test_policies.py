@@ -204,3 +204,26 @@ def test_vectorised_cka_exits_equal_the_count_definition():
             counts = cka_counts(sims, s["theta"])[:, :-1]  # layers 1..L-1
             expected = first_layer_where(counts >= s["count"])
             assert got[k].tolist() == expected.tolist(), (n_layers, s)
+
+
+@pytest.mark.parametrize("name", [n for n, p in POLICIES.items() if p.row_step is not None])
+def test_row_step_equals_the_batched_step_and_the_trace(name):
+    """The engine's one-row decision (Policy.row_step) against the batched step and the offline exits."""
+    import torch
+
+    from eebench.policies import LayerView
+
+    policy = POLICIES[name]
+    logits = np.random.default_rng(3).normal(scale=3.0, size=(40, 4, 3))  # [N, L, C]
+    trace = _trace(logits=logits)
+    settings = policy.fine_grid(trace, 12)[:6] + [{"threshold": [0.3, 0.5, 0.9]}]
+    exits = policy.exits(trace, settings)
+    for s, setting in enumerate(settings):
+        for n in range(len(logits)):
+            row_exit = next(i for i in range(1, 5) if i == 4 or policy.row_step(setting, i, logits[n, i - 1].tolist()))
+            assert row_exit == exits[s, n], (setting, n)
+        for i in range(1, 4):
+            view = LayerView(i, 4, torch.as_tensor(logits[:, i - 1]), None, None, None, None, False)
+            want = policy.step(setting, view, {})
+            got = [policy.row_step(setting, i, row.tolist()) for row in logits[:, i - 1]]
+            assert got == want.tolist()

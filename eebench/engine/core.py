@@ -54,6 +54,7 @@ class EarlyExitEngine:
         # the module calls around two small matmuls cost as much as the matmuls themselves.
         self.heads = [(h.pooling, h.dense.weight, h.dense.bias, h.classifier.weight, h.classifier.bias)
                       for h in model.heads]
+        self.pools_padding = any(h[0] != "first" for h in self.heads)  # last / mean pooling read the mask
 
     @property
     def device(self) -> torch.device:
@@ -68,9 +69,9 @@ class EarlyExitEngine:
         """Exit head i (1-based) in eval mode, as ExitHead.forward computes it: logits and pooled."""
         pooling, w, b, wc, bc = self.heads[i - 1]
         if pooling == "first":
-            token = hidden[:, 0]
+            token = hidden.select(1, 0)
         elif pooling == "last":
-            token = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_real(mask)] if padded else hidden[:, -1]
+            token = hidden[torch.arange(hidden.shape[0], device=hidden.device), last_real(mask)] if padded else hidden.select(1, -1)
         elif padded:
             m = mask.unsqueeze(-1).to(hidden.dtype)
             token = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
@@ -95,7 +96,27 @@ class EarlyExitEngine:
         with autocast(self.device, self.dtype):
             return self._run(batch)
 
+    def _run_row(self, batch: dict) -> tuple[np.ndarray, torch.Tensor]:
+        """One row, under a policy that reads only the row's logits (``Policy.row_step``: entropy,
+        max_prob): the same layers, heads and decisions as ``_run`` without its per-layer LayerView, numpy
+        arrays and row bookkeeping. Serving a stream, that Python runs with the CPU caches full of the
+        layer's weights, where it cost ~50 µs per layer passed (docs/results.md)."""
+        hidden, ctx = self._embed(batch)
+        mask = batch["attention_mask"]
+        padded = self.pools_padding and bool((mask == 0).any())
+        exit_after, setting, step, norm, head = self.policy.row_step, self.setting, self.family.step, self.norm, self._head
+        for i, layer in enumerate(self.layers, start=1):
+            hidden = step(layer, i - 1, hidden, ctx)
+            if i < self.first_head:
+                continue
+            logits = head(i, norm(hidden) if norm is not None else hidden, mask, padded)[0]
+            if i == self.n_layers or exit_after(setting, i, logits.tolist()[0]):
+                return np.array([i]), logits
+        raise AssertionError("the last layer always exits")
+
     def _run(self, batch: dict) -> tuple[np.ndarray, torch.Tensor]:
+        if self.policy.row_step is not None and batch["input_ids"].shape[0] == 1:
+            return self._run_row(batch)
         hidden, ctx = self._embed(batch)
         mask = batch["attention_mask"]
         b, device = hidden.shape[0], hidden.device

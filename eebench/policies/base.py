@@ -75,6 +75,10 @@ class Policy:
     indices)], or None when a setting has no such form (e.g. per-layer thresholds)."""
     first_layer: Callable[[dict, int], int] = lambda setting, n_layers: 1
     """(setting, n_layers) → the first layer whose head the decision reads (static: its layer)."""
+    row_step: Callable[[dict, int, list[float]], bool] | None = None
+    """(setting, i, one row's logits as Python floats) → whether that row exits after layer i: the engine's
+    decision at batch size 1 for a policy that reads nothing but the row's own logits (no state); must
+    agree with ``step``. None: the engine calls ``step``."""
     ordered: Callable[..., list[dict]] | None = None
     """(n_layers, n_classes, regression) → settings from the most conservative (latest exits) to the most
     aggressive, fixed before any data is seen: the sequence Learn-then-Test walks (eebench.guarantee).

@@ -17,17 +17,21 @@ def _signal(trace):
     return entropy(trace.logits)
 
 
+def row_step(setting, i, values):
+    return row_signal("entropy", values) < layer_threshold(setting, i)
+
+
 def step(setting, view, state):
     t = layer_threshold(setting, view.i)
     if view.n == 1:  # one row: Python floats beat numpy's per-call cost
-        return np.array([row_signal("entropy", view.logits[0].tolist()) < t])
+        return np.array([row_step(setting, view.i, view.logits[0].tolist())])
     return entropy(view.values) < t
 
 
 POLICY = Policy(
     "entropy", "exit at the first layer whose prediction entropy (nats) is below the threshold", ("threshold",),
     threshold_grid(DEEBERT_ENTROPY_GRID), signal_candidates(_signal), signal_threshold_exits(_signal, below=True),
-    step, tasks=(CLASSIFICATION,), fast_keys=fast_threshold(_signal, below=True),
+    step, tasks=(CLASSIFICATION,), fast_keys=fast_threshold(_signal, below=True), row_step=row_step,
     # a low threshold exits late: 0 first, then up to the largest entropy log(C), 400 steps
     ordered=lambda n_layers, n_classes=2, regression=False: [
         {"threshold": round(float(t), 6)} for t in np.linspace(0.0, np.log(max(n_classes, 2)), 401)])
