@@ -444,7 +444,7 @@ def shape_config(model_type: str, hidden: int, layers: int, heads: int, intermed
         "distilbert": {"dim": hidden, "n_layers": layers, "n_heads": heads, "hidden_dim": intermediate,
                        "vocab_size": vocab, "max_position_embeddings": positions},
         "gpt2": {"n_embd": hidden, "n_layer": layers, "n_head": heads, "n_inner": intermediate, "vocab_size": vocab,
-                 "n_positions": positions},
+                 "n_positions": positions, "bos_token_id": min(50256, vocab - 1), "eos_token_id": min(50256, vocab - 1)},
         "roberta": {**common, "max_position_embeddings": positions + 2},
         "xlm-roberta": {**common, "max_position_embeddings": positions + 2},
         "mpnet": {**common, "max_position_embeddings": positions + 2},
